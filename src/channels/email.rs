@@ -1,0 +1,150 @@
+//! E-mail over SMTP (`HERALD_SMTP_URL`), or, when no SMTP server is configured, into a spool
+//! folder under the data dir with a log line — so a laptop install still shows what it would send.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::Value;
+
+use crate::config::Settings;
+use crate::outbox::{Attempt, Channel, Verdict};
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Spool(PathBuf),
+}
+
+pub struct EmailChannel {
+    from: Mailbox,
+    transport: Transport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmailSetupError {
+    #[error("setting HERALD_MAIL_FROM: {0}")]
+    From(String),
+    #[error("setting HERALD_SMTP_URL: {0}")]
+    Smtp(String),
+}
+
+/// A plain e-mail message, as the outbox stores it.
+pub struct OutgoingMail<'a> {
+    pub to: &'a str,
+    pub subject: &'a str,
+    pub text: &'a str,
+}
+
+impl EmailChannel {
+    pub fn new(settings: &Settings) -> Result<Arc<EmailChannel>, EmailSetupError> {
+        let from: Mailbox = settings
+            .mail_from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| EmailSetupError::From(e.to_string()))?;
+        let transport = match &settings.smtp_url {
+            Some(url) => {
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
+                    .map_err(|e| EmailSetupError::Smtp(e.to_string()))?;
+                Transport::Smtp(builder.timeout(Some(Duration::from_secs(30))).build())
+            }
+            None => Transport::Spool(settings.data_dir.join("mail")),
+        };
+        Ok(Arc::new(EmailChannel { from, transport }))
+    }
+
+    pub fn is_spool(&self) -> bool {
+        matches!(self.transport, Transport::Spool(_))
+    }
+
+    pub async fn send_mail(&self, mail: OutgoingMail<'_>) -> Attempt {
+        let to: Mailbox = match mail.to.parse() {
+            Ok(to) => to,
+            Err(e) => {
+                return Attempt::failed(Verdict::Permanent, None, None, format!("bad address: {e}"));
+            }
+        };
+        let message = match Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(mail.subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(mail.text.to_string())
+        {
+            Ok(message) => message,
+            Err(e) => return Attempt::failed(Verdict::Permanent, None, None, e.to_string()),
+        };
+        match &self.transport {
+            Transport::Smtp(smtp) => match smtp.send(message).await {
+                Ok(response) => Attempt::delivered(
+                    Some(response.code().into()),
+                    Some(response.message().collect::<Vec<_>>().join("\n")),
+                ),
+                Err(e) if e.is_permanent() => Attempt::failed(
+                    Verdict::Permanent,
+                    e.status().map(u16::from),
+                    None,
+                    e.to_string(),
+                ),
+                Err(e) => Attempt::failed(
+                    Verdict::Retry { after: None },
+                    e.status().map(u16::from),
+                    None,
+                    crate::outbox::channel::error_chain(&e),
+                ),
+            },
+            Transport::Spool(dir) => {
+                let name = format!(
+                    "{}-{}.eml",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f"),
+                    mail.to.replace(['/', '\\'], "_")
+                );
+                let path = dir.join(name);
+                let write = async {
+                    tokio::fs::create_dir_all(dir).await?;
+                    tokio::fs::write(&path, message.formatted()).await
+                };
+                match write.await {
+                    Ok(()) => {
+                        tracing::info!(to = mail.to, subject = mail.subject, path = %path.display(),
+                            "no HERALD_SMTP_URL set: mail written to the spool instead of sent");
+                        Attempt::delivered(None, Some(path.display().to_string()))
+                    }
+                    Err(e) => Attempt::failed(
+                        Verdict::Retry { after: None },
+                        None,
+                        None,
+                        format!("could not write {}: {e}", path.display()),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+impl Channel for EmailChannel {
+    fn name(&self) -> &'static str {
+        "email"
+    }
+
+    fn pace<'a>(&'a self, _destination: &'a str) -> BoxFuture<'a, Option<Duration>> {
+        Box::pin(async { None })
+    }
+
+    fn send<'a>(&'a self, destination: &'a str, payload: &'a Value) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            let subject = payload.get("subject").and_then(Value::as_str).unwrap_or("herald");
+            let Some(text) = payload.get("text").and_then(Value::as_str) else {
+                return Attempt::failed(Verdict::Permanent, None, None, "payload has no text");
+            };
+            self.send_mail(OutgoingMail {
+                to: destination,
+                subject,
+                text,
+            })
+            .await
+        })
+    }
+}

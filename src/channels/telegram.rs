@@ -1,0 +1,160 @@
+//! Telegram Bot API `sendMessage`, paced the way Telegram asks: about one message per second to
+//! one chat and about thirty per second overall (both settings). 429 answers carry
+//! `parameters.retry_after`, which the queue obeys.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::{Secret, TelegramSettings};
+use crate::outbox::{Attempt, Channel, Verdict};
+
+pub struct TelegramChannel {
+    http: reqwest::Client,
+    send_url: String,
+    overall: DefaultDirectRateLimiter,
+    per_chat: DefaultKeyedRateLimiter<String>,
+    per_chat_interval: Duration,
+}
+
+/// The part of a Bot API answer herald reads.
+#[derive(Debug, Deserialize)]
+struct BotApiAnswer {
+    ok: bool,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<ResponseParameters>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResponseParameters {
+    #[serde(default)]
+    retry_after: Option<u64>,
+}
+
+/// The URL of one Bot API method.
+pub fn method_url(api: &url::Url, token: &Secret, method: &str) -> String {
+    format!(
+        "{}/bot{}/{method}",
+        api.as_str().trim_end_matches('/'),
+        token.expose()
+    )
+}
+
+fn quota(per_second: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN))
+}
+
+impl TelegramChannel {
+    /// `None` when no bot token is configured: Telegram is then disabled.
+    pub fn new(http: reqwest::Client, settings: &TelegramSettings) -> Option<Arc<TelegramChannel>> {
+        let token = settings.bot_token.as_ref()?;
+        Some(Arc::new(TelegramChannel {
+            http,
+            send_url: method_url(&settings.api, token, "sendMessage"),
+            overall: RateLimiter::direct(quota(settings.rate_per_second)),
+            per_chat: RateLimiter::keyed(quota(settings.chat_rate_per_second)),
+            per_chat_interval: Duration::from_millis(
+                1000 / u64::from(settings.chat_rate_per_second.max(1)),
+            ),
+        }))
+    }
+
+    async fn send_message(&self, chat: &str, payload: &Value) -> Attempt {
+        let Some(text) = payload.get("text").and_then(Value::as_str) else {
+            return Attempt::failed(Verdict::Permanent, None, None, "payload has no text");
+        };
+        // Numeric chat ids go as numbers; `@channel` names as strings.
+        let chat_id = match chat.parse::<i64>() {
+            Ok(id) => json!(id),
+            Err(_) => json!(chat),
+        };
+        let mut body = json!({
+            "chat_id": chat_id,
+            "text": text,
+            "link_preview_options": {"is_disabled": true},
+        });
+        for key in ["parse_mode", "reply_markup"] {
+            if let Some(value) = payload.get(key) {
+                body[key] = value.clone();
+            }
+        }
+        let response = match self.http.post(&self.send_url).json(&body).send().await {
+            Ok(response) => response,
+            Err(error) => return Attempt::from_transport_error(&error),
+        };
+        let status = response.status().as_u16();
+        let retry_after_header = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let text = response.text().await.unwrap_or_default();
+        let answer: Option<BotApiAnswer> = serde_json::from_str(&text).ok();
+        let description = answer
+            .as_ref()
+            .and_then(|a| a.description.clone())
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        match (status, answer) {
+            (200, Some(answer)) if answer.ok => Attempt::delivered(Some(status), Some(text)),
+            (429, answer) => {
+                let seconds = answer
+                    .and_then(|a| a.parameters)
+                    .and_then(|p| p.retry_after)
+                    .or(retry_after_header)
+                    .unwrap_or(1);
+                Attempt::failed(
+                    Verdict::Throttled {
+                        after: Duration::from_secs(seconds),
+                    },
+                    Some(status),
+                    Some(text),
+                    description,
+                )
+            }
+            // "Forbidden: bot was blocked by the user", "chat not found": nobody to send to.
+            (403, _) => Attempt::failed(Verdict::Gone, Some(status), Some(text), description),
+            (400, _) if description.contains("chat not found") => {
+                Attempt::failed(Verdict::Gone, Some(status), Some(text), description)
+            }
+            (400, _) => Attempt::failed(Verdict::Permanent, Some(status), Some(text), description),
+            _ => Attempt::failed(
+                Verdict::Retry {
+                    after: retry_after_header.map(Duration::from_secs),
+                },
+                Some(status),
+                Some(text),
+                description,
+            ),
+        }
+    }
+}
+
+impl Channel for TelegramChannel {
+    fn name(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn pace<'a>(&'a self, destination: &'a str) -> BoxFuture<'a, Option<Duration>> {
+        Box::pin(async move {
+            if self.per_chat.check_key(&destination.to_string()).is_err() {
+                return Some(self.per_chat_interval);
+            }
+            if self.per_chat.len() > 100_000 {
+                self.per_chat.retain_recent();
+            }
+            self.overall.until_ready().await;
+            None
+        })
+    }
+
+    fn send<'a>(&'a self, destination: &'a str, payload: &'a Value) -> BoxFuture<'a, Attempt> {
+        Box::pin(self.send_message(destination, payload))
+    }
+}

@@ -1,0 +1,476 @@
+//! Settings, in layers: defaults, then an optional `herald.toml`, then `HERALD_*` environment
+//! variables. Every value is parsed and validated here, once, so the rest of herald only ever sees
+//! typed settings; an unknown or malformed setting is a start-up error that names it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+/// A string that never prints: tokens, passwords, shared secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Every setting herald understands, with its default and a one-line meaning. The names are part
+/// of herald's interface (SPEC §0); `herald check-config` prints this table with the values in use.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    ("HERALD_LISTEN", "127.0.0.1:8080", "address to bind"),
+    ("HERALD_PUBLIC_URL", "http://<listen>", "external base URL used in links"),
+    ("HERALD_DATA_DIR", "./herald-data", "SQLite file, git caches, mail spool"),
+    ("HERALD_DATABASE_URL", "sqlite://<data dir>/herald.db", "sqlite://… or postgres://…"),
+    ("HERALD_REDIS_URL", "", "Redis for cross-node pub/sub; unset = single node"),
+    ("HERALD_NODE_ID", "", "snowflake worker id 0..1023; unset = leased from the database"),
+    ("HERALD_POLL_INTERVAL", "1m", "how often each watched branch is checked"),
+    ("HERALD_GITHUB_API", "https://api.github.com", "GitHub REST base URL"),
+    ("HERALD_GITHUB_TOKEN", "", "optional GitHub token"),
+    ("HERALD_GIT_WEBHOOK_SECRET", "", "secret for inbound push webhooks"),
+    ("HERALD_TELEGRAM_API", "https://api.telegram.org", "Telegram Bot API base URL"),
+    ("HERALD_TELEGRAM_BOT_TOKEN", "", "Telegram bot token; unset = Telegram disabled"),
+    ("HERALD_TELEGRAM_WEBHOOK_SECRET", "", "Telegram secret_token for inbound updates"),
+    ("HERALD_TELEGRAM_RATE", "30", "Telegram messages per second, all chats together"),
+    ("HERALD_TELEGRAM_CHAT_RATE", "1", "Telegram messages per second to one chat"),
+    ("HERALD_KAKAO_API", "https://bot-api.kakao.com", "Kakao bot API base URL"),
+    ("HERALD_KAKAO_BOT_ID", "", "Kakao bot id"),
+    ("HERALD_KAKAO_REST_KEY", "", "Kakao REST key for the Event API"),
+    ("HERALD_WEBEX_API", "https://webexapis.com/v1", "Webex API base URL"),
+    ("HERALD_WEBEX_BOT_TOKEN", "", "Webex bot token"),
+    ("HERALD_WEBEX_WEBHOOK_SECRET", "", "Webex webhook secret"),
+    ("HERALD_SMTP_URL", "", "smtp://user:pass@host:port or smtps://…; unset = mail spool"),
+    ("HERALD_MAIL_FROM", "herald <herald@localhost>", "sender address"),
+    ("HERALD_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h", "delays between delivery retries"),
+    ("HERALD_DELIVERY_TIMEOUT", "15s", "how long one outgoing delivery may take"),
+    ("HERALD_DELIVERY_CONCURRENCY", "64", "outgoing deliveries in flight per node"),
+    ("HERALD_ALLOW_PRIVATE_TARGETS", "false", "allow loopback/private targets and local remotes"),
+    ("HERALD_ADMIN_TOKEN", "", "bootstrap operator bearer token; unset = none"),
+    ("HERALD_LOG_FORMAT", "text", "text or json"),
+];
+
+/// Settings that exist only to pick the file; they are read before the file is.
+const META_SETTINGS: &[&str] = &["HERALD_CONFIG"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("setting {name}: {reason}")]
+    Invalid { name: String, reason: String },
+    #[error("unknown setting {name} (see `herald check-config` for the list)")]
+    Unknown { name: String },
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+fn invalid(name: &str, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TelegramSettings {
+    pub api: Url,
+    pub bot_token: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    /// Messages per second across all chats.
+    pub rate_per_second: u32,
+    /// Messages per second to one chat.
+    pub chat_rate_per_second: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct KakaoSettings {
+    pub api: Url,
+    pub bot_id: Option<String>,
+    pub rest_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebexSettings {
+    pub api: Url,
+    pub bot_token: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `None` means "derive from the bound address", which matters when listening on port 0.
+    pub public_url: Option<Url>,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub redis_url: Option<Secret>,
+    pub node_id: Option<u16>,
+    pub poll_interval: Duration,
+    pub github_api: Url,
+    pub github_token: Option<Secret>,
+    pub git_webhook_secret: Option<Secret>,
+    pub telegram: TelegramSettings,
+    pub kakao: KakaoSettings,
+    pub webex: WebexSettings,
+    pub smtp_url: Option<Secret>,
+    pub mail_from: String,
+    pub retry_schedule: Vec<Duration>,
+    pub delivery_timeout: Duration,
+    pub delivery_concurrency: usize,
+    pub allow_private_targets: bool,
+    pub admin_token: Option<Secret>,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Reads the layers the way the binary does: `HERALD_CONFIG` or `config_path` names an
+    /// optional TOML file; the process environment overrides it.
+    pub fn load(config_path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(key, _)| key.starts_with("HERALD_"))
+            .collect();
+        let path = config_path
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("HERALD_CONFIG").map(PathBuf::from));
+        let mut raw = BTreeMap::new();
+        match path {
+            Some(path) => raw.extend(read_toml_file(&path, true)?),
+            None => raw.extend(read_toml_file(Path::new("herald.toml"), false)?),
+        }
+        raw.extend(env);
+        Settings::from_map(raw)
+    }
+
+    /// Builds settings from `HERALD_*` names to raw strings; anything missing takes its default.
+    pub fn from_map(mut raw: BTreeMap<String, String>) -> Result<Settings, ConfigError> {
+        for meta in META_SETTINGS {
+            raw.remove(*meta);
+        }
+        for name in raw.keys() {
+            if !SETTINGS.iter().any(|(known, _, _)| known == name) {
+                return Err(ConfigError::Unknown { name: name.clone() });
+            }
+        }
+        // An empty value means "unset", as in most .env files.
+        raw.retain(|_, value| !value.trim().is_empty());
+        let get = |name: &str| raw.get(name).map(|value| value.trim().to_string());
+
+        let listen: SocketAddr = parse_or(&get, "HERALD_LISTEN", "127.0.0.1:8080", |v| {
+            v.parse().map_err(|e| format!("{e} (expected host:port, e.g. 127.0.0.1:8080)"))
+        })?;
+        let public_url = get("HERALD_PUBLIC_URL")
+            .map(|v| parse_url("HERALD_PUBLIC_URL", &v))
+            .transpose()?;
+        let data_dir = PathBuf::from(get("HERALD_DATA_DIR").unwrap_or("./herald-data".into()));
+        let database_url = match get("HERALD_DATABASE_URL") {
+            Some(url) => {
+                if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+                    return Err(invalid(
+                        "HERALD_DATABASE_URL",
+                        "must start with sqlite: or postgres://",
+                    ));
+                }
+                url
+            }
+            None => format!("sqlite://{}", data_dir.join("herald.db").display()),
+        };
+        let redis_url = get("HERALD_REDIS_URL").map(|v| {
+            if v.starts_with("redis://") || v.starts_with("rediss://") {
+                Ok(Secret::new(v))
+            } else {
+                Err(invalid("HERALD_REDIS_URL", "must start with redis:// or rediss://"))
+            }
+        });
+        let redis_url = redis_url.transpose()?;
+        let node_id = get("HERALD_NODE_ID")
+            .map(|v| match v.parse::<u16>() {
+                Ok(id) if id < 1024 => Ok(id),
+                _ => Err(invalid("HERALD_NODE_ID", "must be a whole number from 0 to 1023")),
+            })
+            .transpose()?;
+        let poll_interval = parse_or(&get, "HERALD_POLL_INTERVAL", "1m", parse_duration)?;
+        if poll_interval.is_zero() {
+            return Err(invalid("HERALD_POLL_INTERVAL", "must be longer than zero"));
+        }
+        let url_or = |name: &str, default: &str| -> Result<Url, ConfigError> {
+            parse_url(name, &get(name).unwrap_or(default.to_string()))
+        };
+        let secret = |name: &str| get(name).map(Secret::new);
+        let rate = |name: &str, default: &str| -> Result<u32, ConfigError> {
+            parse_or(&get, name, default, |v| match v.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err("must be a whole number above zero".to_string()),
+            })
+        };
+
+        let retry_schedule = parse_or(
+            &get,
+            "HERALD_RETRY_SCHEDULE",
+            "5s,5m,30m,2h,5h,10h,10h",
+            |v| {
+                v.split(',')
+                    .map(|part| parse_duration(part.trim()))
+                    .collect::<Result<Vec<_>, _>>()
+            },
+        )?;
+        let delivery_concurrency = parse_or(&get, "HERALD_DELIVERY_CONCURRENCY", "64", |v| {
+            match v.parse::<usize>() {
+                Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+                _ => Err("must be a whole number from 1 to 10000".to_string()),
+            }
+        })?;
+        let allow_private_targets =
+            parse_or(&get, "HERALD_ALLOW_PRIVATE_TARGETS", "false", parse_bool)?;
+        let log_format = parse_or(&get, "HERALD_LOG_FORMAT", "text", |v| match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be text or json".to_string()),
+        })?;
+
+        Ok(Settings {
+            listen,
+            public_url,
+            data_dir,
+            database_url,
+            redis_url,
+            node_id,
+            poll_interval,
+            github_api: url_or("HERALD_GITHUB_API", "https://api.github.com")?,
+            github_token: secret("HERALD_GITHUB_TOKEN"),
+            git_webhook_secret: secret("HERALD_GIT_WEBHOOK_SECRET"),
+            telegram: TelegramSettings {
+                api: url_or("HERALD_TELEGRAM_API", "https://api.telegram.org")?,
+                bot_token: secret("HERALD_TELEGRAM_BOT_TOKEN"),
+                webhook_secret: secret("HERALD_TELEGRAM_WEBHOOK_SECRET"),
+                rate_per_second: rate("HERALD_TELEGRAM_RATE", "30")?,
+                chat_rate_per_second: rate("HERALD_TELEGRAM_CHAT_RATE", "1")?,
+            },
+            kakao: KakaoSettings {
+                api: url_or("HERALD_KAKAO_API", "https://bot-api.kakao.com")?,
+                bot_id: get("HERALD_KAKAO_BOT_ID"),
+                rest_key: secret("HERALD_KAKAO_REST_KEY"),
+            },
+            webex: WebexSettings {
+                api: url_or("HERALD_WEBEX_API", "https://webexapis.com/v1")?,
+                bot_token: secret("HERALD_WEBEX_BOT_TOKEN"),
+                webhook_secret: secret("HERALD_WEBEX_WEBHOOK_SECRET"),
+            },
+            smtp_url: get("HERALD_SMTP_URL")
+                .map(|v| {
+                    if v.starts_with("smtp://") || v.starts_with("smtps://") {
+                        Ok(Secret::new(v))
+                    } else {
+                        Err(invalid("HERALD_SMTP_URL", "must start with smtp:// or smtps://"))
+                    }
+                })
+                .transpose()?,
+            mail_from: get("HERALD_MAIL_FROM").unwrap_or("herald <herald@localhost>".into()),
+            retry_schedule,
+            delivery_timeout: parse_or(&get, "HERALD_DELIVERY_TIMEOUT", "15s", parse_duration)?,
+            delivery_concurrency,
+            allow_private_targets,
+            admin_token: secret("HERALD_ADMIN_TOKEN"),
+            log_format,
+        })
+    }
+
+    /// The base URL for links: the configured one, or one made from the address actually bound.
+    pub fn public_url_for(&self, bound: SocketAddr) -> Url {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => Url::parse(&format!("http://{bound}")).unwrap_or_else(|_| {
+                // A SocketAddr always formats as a valid authority; this branch is unreachable.
+                Url::parse("http://127.0.0.1:8080").expect("static URL")
+            }),
+        }
+    }
+
+    /// Lines for `herald check-config`: every setting with its effective value, secrets hidden.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let hide = |s: &Option<Secret>| match s {
+            Some(_) => "(set)".to_string(),
+            None => "(unset)".to_string(),
+        };
+        let show = |s: &Option<String>| s.clone().unwrap_or("(unset)".into());
+        vec![
+            ("HERALD_LISTEN".into(), self.listen.to_string()),
+            (
+                "HERALD_PUBLIC_URL".into(),
+                self.public_url_for(self.listen).to_string(),
+            ),
+            ("HERALD_DATA_DIR".into(), self.data_dir.display().to_string()),
+            ("HERALD_DATABASE_URL".into(), redact_url(&self.database_url)),
+            ("HERALD_REDIS_URL".into(), hide(&self.redis_url)),
+            (
+                "HERALD_NODE_ID".into(),
+                self.node_id.map(|n| n.to_string()).unwrap_or("(leased)".into()),
+            ),
+            (
+                "HERALD_POLL_INTERVAL".into(),
+                humantime::format_duration(self.poll_interval).to_string(),
+            ),
+            ("HERALD_GITHUB_API".into(), self.github_api.to_string()),
+            ("HERALD_GITHUB_TOKEN".into(), hide(&self.github_token)),
+            ("HERALD_GIT_WEBHOOK_SECRET".into(), hide(&self.git_webhook_secret)),
+            ("HERALD_TELEGRAM_API".into(), self.telegram.api.to_string()),
+            ("HERALD_TELEGRAM_BOT_TOKEN".into(), hide(&self.telegram.bot_token)),
+            ("HERALD_TELEGRAM_RATE".into(), self.telegram.rate_per_second.to_string()),
+            (
+                "HERALD_TELEGRAM_CHAT_RATE".into(),
+                self.telegram.chat_rate_per_second.to_string(),
+            ),
+            ("HERALD_KAKAO_BOT_ID".into(), show(&self.kakao.bot_id)),
+            ("HERALD_WEBEX_BOT_TOKEN".into(), hide(&self.webex.bot_token)),
+            ("HERALD_SMTP_URL".into(), hide(&self.smtp_url)),
+            ("HERALD_MAIL_FROM".into(), self.mail_from.clone()),
+            (
+                "HERALD_RETRY_SCHEDULE".into(),
+                self.retry_schedule
+                    .iter()
+                    .map(|d| humantime::format_duration(*d).to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "HERALD_ALLOW_PRIVATE_TARGETS".into(),
+                self.allow_private_targets.to_string(),
+            ),
+            ("HERALD_ADMIN_TOKEN".into(), hide(&self.admin_token)),
+        ]
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn parse_or<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let value = get(name).unwrap_or(default.to_string());
+    parse(&value).map_err(|reason| invalid(name, format!("{value:?}: {reason}")))
+}
+
+fn parse_url(name: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| invalid(name, format!("{value:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(name, format!("{value:?}: must be an http(s) URL")));
+    }
+    Ok(url)
+}
+
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| format!("{e} (expected e.g. 30s, 5m, 2h)"))
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("must be true or false".to_string()),
+    }
+}
+
+/// Reads a flat TOML file whose keys are setting names without the `HERALD_` prefix, in any
+/// case (`listen = "0.0.0.0:8080"`, `telegram_bot_token = "…"`).
+fn read_toml_file(path: &Path, required: bool) -> Result<BTreeMap<String, String>, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(BTreeMap::new());
+        }
+        Err(e) => return Err(file_error(e.to_string())),
+    };
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+    let mut raw = BTreeMap::new();
+    for (key, value) in table {
+        let name = format!("HERALD_{}", key.to_ascii_uppercase());
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => return Err(file_error(format!("{key}: expected a plain value"))),
+        };
+        raw.insert(name, value);
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let settings = Settings::from_map(BTreeMap::new()).expect("defaults are valid");
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert!(settings.database_url.starts_with("sqlite://"));
+        assert_eq!(settings.retry_schedule.len(), 7);
+        assert_eq!(settings.poll_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let err = Settings::from_map(map(&[("HERALD_POLL_INTERVAL", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_POLL_INTERVAL"), "{err}");
+        let err = Settings::from_map(map(&[("HERALD_LISTN", "x")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_LISTN"), "{err}");
+        let err = Settings::from_map(map(&[("HERALD_NODE_ID", "4000")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_NODE_ID"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let settings =
+            Settings::from_map(map(&[("HERALD_ADMIN_TOKEN", "hunter2")])).expect("valid");
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,16 @@
+//! herald: a self-hosted chat-bot and notification hub. The binary in `main.rs` only parses the
+//! command line; everything else is this library, so tests and benchmarks run the real thing.
+//! See ARCHITECTURE.md for the map.
+
+pub mod channels;
+pub mod config;
+pub mod contacts;
+pub mod http;
+pub mod ids;
+pub mod notify;
+pub mod outbox;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod watch;

@@ -1,0 +1,3 @@
+//! Turning events into messages people read.
+
+pub mod render;

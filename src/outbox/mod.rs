@@ -1,0 +1,283 @@
+//! The durable delivery queue ("outbox"). A notification is a row in `deliveries` before anything
+//! is sent; workers claim due rows under a lease, send them through a [`Channel`], record every
+//! attempt in `delivery_attempts`, and reschedule failures by the retry schedule.
+//!
+//! **Boundary**: the queue decides *when* and *how often*; a [`Channel`] only knows *how to send
+//! one message* and says what happened. Channels never touch the queue tables.
+//!
+//! **Invariant**: a claimed row has `locked_until` in the future; if its node dies the lease runs
+//! out and any node claims it again, so every row is sent at least once.
+
+pub mod channel;
+pub mod worker;
+
+use std::time::Duration;
+
+use rand::RngExt;
+use sqlx::AssertSqlSafe;
+
+use crate::ids::{IdGenerator, now_ms};
+use crate::store::{Db, StoreError};
+
+pub use channel::{Attempt, Channel, Verdict};
+
+/// How long a claim holds a row; longer than any send may take.
+pub const LEASE_MS: i64 = 60_000;
+
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub channel: String,
+    pub destination: String,
+    /// JSON text, channel-specific.
+    pub payload: String,
+    pub event_id: Option<i64>,
+    pub contact_id: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub channel: String,
+    pub destination: String,
+    pub payload: String,
+    pub contact_id: Option<i64>,
+    pub attempts: i64,
+    pub failures: i64,
+}
+
+/// Rows per INSERT statement; 8 parameters each stays far below both backends' limits.
+const INSERT_CHUNK: usize = 500;
+
+/// Adds deliveries inside the caller's transaction, so that they commit with whatever caused
+/// them (a push event, a chat message) or not at all.
+pub async fn enqueue(
+    conn: &mut sqlx::AnyConnection,
+    ids: &IdGenerator,
+    deliveries: &[NewDelivery],
+) -> Result<Vec<i64>, StoreError> {
+    let now = now_ms();
+    let mut created = Vec::with_capacity(deliveries.len());
+    for chunk in deliveries.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO deliveries (id, channel, destination, payload, event_id, contact_id, \
+             status, next_attempt_at, created_at, updated_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 8;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 8
+            ));
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for delivery in chunk {
+            let id = ids.next();
+            created.push(id);
+            query = query
+                .bind(id)
+                .bind(delivery.channel.clone())
+                .bind(delivery.destination.clone())
+                .bind(delivery.payload.clone())
+                .bind(delivery.event_id)
+                .bind(delivery.contact_id)
+                .bind(now)
+                .bind(now);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(created)
+}
+
+/// Claims up to `limit` due rows of the given channels for this node.
+pub async fn claim(
+    db: &Db,
+    channels: &[&str],
+    limit: usize,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    if channels.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let channel_list = (0..channels.len())
+        .map(|i| format!("${}", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE deliveries SET locked_until = $1 WHERE id IN (\
+           SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
+           AND locked_until <= $2 AND channel IN ({channel_list}) \
+           ORDER BY next_attempt_at LIMIT $3{}) \
+         RETURNING id, channel, destination, payload, contact_id, attempts, failures",
+        db.skip_locked()
+    );
+    let mut query = sqlx::query_as::<_, (i64, String, String, String, Option<i64>, i64, i64)>(
+        AssertSqlSafe(sql),
+    )
+    .bind(now + LEASE_MS)
+    .bind(now)
+    .bind(limit as i64);
+    for channel in channels {
+        query = query.bind(*channel);
+    }
+    let rows = query.fetch_all(db.writer()).await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, channel, destination, payload, contact_id, attempts, failures)| {
+                ClaimedDelivery {
+                    id,
+                    channel,
+                    destination,
+                    payload,
+                    contact_id,
+                    attempts,
+                    failures,
+                }
+            },
+        )
+        .collect())
+}
+
+/// The delay before retry number `failures` (1-based), with ±20 % jitter so that a burst of
+/// failures does not come back as a burst; `None` once the schedule is used up.
+pub fn retry_delay(schedule: &[Duration], failures: i64) -> Option<Duration> {
+    let index = usize::try_from(failures.checked_sub(1)?).ok()?;
+    let base = *schedule.get(index)?;
+    let factor = rand::rng().random_range(0.8..1.2);
+    Some(base.mul_f64(factor))
+}
+
+/// Puts a claimed row back, unsent and without counting an attempt, until `after` has passed
+/// (used for pacing: the channel asked us to wait).
+pub async fn defer(db: &Db, delivery_id: i64, after: Duration) -> Result<(), StoreError> {
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = $1, locked_until = 0, updated_at = $2 WHERE id = $3",
+    )
+    .bind(now + after.as_millis() as i64)
+    .bind(now)
+    .bind(delivery_id)
+    .execute(db.writer())
+    .await?;
+    Ok(())
+}
+
+/// What became of a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Delivered,
+    RetryAt(i64),
+    Failed,
+}
+
+/// Records an attempt and moves the delivery on, in one transaction.
+pub async fn record_attempt(
+    db: &Db,
+    ids: &IdGenerator,
+    delivery: &ClaimedDelivery,
+    attempt: &Attempt,
+    duration: Duration,
+    schedule: &[Duration],
+) -> Result<Settled, StoreError> {
+    let now = now_ms();
+    let settled = match attempt.verdict {
+        Verdict::Delivered => Settled::Delivered,
+        Verdict::Permanent | Verdict::Gone => Settled::Failed,
+        // The platform told us when; that is not a failure of ours, so it does not use up the
+        // retry schedule.
+        Verdict::Throttled { after } => Settled::RetryAt(now + after.as_millis() as i64),
+        Verdict::Retry { after } => match retry_delay(schedule, delivery.failures + 1) {
+            // A Retry-After from the receiver wins over our own schedule.
+            Some(delay) => Settled::RetryAt(now + after.unwrap_or(delay).as_millis() as i64),
+            None => Settled::Failed,
+        },
+    };
+    let failed_now = matches!(attempt.verdict, Verdict::Retry { .. } | Verdict::Permanent | Verdict::Gone);
+    let (status, next_attempt_at) = match settled {
+        Settled::Delivered => ("delivered", now),
+        Settled::Failed => ("failed", now),
+        Settled::RetryAt(at) => ("pending", at),
+    };
+    let body = attempt.body.as_deref().map(|b| truncate_bytes(b, 4096));
+    let mut tx = db.writer().begin().await?;
+    sqlx::query(
+        "INSERT INTO delivery_attempts (id, delivery_id, attempted_at, status_code, duration_ms, \
+         response_body, error) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(ids.next())
+    .bind(delivery.id)
+    .bind(now)
+    .bind(attempt.status_code.map(i64::from))
+    .bind(duration.as_millis() as i64)
+    .bind(body)
+    .bind(attempt.error.clone())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE deliveries SET status = $1, attempts = attempts + 1, failures = failures + $2, \
+         next_attempt_at = $3, locked_until = 0, last_error = $4, updated_at = $5 WHERE id = $6",
+    )
+    .bind(status)
+    .bind(i64::from(failed_now))
+    .bind(next_attempt_at)
+    .bind(attempt.error.clone())
+    .bind(now)
+    .bind(delivery.id)
+    .execute(&mut *tx)
+    .await?;
+    if attempt.verdict == Verdict::Gone {
+        if let Some(contact_id) = delivery.contact_id {
+            sqlx::query("UPDATE contacts SET blocked = 1 WHERE id = $1")
+                .bind(contact_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(settled)
+}
+
+/// Counts of deliveries by status, for `/metrics` and tests.
+pub async fn depth(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
+    sqlx::query_as("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
+        .fetch_all(db.reader())
+        .await
+}
+
+pub fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_schedule_with_jitter_then_exhausted() {
+        let schedule = [Duration::from_secs(10), Duration::from_secs(100)];
+        let first = retry_delay(&schedule, 1).expect("first retry");
+        assert!(first >= Duration::from_secs(8) && first <= Duration::from_secs(12));
+        let second = retry_delay(&schedule, 2).expect("second retry");
+        assert!(second >= Duration::from_secs(80) && second <= Duration::from_secs(120));
+        assert_eq!(retry_delay(&schedule, 3), None);
+        assert_eq!(retry_delay(&schedule, 0), None);
+    }
+}

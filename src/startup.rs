@@ -1,0 +1,177 @@
+//! Building and running herald: storage, ids, channels, the HTTP server and the background
+//! workers, side by side, with one cancellation token for a graceful stop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::email::EmailChannel;
+use crate::channels::telegram::TelegramChannel;
+use crate::config::Settings;
+use crate::ids::IdGenerator;
+use crate::outbox::Channel;
+use crate::outbox::worker::Dispatcher;
+use crate::state::{AppInner, AppState};
+use crate::store::{Db, lease_node_id, release_node_id, renew_node_id};
+use crate::watch::github::GithubClient;
+use crate::watch::gitremote::GitRemotes;
+
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    channels: HashMap<&'static str, Arc<dyn Channel>>,
+    /// Set when the worker id is leased (not configured), so it can be renewed and released.
+    lease_holder: Option<String>,
+}
+
+/// Connects to the database and applies migrations; what `herald migrate` does.
+pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::connect(&settings.database_url)
+        .await
+        .with_context(|| "could not open the database named by HERALD_DATABASE_URL")?;
+    db.migrate().await.context("could not apply database migrations")?;
+    Ok(db)
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!("could not create HERALD_DATA_DIR {}", settings.data_dir.display())
+        })?;
+        let db = open_database(&settings).await?;
+        let (worker_id, lease_holder) = match settings.node_id {
+            Some(id) => (id, None),
+            None => {
+                let holder = format!("{}-{}", std::process::id(), crate::ids::now_ms());
+                let id = lease_node_id(&db, &holder).await.context("could not lease a node id")?;
+                (id, Some(holder))
+            }
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("could not listen on HERALD_LISTEN={}", settings.listen))?;
+        let address = listener.local_addr()?;
+
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+            .timeout(settings.delivery_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(256)
+            .build()
+            .context("could not build the HTTP client")?;
+
+        let mut channels: HashMap<&'static str, Arc<dyn Channel>> = HashMap::new();
+        match TelegramChannel::new(http.clone(), &settings.telegram) {
+            Some(telegram) => {
+                channels.insert("telegram", telegram);
+            }
+            None => tracing::info!("Telegram is disabled: HERALD_TELEGRAM_BOT_TOKEN is not set"),
+        }
+        let email = EmailChannel::new(&settings)?;
+        if email.is_spool() {
+            tracing::info!(
+                spool = %settings.data_dir.join("mail").display(),
+                "HERALD_SMTP_URL is not set: e-mail is written to the spool folder instead of sent"
+            );
+        }
+        channels.insert("email", email);
+
+        let state = AppState::new(AppInner {
+            public_url: settings.public_url_for(address),
+            github: GithubClient::new(http.clone(), &settings.github_api, settings.github_token.clone()),
+            git: GitRemotes::new(&settings.data_dir),
+            db,
+            ids: Arc::new(IdGenerator::new(worker_id)),
+            http,
+            outbox_wake: Arc::new(Notify::new()),
+            metrics: crate::http::ops::metrics_handle(),
+            settings,
+        });
+        Ok(Application {
+            listener,
+            address,
+            state,
+            channels,
+            lease_holder,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops taking requests, lets in-flight
+    /// deliveries finish, and releases the node id.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            address,
+            state,
+            channels,
+            lease_holder,
+        } = self;
+        tracing::info!(
+            url = %state.public_url,
+            listen = %address,
+            node = state.ids.worker_id(),
+            backend = ?state.db.backend,
+            "herald is running; open {}",
+            state.public_url
+        );
+        let dispatcher = Arc::new(Dispatcher {
+            db: state.db.clone(),
+            ids: state.ids.clone(),
+            channels,
+            wake: state.outbox_wake.clone(),
+            retry_schedule: state.settings.retry_schedule.clone(),
+            timeout: state.settings.delivery_timeout,
+            concurrency: state.settings.delivery_concurrency,
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(dispatcher.run(shutdown.clone()));
+        tasks.spawn(crate::watch::poller::run(state.clone(), shutdown.clone()));
+        if let Some(holder) = lease_holder.clone() {
+            let db = state.db.clone();
+            let worker_id = state.ids.worker_id();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    if let Err(error) = renew_node_id(&db, worker_id, &holder).await {
+                        tracing::warn!(%error, "could not renew the node id lease");
+                    }
+                }
+            });
+        }
+
+        let app = crate::http::router(state.clone());
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        if let Some(holder) = lease_holder {
+            let _ = release_node_id(&state.db, state.ids.worker_id(), &holder).await;
+        }
+        state.db.close().await;
+        tracing::info!("herald stopped");
+        served.context("the HTTP server failed")
+    }
+}

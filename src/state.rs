@@ -1,0 +1,46 @@
+//! What every handler and background task shares, built once by `startup::Application::build`.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Notify;
+use url::Url;
+
+use crate::config::Settings;
+use crate::ids::IdGenerator;
+use crate::store::Db;
+use crate::watch::github::GithubClient;
+use crate::watch::gitremote::GitRemotes;
+
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub settings: Settings,
+    /// The base URL for links, resolved against the address actually bound.
+    pub public_url: Url,
+    pub db: Db,
+    pub ids: Arc<IdGenerator>,
+    /// One outbound HTTP client (connection pools are per client).
+    pub http: reqwest::Client,
+    /// Wakes this node's delivery worker right after something is queued.
+    pub outbox_wake: Arc<Notify>,
+    pub github: GithubClient,
+    pub git: GitRemotes,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(inner: AppInner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}

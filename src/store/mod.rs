@@ -1,0 +1,216 @@
+//! Storage: one code path for SQLite and PostgreSQL through sqlx's `Any` driver.
+//!
+//! **Invariant**: nothing outside `store/` opens a connection or runs migrations; feature modules
+//! write their SQL with `$1` placeholders and only BIGINT/INTEGER and TEXT columns, which both
+//! backends decode alike (see the notes at the top of the migrations).
+//!
+//! On SQLite every write goes through a single-connection pool, so writers queue in herald instead
+//! of failing with `SQLITE_BUSY` when two deferred transactions both try to upgrade; readers use a
+//! pool of their own (WAL lets them run beside the writer). On PostgreSQL both are the same pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+use crate::ids::now_ms;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Db {
+    read: AnyPool,
+    write: AnyPool,
+    pub backend: Backend,
+}
+
+pub type StoreError = sqlx::Error;
+
+impl Db {
+    /// Connects, creating the SQLite file (and its directory) when needed.
+    pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url).await
+        } else {
+            let options = AnyConnectOptions::from_str(url)?
+                .log_statements(tracing::log::LevelFilter::Trace)
+                .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+            let pool = AnyPoolOptions::new()
+                .max_connections(20)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Db {
+                read: pool.clone(),
+                write: pool,
+                backend: Backend::Postgres,
+            })
+        }
+    }
+
+    async fn connect_sqlite(url: &str) -> Result<Db, StoreError> {
+        let path_part = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path_part = path_part.split('?').next().unwrap_or_default();
+        if !path_part.is_empty() && !path_part.starts_with("file:") && path_part != ":memory:" {
+            if let Some(parent) = std::path::Path::new(path_part).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+                }
+            }
+        }
+        let url = if url.contains('?') {
+            url.to_string()
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        let options = AnyConnectOptions::from_str(&url)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // WAL and busy_timeout are per connection when going through `Any`.
+                        // synchronous=NORMAL in WAL mode survives a process crash (kill -9);
+                        // only an OS crash or power loss can lose the last transactions.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options.clone())
+        };
+        let write = pool(1).await?;
+        let read = pool(8).await?;
+        Ok(Db {
+            read,
+            write,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    /// The pool for plain reads.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// The pool for writes and transactions that write.
+    pub fn writer(&self) -> &AnyPool {
+        &self.write
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        self.migrator().run(&self.write).await
+    }
+
+    /// For `/readyz`: the database answers and every migration herald knows is applied.
+    pub async fn ready(&self) -> Result<(), String> {
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(|e| format!("database unreachable or not migrated: {e}"))?;
+        let known = self.migrator().iter().count() as i64;
+        if applied < known {
+            return Err(format!("{applied} of {known} migrations applied"));
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` where the backend has it; SQLite's single writer needs none.
+    pub fn skip_locked(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+const LEASE_MS: i64 = 120_000;
+
+/// Takes a free snowflake worker id (0..1023) in the database, so that nodes sharing a database
+/// never mint the same id. The lease is renewed by `renew_node_id` while the node lives and
+/// expires two minutes after it dies.
+pub async fn lease_node_id(db: &Db, holder: &str) -> Result<u16, StoreError> {
+    let start = (now_ms() as u64 % 1024) as i64;
+    for offset in 0..1024 {
+        let worker_id = (start + offset) % 1024;
+        let now = now_ms();
+        let result = sqlx::query(
+            "INSERT INTO node_leases (worker_id, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (worker_id) DO UPDATE SET holder = excluded.holder, \
+             expires_at = excluded.expires_at WHERE node_leases.expires_at < $4",
+        )
+        .bind(worker_id)
+        .bind(holder)
+        .bind(now + LEASE_MS)
+        .bind(now)
+        .execute(db.writer())
+        .await?;
+        if result.rows_affected() == 1 {
+            return Ok(worker_id as u16);
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "all 1024 worker ids are leased; set HERALD_NODE_ID".into(),
+    ))
+}
+
+pub async fn renew_node_id(db: &Db, worker_id: u16, holder: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE node_leases SET expires_at = $1 WHERE worker_id = $2 AND holder = $3")
+        .bind(now_ms() + LEASE_MS)
+        .bind(i64::from(worker_id))
+        .bind(holder)
+        .execute(db.writer())
+        .await?;
+    Ok(())
+}
+
+pub async fn release_node_id(db: &Db, worker_id: u16, holder: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM node_leases WHERE worker_id = $1 AND holder = $2")
+        .bind(i64::from(worker_id))
+        .bind(holder)
+        .execute(db.writer())
+        .await?;
+    Ok(())
+}
+
+/// Whether an error is a unique-constraint violation, on either backend.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.is_unique_violation(),
+        _ => false,
+    }
+}

@@ -1,0 +1,126 @@
+//! Area A's detection side: repositories, the branches herald watches in them, and the three ways
+//! a push is noticed (inbound webhooks in `hooks`, GitHub REST polling in `github`, git-protocol
+//! polling in `gitremote`), all ending in `ingest::accept_push`.
+//!
+//! **Invariant**: the last seen head of a branch is a commit SHA (`branch_heads`), never a date.
+
+pub mod event;
+pub mod github;
+pub mod gitremote;
+pub mod hooks;
+pub mod ingest;
+pub mod poller;
+pub mod repo;
+
+use rand::RngExt;
+use sqlx::Row;
+
+use crate::ids::{IdGenerator, now_ms};
+use crate::store::{Db, StoreError};
+use repo::RepoUrl;
+
+/// A glob over branch names or paths where `*` stays within one `/` segment and `**` crosses them.
+pub fn subscription_glob(pattern: &str) -> Option<globset::GlobMatcher> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .ok()
+        .map(|g| g.compile_matcher())
+}
+
+/// A repository row.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub id: i64,
+    pub url: RepoUrl,
+}
+
+fn repository_from_row(id: i64, remote_url: &str) -> Result<Repository, StoreError> {
+    // Stored addresses were validated when they were added; local ones only exist when they
+    // were allowed then, so they are re-read as allowed.
+    let url = RepoUrl::parse(remote_url, true)
+        .map_err(|e| StoreError::Protocol(format!("stored repository {id}: {e}")))?;
+    Ok(Repository { id, url })
+}
+
+pub async fn upsert_repository(db: &Db, ids: &IdGenerator, url: &RepoUrl) -> Result<Repository, StoreError> {
+    sqlx::query(
+        "INSERT INTO repositories (id, key, kind, remote_url, web_url, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(ids.next())
+    .bind(url.key.clone())
+    .bind(url.kind.as_str())
+    .bind(url.remote.clone())
+    .bind(url.web.clone())
+    .bind(now_ms())
+    .execute(db.writer())
+    .await?;
+    find_repository_by_key(db, &url.key)
+        .await?
+        .ok_or_else(|| StoreError::RowNotFound)
+}
+
+pub async fn find_repository_by_key(db: &Db, key: &str) -> Result<Option<Repository>, StoreError> {
+    let row = sqlx::query("SELECT id, remote_url FROM repositories WHERE key = $1")
+        .bind(key)
+        .fetch_optional(db.reader())
+        .await?;
+    row.map(|row| repository_from_row(row.get(0), &row.get::<String, _>(1)))
+        .transpose()
+}
+
+pub async fn find_repository(db: &Db, id: i64) -> Result<Option<Repository>, StoreError> {
+    let row = sqlx::query("SELECT id, remote_url FROM repositories WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.reader())
+        .await?;
+    row.map(|row| repository_from_row(row.get(0), &row.get::<String, _>(1)))
+        .transpose()
+}
+
+/// Starts watching a branch pattern if nobody watched it yet. The first check is placed at a
+/// random point of the interval, so that many watches spread out instead of bursting.
+pub async fn ensure_watch(
+    db: &Db,
+    ids: &IdGenerator,
+    repository_id: i64,
+    pattern: &str,
+    poll_interval_ms: i64,
+) -> Result<(), StoreError> {
+    let offset = rand::rng().random_range(0..poll_interval_ms.max(1));
+    sqlx::query(
+        "INSERT INTO watches (id, repository_id, pattern, next_check_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (repository_id, pattern) DO NOTHING",
+    )
+    .bind(ids.next())
+    .bind(repository_id)
+    .bind(pattern)
+    .bind(now_ms() + offset)
+    .execute(db.writer())
+    .await?;
+    Ok(())
+}
+
+/// Records a branch head as the starting point, unless one is known already.
+pub async fn set_baseline_head(db: &Db, repository_id: i64, branch: &str, sha: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO branch_heads (repository_id, branch, sha, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (repository_id, branch) DO NOTHING",
+    )
+    .bind(repository_id)
+    .bind(branch)
+    .bind(sha)
+    .bind(now_ms())
+    .execute(db.writer())
+    .await?;
+    Ok(())
+}
+
+pub async fn branch_head(db: &Db, repository_id: i64, branch: &str) -> Result<Option<String>, StoreError> {
+    sqlx::query_scalar("SELECT sha FROM branch_heads WHERE repository_id = $1 AND branch = $2")
+        .bind(repository_id)
+        .bind(branch)
+        .fetch_optional(db.reader())
+        .await
+}
