@@ -34,33 +34,125 @@ impl fmt::Debug for Secret {
 /// of herald's interface (SPEC §0); `herald check-config` prints this table with the values in use.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("HERALD_LISTEN", "127.0.0.1:8080", "address to bind"),
-    ("HERALD_PUBLIC_URL", "http://<listen>", "external base URL used in links"),
-    ("HERALD_DATA_DIR", "./herald-data", "SQLite file, git caches, mail spool"),
-    ("HERALD_DATABASE_URL", "sqlite://<data dir>/herald.db", "sqlite://… or postgres://…"),
-    ("HERALD_REDIS_URL", "", "Redis for cross-node pub/sub; unset = single node"),
-    ("HERALD_NODE_ID", "", "snowflake worker id 0..1023; unset = leased from the database"),
-    ("HERALD_POLL_INTERVAL", "1m", "how often each watched branch is checked"),
-    ("HERALD_GITHUB_API", "https://api.github.com", "GitHub REST base URL"),
+    (
+        "HERALD_PUBLIC_URL",
+        "http://<listen>",
+        "external base URL used in links",
+    ),
+    (
+        "HERALD_DATA_DIR",
+        "./herald-data",
+        "SQLite file, git caches, mail spool",
+    ),
+    (
+        "HERALD_DATABASE_URL",
+        "sqlite://<data dir>/herald.db",
+        "sqlite://… or postgres://…",
+    ),
+    (
+        "HERALD_REDIS_URL",
+        "",
+        "Redis for cross-node pub/sub; unset = single node",
+    ),
+    (
+        "HERALD_NODE_ID",
+        "",
+        "snowflake worker id 0..1023; unset = leased from the database",
+    ),
+    (
+        "HERALD_POLL_INTERVAL",
+        "1m",
+        "how often each watched branch is checked",
+    ),
+    (
+        "HERALD_GITHUB_API",
+        "https://api.github.com",
+        "GitHub REST base URL",
+    ),
     ("HERALD_GITHUB_TOKEN", "", "optional GitHub token"),
-    ("HERALD_GIT_WEBHOOK_SECRET", "", "secret for inbound push webhooks"),
-    ("HERALD_TELEGRAM_API", "https://api.telegram.org", "Telegram Bot API base URL"),
-    ("HERALD_TELEGRAM_BOT_TOKEN", "", "Telegram bot token; unset = Telegram disabled"),
-    ("HERALD_TELEGRAM_WEBHOOK_SECRET", "", "Telegram secret_token for inbound updates"),
-    ("HERALD_TELEGRAM_RATE", "30", "Telegram messages per second, all chats together"),
-    ("HERALD_TELEGRAM_CHAT_RATE", "1", "Telegram messages per second to one chat"),
-    ("HERALD_KAKAO_API", "https://bot-api.kakao.com", "Kakao bot API base URL"),
+    (
+        "HERALD_GIT_WEBHOOK_SECRET",
+        "",
+        "secret for inbound push webhooks",
+    ),
+    (
+        "HERALD_TELEGRAM_API",
+        "https://api.telegram.org",
+        "Telegram Bot API base URL",
+    ),
+    (
+        "HERALD_TELEGRAM_BOT_TOKEN",
+        "",
+        "Telegram bot token; unset = Telegram disabled",
+    ),
+    (
+        "HERALD_TELEGRAM_WEBHOOK_SECRET",
+        "",
+        "Telegram secret_token for inbound updates",
+    ),
+    (
+        "HERALD_TELEGRAM_RATE",
+        "30",
+        "Telegram messages per second, all chats together",
+    ),
+    (
+        "HERALD_TELEGRAM_CHAT_RATE",
+        "1",
+        "Telegram messages per second to one chat",
+    ),
+    (
+        "HERALD_KAKAO_API",
+        "https://bot-api.kakao.com",
+        "Kakao bot API base URL",
+    ),
     ("HERALD_KAKAO_BOT_ID", "", "Kakao bot id"),
-    ("HERALD_KAKAO_REST_KEY", "", "Kakao REST key for the Event API"),
-    ("HERALD_WEBEX_API", "https://webexapis.com/v1", "Webex API base URL"),
+    (
+        "HERALD_KAKAO_REST_KEY",
+        "",
+        "Kakao REST key for the Event API",
+    ),
+    (
+        "HERALD_WEBEX_API",
+        "https://webexapis.com/v1",
+        "Webex API base URL",
+    ),
     ("HERALD_WEBEX_BOT_TOKEN", "", "Webex bot token"),
     ("HERALD_WEBEX_WEBHOOK_SECRET", "", "Webex webhook secret"),
-    ("HERALD_SMTP_URL", "", "smtp://user:pass@host:port or smtps://…; unset = mail spool"),
-    ("HERALD_MAIL_FROM", "herald <herald@localhost>", "sender address"),
-    ("HERALD_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h", "delays between delivery retries"),
-    ("HERALD_DELIVERY_TIMEOUT", "15s", "how long one outgoing delivery may take"),
-    ("HERALD_DELIVERY_CONCURRENCY", "64", "outgoing deliveries in flight per node"),
-    ("HERALD_ALLOW_PRIVATE_TARGETS", "false", "allow loopback/private targets and local remotes"),
-    ("HERALD_ADMIN_TOKEN", "", "bootstrap operator bearer token; unset = none"),
+    (
+        "HERALD_SMTP_URL",
+        "",
+        "smtp://user:pass@host:port or smtps://…; unset = mail spool",
+    ),
+    (
+        "HERALD_MAIL_FROM",
+        "herald <herald@localhost>",
+        "sender address",
+    ),
+    (
+        "HERALD_RETRY_SCHEDULE",
+        "5s,5m,30m,2h,5h,10h,10h",
+        "delays between delivery retries",
+    ),
+    (
+        "HERALD_DELIVERY_TIMEOUT",
+        "15s",
+        "how long one outgoing delivery may take",
+    ),
+    (
+        "HERALD_DELIVERY_CONCURRENCY",
+        "64",
+        "outgoing deliveries in flight per node",
+    ),
+    (
+        "HERALD_ALLOW_PRIVATE_TARGETS",
+        "false",
+        "allow loopback/private targets and local remotes",
+    ),
+    (
+        "HERALD_ADMIN_TOKEN",
+        "",
+        "bootstrap operator bearer token; unset = none",
+    ),
     ("HERALD_LOG_FORMAT", "text", "text or json"),
 ];
 
@@ -175,7 +267,8 @@ impl Settings {
         let get = |name: &str| raw.get(name).map(|value| value.trim().to_string());
 
         let listen: SocketAddr = parse_or(&get, "HERALD_LISTEN", "127.0.0.1:8080", |v| {
-            v.parse().map_err(|e| format!("{e} (expected host:port, e.g. 127.0.0.1:8080)"))
+            v.parse()
+                .map_err(|e| format!("{e} (expected host:port, e.g. 127.0.0.1:8080)"))
         })?;
         let public_url = get("HERALD_PUBLIC_URL")
             .map(|v| parse_url("HERALD_PUBLIC_URL", &v))
@@ -183,7 +276,10 @@ impl Settings {
         let data_dir = PathBuf::from(get("HERALD_DATA_DIR").unwrap_or("./herald-data".into()));
         let database_url = match get("HERALD_DATABASE_URL") {
             Some(url) => {
-                if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres:")
+                    || url.starts_with("postgresql:"))
+                {
                     return Err(invalid(
                         "HERALD_DATABASE_URL",
                         "must start with sqlite: or postgres://",
@@ -197,14 +293,20 @@ impl Settings {
             if v.starts_with("redis://") || v.starts_with("rediss://") {
                 Ok(Secret::new(v))
             } else {
-                Err(invalid("HERALD_REDIS_URL", "must start with redis:// or rediss://"))
+                Err(invalid(
+                    "HERALD_REDIS_URL",
+                    "must start with redis:// or rediss://",
+                ))
             }
         });
         let redis_url = redis_url.transpose()?;
         let node_id = get("HERALD_NODE_ID")
             .map(|v| match v.parse::<u16>() {
                 Ok(id) if id < 1024 => Ok(id),
-                _ => Err(invalid("HERALD_NODE_ID", "must be a whole number from 0 to 1023")),
+                _ => Err(invalid(
+                    "HERALD_NODE_ID",
+                    "must be a whole number from 0 to 1023",
+                )),
             })
             .transpose()?;
         let poll_interval = parse_or(&get, "HERALD_POLL_INTERVAL", "1m", parse_duration)?;
@@ -279,7 +381,10 @@ impl Settings {
                     if v.starts_with("smtp://") || v.starts_with("smtps://") {
                         Ok(Secret::new(v))
                     } else {
-                        Err(invalid("HERALD_SMTP_URL", "must start with smtp:// or smtps://"))
+                        Err(invalid(
+                            "HERALD_SMTP_URL",
+                            "must start with smtp:// or smtps://",
+                        ))
                     }
                 })
                 .transpose()?,
@@ -317,12 +422,17 @@ impl Settings {
                 "HERALD_PUBLIC_URL".into(),
                 self.public_url_for(self.listen).to_string(),
             ),
-            ("HERALD_DATA_DIR".into(), self.data_dir.display().to_string()),
+            (
+                "HERALD_DATA_DIR".into(),
+                self.data_dir.display().to_string(),
+            ),
             ("HERALD_DATABASE_URL".into(), redact_url(&self.database_url)),
             ("HERALD_REDIS_URL".into(), hide(&self.redis_url)),
             (
                 "HERALD_NODE_ID".into(),
-                self.node_id.map(|n| n.to_string()).unwrap_or("(leased)".into()),
+                self.node_id
+                    .map(|n| n.to_string())
+                    .unwrap_or("(leased)".into()),
             ),
             (
                 "HERALD_POLL_INTERVAL".into(),
@@ -330,10 +440,19 @@ impl Settings {
             ),
             ("HERALD_GITHUB_API".into(), self.github_api.to_string()),
             ("HERALD_GITHUB_TOKEN".into(), hide(&self.github_token)),
-            ("HERALD_GIT_WEBHOOK_SECRET".into(), hide(&self.git_webhook_secret)),
+            (
+                "HERALD_GIT_WEBHOOK_SECRET".into(),
+                hide(&self.git_webhook_secret),
+            ),
             ("HERALD_TELEGRAM_API".into(), self.telegram.api.to_string()),
-            ("HERALD_TELEGRAM_BOT_TOKEN".into(), hide(&self.telegram.bot_token)),
-            ("HERALD_TELEGRAM_RATE".into(), self.telegram.rate_per_second.to_string()),
+            (
+                "HERALD_TELEGRAM_BOT_TOKEN".into(),
+                hide(&self.telegram.bot_token),
+            ),
+            (
+                "HERALD_TELEGRAM_RATE".into(),
+                self.telegram.rate_per_second.to_string(),
+            ),
             (
                 "HERALD_TELEGRAM_CHAT_RATE".into(),
                 self.telegram.chat_rate_per_second.to_string(),
@@ -413,7 +532,9 @@ fn read_toml_file(path: &Path, required: bool) -> Result<BTreeMap<String, String
         }
         Err(e) => return Err(file_error(e.to_string())),
     };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
     let mut raw = BTreeMap::new();
     for (key, value) in table {
         let name = format!("HERALD_{}", key.to_ascii_uppercase());

@@ -39,7 +39,10 @@ impl IdGenerator {
 
     /// The next id; strictly increasing on this node, even if the wall clock steps back.
     pub fn next(&self) -> i64 {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (last_ms, sequence) = *state;
         let mut ms = (now_ms() - EPOCH_MS).max(last_ms);
         let next_sequence = if ms == last_ms { sequence + 1 } else { 0 };

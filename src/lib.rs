@@ -13,4 +13,6 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+#[doc(hidden)]
+pub mod testkit;
 pub mod watch;

@@ -36,21 +36,28 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
     let db = Db::connect(&settings.database_url)
         .await
         .with_context(|| "could not open the database named by HERALD_DATABASE_URL")?;
-    db.migrate().await.context("could not apply database migrations")?;
+    db.migrate()
+        .await
+        .context("could not apply database migrations")?;
     Ok(db)
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!("could not create HERALD_DATA_DIR {}", settings.data_dir.display())
+            format!(
+                "could not create HERALD_DATA_DIR {}",
+                settings.data_dir.display()
+            )
         })?;
         let db = open_database(&settings).await?;
         let (worker_id, lease_holder) = match settings.node_id {
             Some(id) => (id, None),
             None => {
                 let holder = format!("{}-{}", std::process::id(), crate::ids::now_ms());
-                let id = lease_node_id(&db, &holder).await.context("could not lease a node id")?;
+                let id = lease_node_id(&db, &holder)
+                    .await
+                    .context("could not lease a node id")?;
                 (id, Some(holder))
             }
         };
@@ -85,7 +92,11 @@ impl Application {
 
         let state = AppState::new(AppInner {
             public_url: settings.public_url_for(address),
-            github: GithubClient::new(http.clone(), &settings.github_api, settings.github_token.clone()),
+            github: GithubClient::new(
+                http.clone(),
+                &settings.github_api,
+                settings.github_token.clone(),
+            ),
             git: GitRemotes::new(&settings.data_dir),
             db,
             ids: Arc::new(IdGenerator::new(worker_id)),

@@ -63,7 +63,12 @@ impl EmailChannel {
         let to: Mailbox = match mail.to.parse() {
             Ok(to) => to,
             Err(e) => {
-                return Attempt::failed(Verdict::Permanent, None, None, format!("bad address: {e}"));
+                return Attempt::failed(
+                    Verdict::Permanent,
+                    None,
+                    None,
+                    format!("bad address: {e}"),
+                );
             }
         };
         let message = match Message::builder()
@@ -135,7 +140,10 @@ impl Channel for EmailChannel {
 
     fn send<'a>(&'a self, destination: &'a str, payload: &'a Value) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
-            let subject = payload.get("subject").and_then(Value::as_str).unwrap_or("herald");
+            let subject = payload
+                .get("subject")
+                .and_then(Value::as_str)
+                .unwrap_or("herald");
             let Some(text) = payload.get("text").and_then(Value::as_str) else {
                 return Attempt::failed(Verdict::Permanent, None, None, "payload has no text");
             };

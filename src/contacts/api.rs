@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Contact, ContactRef, Filters, SubscribeError, Subscription, delete_contact, find_contact, find_subscription,
-    list_contacts, list_subscriptions, set_contact_muted, subscribe, unsubscribe, update_subscription,
-    validate_address,
+    Contact, ContactRef, Filters, SubscribeError, Subscription, delete_contact, find_contact,
+    find_subscription, list_contacts, list_subscriptions, set_contact_muted, subscribe,
+    unsubscribe, update_subscription, validate_address,
 };
 use crate::http::auth::Admin;
 use crate::http::error::{ApiError, ApiJson};
@@ -20,10 +20,16 @@ use crate::state::AppState;
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/api/v1/contacts", get(contacts_list).post(contacts_create))
-        .route("/api/v1/contacts/{id}", get(contacts_get).delete(contacts_delete))
+        .route(
+            "/api/v1/contacts/{id}",
+            get(contacts_get).delete(contacts_delete),
+        )
         .route("/api/v1/contacts/{id}/mute", post(contacts_mute))
         .route("/api/v1/contacts/{id}/unmute", post(contacts_unmute))
-        .route("/api/v1/subscriptions", get(subscriptions_list).post(subscriptions_create))
+        .route(
+            "/api/v1/subscriptions",
+            get(subscriptions_list).post(subscriptions_create),
+        )
         .route(
             "/api/v1/subscriptions/{id}",
             get(subscriptions_get)
@@ -72,9 +78,18 @@ async fn contacts_create(
     let channel = input.channel.trim().to_lowercase();
     let address = validate_address(&channel, &input.address).map_err(ApiError::Validation)?;
     if input.nick_name.chars().count() > 100 {
-        return Err(ApiError::Validation("nick_name: at most 100 characters".into()));
+        return Err(ApiError::Validation(
+            "nick_name: at most 100 characters".into(),
+        ));
     }
-    let contact = super::upsert_contact(&state.db, &state.ids, &channel, &address, input.nick_name.trim()).await?;
+    let contact = super::upsert_contact(
+        &state.db,
+        &state.ids,
+        &channel,
+        &address,
+        input.nick_name.trim(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(contact)))
 }
 
@@ -85,11 +100,19 @@ async fn load_contact(state: &AppState, raw: &str) -> Result<Contact, ApiError> 
         .ok_or_else(|| ApiError::NotFound(format!("no contact with id {raw:?}")))
 }
 
-async fn contacts_get(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Contact>, ApiError> {
+async fn contacts_get(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
     Ok(Json(load_contact(&state, &id).await?))
 }
 
-async fn contacts_delete(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn contacts_delete(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let contact = load_contact(&state, &id).await?;
     delete_contact(&state.db, contact.id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -101,11 +124,19 @@ async fn set_muted(state: &AppState, id: &str, muted: bool) -> Result<Json<Conta
     Ok(Json(load_contact(state, id).await?))
 }
 
-async fn contacts_mute(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Contact>, ApiError> {
+async fn contacts_mute(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
     set_muted(&state, &id, true).await
 }
 
-async fn contacts_unmute(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Contact>, ApiError> {
+async fn contacts_unmute(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
     set_muted(&state, &id, false).await
 }
 
@@ -123,7 +154,9 @@ async fn subscriptions_list(
         Some(raw) => Some(load_contact(&state, raw).await?.id),
         None => None,
     };
-    Ok(Json(json!({"subscriptions": list_subscriptions(&state.db, contact_id).await?})))
+    Ok(Json(
+        json!({"subscriptions": list_subscriptions(&state.db, contact_id).await?}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -146,7 +179,9 @@ async fn subscriptions_create(
 ) -> Result<(StatusCode, Json<Subscription>), ApiError> {
     let contact = find_contact(&state.db, input.contact_id)
         .await?
-        .ok_or_else(|| ApiError::Validation(format!("contact_id: no contact {}", input.contact_id)))?;
+        .ok_or_else(|| {
+            ApiError::Validation(format!("contact_id: no contact {}", input.contact_id))
+        })?;
     let filters = Filters {
         paths: input.paths,
         exclude_authors: input.exclude_authors,
@@ -195,7 +230,9 @@ async fn subscriptions_update(
     let filters = if patch.paths.is_some() || patch.exclude_authors.is_some() {
         let filters = Filters {
             paths: patch.paths.unwrap_or(current.paths.clone()),
-            exclude_authors: patch.exclude_authors.unwrap_or(current.exclude_authors.clone()),
+            exclude_authors: patch
+                .exclude_authors
+                .unwrap_or(current.exclude_authors.clone()),
         };
         filters.validate().map_err(ApiError::Validation)?;
         Some(filters)

@@ -31,9 +31,13 @@ pub fn validate_address(channel: &str, address: &str) -> Result<String, String> 
             let ok = address.parse::<i64>().is_ok()
                 || (address.starts_with('@')
                     && address.len() > 1
-                    && address[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                    && address[1..]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_'));
             if !ok {
-                return Err(format!("{address:?} is not a Telegram chat id (a number or @channel)"));
+                return Err(format!(
+                    "{address:?} is not a Telegram chat id (a number or @channel)"
+                ));
             }
         }
         "email" => {
@@ -129,7 +133,9 @@ pub async fn find_contact(db: &Db, id: i64) -> Result<Option<Contact>, StoreErro
 
 pub async fn list_contacts(db: &Db) -> Result<Vec<Contact>, StoreError> {
     let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(db.reader()).await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.reader())
+        .await?;
     Ok(rows.iter().map(contact_from_row).collect())
 }
 
@@ -172,7 +178,10 @@ pub async fn find_subscription(db: &Db, id: i64) -> Result<Option<Subscription>,
     Ok(row.as_ref().map(subscription_from_row))
 }
 
-pub async fn list_subscriptions(db: &Db, contact_id: Option<i64>) -> Result<Vec<Subscription>, StoreError> {
+pub async fn list_subscriptions(
+    db: &Db,
+    contact_id: Option<i64>,
+) -> Result<Vec<Subscription>, StoreError> {
     let rows = match contact_id {
         Some(contact_id) => {
             let sql = format!("{SUBSCRIPTION_QUERY} WHERE s.contact_id = $1 ORDER BY s.id");
@@ -183,7 +192,9 @@ pub async fn list_subscriptions(db: &Db, contact_id: Option<i64>) -> Result<Vec<
         }
         None => {
             let sql = format!("{SUBSCRIPTION_QUERY} ORDER BY s.id");
-            sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(db.reader()).await?
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(db.reader())
+                .await?
         }
     };
     Ok(rows.iter().map(subscription_from_row).collect())
@@ -198,7 +209,10 @@ pub struct Filters {
 
 impl Filters {
     pub fn validate(&self) -> Result<(), String> {
-        for (what, list) in [("paths", &self.paths), ("exclude_authors", &self.exclude_authors)] {
+        for (what, list) in [
+            ("paths", &self.paths),
+            ("exclude_authors", &self.exclude_authors),
+        ] {
             if list.len() > 50 {
                 return Err(format!("{what}: at most 50 entries"));
             }
@@ -233,26 +247,34 @@ pub enum SubscribeError {
 
 /// Reads the current heads of `pattern` in the repository, proving it exists. An exact branch
 /// must exist; a glob may match nothing yet.
-pub async fn probe_heads(state: &AppState, url: &RepoUrl, pattern: &str) -> Result<Vec<(String, String)>, SubscribeError> {
+pub async fn probe_heads(
+    state: &AppState,
+    url: &RepoUrl,
+    pattern: &str,
+) -> Result<Vec<(String, String)>, SubscribeError> {
     let heads = match &url.kind {
-        RepoKind::GitHub { owner, name } => match state.github.branch_heads(owner, name, pattern, None).await {
-            Ok(Conditional::Modified { value, .. }) => value,
-            Ok(Conditional::NotModified) => Vec::new(),
-            Err(GithubError::NotFound) if is_glob(pattern) => {
-                return Err(SubscribeError::RepositoryNotFound(url.display_name()));
+        RepoKind::GitHub { owner, name } => {
+            match state.github.branch_heads(owner, name, pattern, None).await {
+                Ok(Conditional::Modified { value, .. }) => value,
+                Ok(Conditional::NotModified) => Vec::new(),
+                Err(GithubError::NotFound) if is_glob(pattern) => {
+                    return Err(SubscribeError::RepositoryNotFound(url.display_name()));
+                }
+                Err(GithubError::NotFound) => {
+                    // Tell a missing repository from a missing branch.
+                    return match state.github.branch_heads(owner, name, "*", None).await {
+                        Err(GithubError::NotFound) => {
+                            Err(SubscribeError::RepositoryNotFound(url.display_name()))
+                        }
+                        _ => Err(SubscribeError::BranchNotFound {
+                            repository: url.display_name(),
+                            branch: pattern.to_string(),
+                        }),
+                    };
+                }
+                Err(error) => return Err(SubscribeError::Unreachable(error.to_string())),
             }
-            Err(GithubError::NotFound) => {
-                // Tell a missing repository from a missing branch.
-                return match state.github.branch_heads(owner, name, "*", None).await {
-                    Err(GithubError::NotFound) => Err(SubscribeError::RepositoryNotFound(url.display_name())),
-                    _ => Err(SubscribeError::BranchNotFound {
-                        repository: url.display_name(),
-                        branch: pattern.to_string(),
-                    }),
-                };
-            }
-            Err(error) => return Err(SubscribeError::Unreachable(error.to_string())),
-        },
+        }
         RepoKind::Git => state
             .git
             .ls_remote(&url.remote, pattern)
@@ -292,7 +314,9 @@ pub async fn subscribe(
     let branch = branch.trim();
     valid_branch_pattern(branch).map_err(SubscribeError::Invalid)?;
     if is_glob(branch) && crate::watch::subscription_glob(branch).is_none() {
-        return Err(SubscribeError::Invalid(format!("{branch:?} is not a valid branch glob")));
+        return Err(SubscribeError::Invalid(format!(
+            "{branch:?} is not a valid branch glob"
+        )));
     }
     filters.validate().map_err(SubscribeError::Invalid)?;
     let heads = probe_heads(state, &url, branch).await?;
@@ -334,7 +358,9 @@ pub async fn subscribe(
     .bind(now_ms())
     .execute(db.writer())
     .await?;
-    let sql = format!("{SUBSCRIPTION_QUERY} WHERE s.contact_id = $1 AND s.repository_id = $2 AND s.branch = $3");
+    let sql = format!(
+        "{SUBSCRIPTION_QUERY} WHERE s.contact_id = $1 AND s.repository_id = $2 AND s.branch = $3"
+    );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(contact.id)
         .bind(repository.id)
@@ -413,7 +439,8 @@ pub async fn update_subscription(
                 .await?;
         }
         if let Some(filters) = filters {
-            let to_json = |list: &Vec<String>| serde_json::to_string(list).unwrap_or_else(|_| "[]".into());
+            let to_json =
+                |list: &Vec<String>| serde_json::to_string(list).unwrap_or_else(|_| "[]".into());
             sqlx::query("UPDATE subscriptions SET paths = $1, exclude_authors = $2 WHERE id = $3")
                 .bind(to_json(&filters.paths))
                 .bind(to_json(&filters.exclude_authors))

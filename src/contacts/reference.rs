@@ -34,7 +34,11 @@ struct Failure(String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (StatusCode::NOT_FOUND, Json(json!({"code": 404, "message": self.0}))).into_response()
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": 404, "message": self.0})),
+        )
+            .into_response()
     }
 }
 
@@ -55,17 +59,29 @@ fn text_field(body: &Value, name: &str) -> Result<String, Failure> {
     match body.get(name) {
         Some(Value::String(s)) => Ok(s.trim().to_string()),
         Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(Value::Null) | None => Err(Failure(format!("{name}은(는) 필수입니다. ({name} is required)"))),
-        Some(_) => Err(Failure(format!("{name}은(는) 문자열이어야 합니다. ({name} must be a string)"))),
+        Some(Value::Null) | None => Err(Failure(format!(
+            "{name}은(는) 필수입니다. ({name} is required)"
+        ))),
+        Some(_) => Err(Failure(format!(
+            "{name}은(는) 문자열이어야 합니다. ({name} must be a string)"
+        ))),
     }
 }
 
-async fn register(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, Failure> {
+async fn register(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, Failure> {
     let body = body.map_err(|e| Failure(format!("요청 본문을 읽을 수 없습니다: {e}")))?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| Failure(format!("요청 본문이 올바른 JSON이 아닙니다. (invalid JSON: {e})")))?;
+    let body: Value = serde_json::from_slice(&body).map_err(|e| {
+        Failure(format!(
+            "요청 본문이 올바른 JSON이 아닙니다. (invalid JSON: {e})"
+        ))
+    })?;
     if !body.is_object() {
-        return Err(Failure("요청 본문은 JSON 객체여야 합니다. (expected a JSON object)".into()));
+        return Err(Failure(
+            "요청 본문은 JSON 객체여야 합니다. (expected a JSON object)".into(),
+        ));
     }
     let id = text_field(&body, "id")?;
     let repository = text_field(&body, "fav_repository")?;
@@ -79,7 +95,9 @@ async fn register(State(state): State<AppState>, body: Result<Bytes, BytesReject
         return Err(Failure("브랜치명은 비어 있으면 안됩니다.".into()));
     }
     if repository.is_empty() {
-        return Err(Failure("레파지토리 주소는 비어 있으면 안됩니다. (fav_repository must not be empty)".into()));
+        return Err(Failure(
+            "레파지토리 주소는 비어 있으면 안됩니다. (fav_repository must not be empty)".into(),
+        ));
     }
     let address = validate_address(&channel, &id).map_err(Failure)?;
     let contact = ContactRef::Upsert {
@@ -88,19 +106,28 @@ async fn register(State(state): State<AppState>, body: Result<Bytes, BytesReject
         nick_name: &nick_name,
     };
     subscribe(&state, contact, &repository, &branch, Filters::default()).await?;
-    Ok(Json(json!({"code": 200, "message": "정상적으로 api 호출 완료"})))
+    Ok(Json(
+        json!({"code": 200, "message": "정상적으로 api 호출 완료"}),
+    ))
 }
 
 async fn list_commits(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, Failure> {
-    let param = |name: &str| params.get(name).map(|v| v.trim().to_string()).unwrap_or_default();
+    let param = |name: &str| {
+        params
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
     let repository = param("fav_repository");
     let branch = param("branch");
     let channel = param("type").to_lowercase();
     if repository.is_empty() {
-        return Err(Failure("fav_repository는 필수입니다. (fav_repository is required)".into()));
+        return Err(Failure(
+            "fav_repository는 필수입니다. (fav_repository is required)".into(),
+        ));
     }
     if branch.is_empty() {
         return Err(Failure("브랜치명은 비어 있으면 안됩니다.".into()));
@@ -110,9 +137,12 @@ async fn list_commits(
     }
     valid_branch_pattern(&branch).map_err(Failure)?;
     if crate::watch::repo::is_glob(&branch) {
-        return Err(Failure("branch must be one branch here, not a pattern".into()));
+        return Err(Failure(
+            "branch must be one branch here, not a pattern".into(),
+        ));
     }
-    let url = RepoUrl::parse(&repository, state.settings.allow_private_targets).map_err(|e| Failure(e.to_string()))?;
+    let url = RepoUrl::parse(&repository, state.settings.allow_private_targets)
+        .map_err(|e| Failure(e.to_string()))?;
     let commits = match &url.kind {
         RepoKind::GitHub { owner, name } => state
             .github

@@ -16,21 +16,29 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
 }
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(expected) = &state.settings.admin_token else {
             return Err(ApiError::Unauthorized(
                 "this API needs the operator token, and none is set: set HERALD_ADMIN_TOKEN".into(),
             ));
         };
         match bearer_token(parts) {
-            Some(given) if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) => Ok(Admin),
+            Some(given) if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) => {
+                Ok(Admin)
+            }
             Some(_) => Err(ApiError::Unauthorized("wrong token".into())),
             None => Err(ApiError::Unauthorized(
                 "missing Authorization: Bearer <HERALD_ADMIN_TOKEN>".into(),

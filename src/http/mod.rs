@@ -63,6 +63,7 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     metrics::counter!("herald_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
-    metrics::histogram!("herald_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("herald_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
     response
 }

@@ -179,7 +179,12 @@ pub fn webex_markdown(summary: &PushSummary) -> String {
     let lines = summary
         .listed()
         .map(|c| match &c.url {
-            Some(url) => format!("- [`{}`]({url}) {} — {}", c.short_id(), c.title(), c.author.name),
+            Some(url) => format!(
+                "- [`{}`]({url}) {} — {}",
+                c.short_id(),
+                c.title(),
+                c.author.name
+            ),
             None => format!("- `{}` {} — {}", c.short_id(), c.title(), c.author.name),
         })
         .collect();
@@ -277,7 +282,10 @@ mod tests {
             event: &e,
             commits: &commits,
         };
-        let tg = telegram_html(&summary)["text"].as_str().expect("text").to_string();
+        let tg = telegram_html(&summary)["text"]
+            .as_str()
+            .expect("text")
+            .to_string();
         assert!(tg.chars().count() <= TELEGRAM_MAX_CHARS);
         assert!(tg.contains("more"));
         assert!(plain_text(&summary, KAKAO_MAX_CHARS).chars().count() <= KAKAO_MAX_CHARS);

@@ -11,9 +11,13 @@ pub enum Verdict {
     Delivered,
     /// A failure that may pass (5xx, timeout, connection refused); `after` is the platform's
     /// `Retry-After` when it gave one.
-    Retry { after: Option<Duration> },
+    Retry {
+        after: Option<Duration>,
+    },
     /// The platform asked us to slow down and said for how long (Telegram 429 `retry_after`).
-    Throttled { after: Duration },
+    Throttled {
+        after: Duration,
+    },
     /// Will never succeed as sent (bad request, unknown chat); not retried.
     Permanent,
     /// The recipient is gone (blocked the bot, left): not retried, and the contact is marked
@@ -40,7 +44,12 @@ impl Attempt {
         }
     }
 
-    pub fn failed(verdict: Verdict, status_code: Option<u16>, body: Option<String>, error: impl Into<String>) -> Attempt {
+    pub fn failed(
+        verdict: Verdict,
+        status_code: Option<u16>,
+        body: Option<String>,
+        error: impl Into<String>,
+    ) -> Attempt {
         Attempt {
             verdict,
             status_code,
@@ -89,5 +98,9 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Sends one message. Must not panic on any payload: a payload it cannot understand is
     /// a `Permanent` failure.
-    fn send<'a>(&'a self, destination: &'a str, payload: &'a serde_json::Value) -> BoxFuture<'a, Attempt>;
+    fn send<'a>(
+        &'a self,
+        destination: &'a str,
+        payload: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Attempt>;
 }

@@ -21,8 +21,12 @@ use crate::store::{Db, StoreError};
 
 pub use channel::{Attempt, Channel, Verdict};
 
-/// How long a claim holds a row; longer than any send may take.
-pub const LEASE_MS: i64 = 60_000;
+/// How long a claim holds a row: twice the longest a send may take, plus a second, so that a
+/// live node always records its attempt before the lease runs out, and a dead node's work is
+/// picked up soon after.
+pub fn lease_for(send_timeout: Duration) -> Duration {
+    send_timeout * 2 + Duration::from_secs(1)
+}
 
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -104,6 +108,7 @@ pub async fn claim(
     db: &Db,
     channels: &[&str],
     limit: usize,
+    lease: Duration,
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     if channels.is_empty() || limit == 0 {
         return Ok(Vec::new());
@@ -124,7 +129,7 @@ pub async fn claim(
     let mut query = sqlx::query_as::<_, (i64, String, String, String, Option<i64>, i64, i64)>(
         AssertSqlSafe(sql),
     )
-    .bind(now + LEASE_MS)
+    .bind(now + lease.as_millis() as i64)
     .bind(now)
     .bind(limit as i64);
     for channel in channels {
@@ -134,16 +139,14 @@ pub async fn claim(
     Ok(rows
         .into_iter()
         .map(
-            |(id, channel, destination, payload, contact_id, attempts, failures)| {
-                ClaimedDelivery {
-                    id,
-                    channel,
-                    destination,
-                    payload,
-                    contact_id,
-                    attempts,
-                    failures,
-                }
+            |(id, channel, destination, payload, contact_id, attempts, failures)| ClaimedDelivery {
+                id,
+                channel,
+                destination,
+                payload,
+                contact_id,
+                attempts,
+                failures,
             },
         )
         .collect())
@@ -203,7 +206,10 @@ pub async fn record_attempt(
             None => Settled::Failed,
         },
     };
-    let failed_now = matches!(attempt.verdict, Verdict::Retry { .. } | Verdict::Permanent | Verdict::Gone);
+    let failed_now = matches!(
+        attempt.verdict,
+        Verdict::Retry { .. } | Verdict::Permanent | Verdict::Gone
+    );
     let (status, next_attempt_at) = match settled {
         Settled::Delivered => ("delivered", now),
         Settled::Failed => ("failed", now),
@@ -236,13 +242,13 @@ pub async fn record_attempt(
     .bind(delivery.id)
     .execute(&mut *tx)
     .await?;
-    if attempt.verdict == Verdict::Gone {
-        if let Some(contact_id) = delivery.contact_id {
-            sqlx::query("UPDATE contacts SET blocked = 1 WHERE id = $1")
-                .bind(contact_id)
-                .execute(&mut *tx)
-                .await?;
-        }
+    if attempt.verdict == Verdict::Gone
+        && let Some(contact_id) = delivery.contact_id
+    {
+        sqlx::query("UPDATE contacts SET blocked = 1 WHERE id = $1")
+            .bind(contact_id)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(settled)

@@ -40,7 +40,7 @@ impl Dispatcher {
             let mut claimed_full_batch = false;
             let available = permits.available_permits();
             if available > 0 {
-                match claim(&self.db, &names, available).await {
+                match claim(&self.db, &names, available, super::lease_for(self.timeout)).await {
                     Ok(batch) => {
                         claimed_full_batch = batch.len() == available;
                         for delivery in batch {
@@ -81,9 +81,7 @@ impl Dispatcher {
     /// Sends one claimed delivery and records what happened. Public so that tests and tools can
     /// drive the queue one step at a time.
     pub async fn process(&self, delivery: ClaimedDelivery) -> Option<Settled> {
-        let Some(channel) = self.channels.get(delivery.channel.as_str()) else {
-            return None;
-        };
+        let channel = self.channels.get(delivery.channel.as_str())?;
         let started = Instant::now();
         let attempt = match serde_json::from_str::<serde_json::Value>(&delivery.payload) {
             Err(error) => Attempt::failed(
@@ -110,7 +108,10 @@ impl Dispatcher {
                         Verdict::Retry { after: None },
                         None,
                         None,
-                        format!("timed out after {}", humantime::format_duration(self.timeout)),
+                        format!(
+                            "timed out after {}",
+                            humantime::format_duration(self.timeout)
+                        ),
                     ),
                 }
             }

@@ -64,12 +64,13 @@ impl Db {
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
         let path_part = path_part.split('?').next().unwrap_or_default();
-        if !path_part.is_empty() && !path_part.starts_with("file:") && path_part != ":memory:" {
-            if let Some(parent) = std::path::Path::new(path_part).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
-                }
-            }
+        if !path_part.is_empty()
+            && !path_part.starts_with("file:")
+            && path_part != ":memory:"
+            && let Some(parent) = std::path::Path::new(path_part).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
         let url = if url.contains('?') {
             url.to_string()
@@ -131,12 +132,11 @@ impl Db {
 
     /// For `/readyz`: the database answers and every migration herald knows is applied.
     pub async fn ready(&self) -> Result<(), String> {
-        let applied: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE",
-        )
-        .fetch_one(&self.read)
-        .await
-        .map_err(|e| format!("database unreachable or not migrated: {e}"))?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.read)
+                .await
+                .map_err(|e| format!("database unreachable or not migrated: {e}"))?;
         let known = self.migrator().iter().count() as i64;
         if applied < known {
             return Err(format!("{applied} of {known} migrations applied"));

@@ -53,9 +53,7 @@ impl Commit {
     /// The commit in the shape of GitHub's `GET /repos/{o}/{r}/commits` list entries, which the
     /// reference `GET /api/` returned.
     pub fn to_github_commit_list_entry(&self, html_url: Option<&str>) -> serde_json::Value {
-        let person = |p: &Person| {
-            serde_json::json!({"name": p.name, "email": p.email, "date": self.timestamp})
-        };
+        let person = |p: &Person| serde_json::json!({"name": p.name, "email": p.email, "date": self.timestamp});
         let user = |p: &Person| match &p.username {
             Some(login) => serde_json::json!({"login": login}),
             None => serde_json::Value::Null,

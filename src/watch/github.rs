@@ -105,10 +105,10 @@ impl GithubClient {
         if status == StatusCode::NOT_FOUND {
             return Err(GithubError::NotFound);
         }
-        if let Some(resume_at_ms) = self.paused_until() {
-            if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
-                return Err(GithubError::RateLimited { resume_at_ms });
-            }
+        if let Some(resume_at_ms) = self.paused_until()
+            && (status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS)
+        {
+            return Err(GithubError::RateLimited { resume_at_ms });
         }
         if status.is_client_error() || status.is_server_error() {
             let body = response.text().await.unwrap_or_default();
@@ -134,7 +134,8 @@ impl GithubClient {
                 .and_then(|v| v.trim().parse::<i64>().ok())
         };
         let limited = status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS;
-        let resume_at = if let Some(seconds) = header_i64(RETRY_AFTER.as_str()).filter(|_| limited) {
+        let resume_at = if let Some(seconds) = header_i64(RETRY_AFTER.as_str()).filter(|_| limited)
+        {
             Some(now_ms() + seconds * 1000)
         } else if header_i64("x-ratelimit-remaining") == Some(0) {
             header_i64("x-ratelimit-reset")
@@ -148,7 +149,10 @@ impl GithubClient {
         };
         if let Some(resume_at) = resume_at {
             self.paused_until_ms.fetch_max(resume_at, Ordering::Relaxed);
-            tracing::warn!(resume_at_ms = resume_at, "GitHub rate limit: pausing GitHub calls");
+            tracing::warn!(
+                resume_at_ms = resume_at,
+                "GitHub rate limit: pausing GitHub calls"
+            );
         }
     }
 
@@ -163,7 +167,10 @@ impl GithubClient {
     ) -> Result<Conditional<Vec<(String, String)>>, GithubError> {
         let glob = super::repo::is_glob(pattern);
         let path = if glob {
-            let prefix: String = pattern.chars().take_while(|c| !"*?[".contains(*c)).collect();
+            let prefix: String = pattern
+                .chars()
+                .take_while(|c| !"*?[".contains(*c))
+                .collect();
             format!("/repos/{owner}/{name}/git/matching-refs/heads/{prefix}")
         } else {
             format!("/repos/{owner}/{name}/git/ref/heads/{pattern}")
@@ -178,9 +185,17 @@ impl GithubClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let refs: Vec<GitRef> = if glob {
-            response.json().await.map_err(|e| GithubError::Decode(e.to_string()))?
+            response
+                .json()
+                .await
+                .map_err(|e| GithubError::Decode(e.to_string()))?
         } else {
-            vec![response.json().await.map_err(|e| GithubError::Decode(e.to_string()))?]
+            vec![
+                response
+                    .json()
+                    .await
+                    .map_err(|e| GithubError::Decode(e.to_string()))?,
+            ]
         };
         let heads = refs
             .into_iter()
@@ -201,7 +216,10 @@ impl GithubClient {
         head: &str,
     ) -> Result<Comparison, GithubError> {
         let response = self
-            .get(&format!("/repos/{owner}/{name}/compare/{base}...{head}"), None)
+            .get(
+                &format!("/repos/{owner}/{name}/compare/{base}...{head}"),
+                None,
+            )
             .await?;
         let body: Value = response
             .json()
@@ -218,7 +236,11 @@ impl GithubClient {
             .map(|files| {
                 files
                     .iter()
-                    .filter_map(|f| f.get("filename").and_then(Value::as_str).map(str::to_string))
+                    .filter_map(|f| {
+                        f.get("filename")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -230,7 +252,10 @@ impl GithubClient {
                 .to_string(),
             commits,
             files,
-            html_url: body.get("html_url").and_then(Value::as_str).map(str::to_string),
+            html_url: body
+                .get("html_url")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 
@@ -249,7 +274,10 @@ impl GithubClient {
                 None,
             )
             .await?;
-        response.json().await.map_err(|e| GithubError::Decode(e.to_string()))
+        response
+            .json()
+            .await
+            .map_err(|e| GithubError::Decode(e.to_string()))
     }
 }
 
@@ -285,7 +313,10 @@ pub fn commit_from_github(entry: &Value) -> Option<Commit> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        url: entry.get("html_url").and_then(Value::as_str).map(str::to_string),
+        url: entry
+            .get("html_url")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         author: person(commit.get("author"), entry.get("author")),
         committer: person(commit.get("committer"), entry.get("committer")),
         parents: entry

@@ -21,12 +21,16 @@ use super::event::{Commit, Person, ZERO_SHA};
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const FIELD: char = '\u{1f}';
 const RECORD: char = '\u{1e}';
-const LOG_FORMAT: &str = "--format=%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%cn%x1f%ce%x1f%cI%x1f%B%x1f";
+const LOG_FORMAT: &str =
+    "--format=%x1e%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%cn%x1f%ce%x1f%cI%x1f%B%x1f";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("git {action} failed: {message}")]
-    Failed { action: &'static str, message: String },
+    Failed {
+        action: &'static str,
+        message: String,
+    },
     #[error("git {action} took longer than {seconds} s")]
     Timeout { action: &'static str, seconds: u64 },
     #[error("could not run git: {0}")]
@@ -39,13 +43,24 @@ pub struct GitRemotes {
     locks: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
-async fn run_git(action: &'static str, args: &[&str], dir: Option<&Path>) -> Result<String, GitError> {
+async fn run_git(
+    action: &'static str,
+    args: &[&str],
+    dir: Option<&Path>,
+) -> Result<String, GitError> {
     let mut command = Command::new("git");
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
     }
     command
-        .args(["-c", "protocol.version=2", "-c", "core.quotepath=off", "-c", "credential.interactive=never"])
+        .args([
+            "-c",
+            "protocol.version=2",
+            "-c",
+            "core.quotepath=off",
+            "-c",
+            "credential.interactive=never",
+        ])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "true")
@@ -63,7 +78,12 @@ async fn run_git(action: &'static str, args: &[&str], dir: Option<&Path>) -> Res
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(GitError::Failed {
             action,
-            message: stderr.trim().lines().last().unwrap_or("unknown error").to_string(),
+            message: stderr
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("unknown error")
+                .to_string(),
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -83,7 +103,11 @@ impl GitRemotes {
     }
 
     /// Branch heads on the remote matching `pattern` (one branch, or a glob over all heads).
-    pub async fn ls_remote(&self, remote: &str, pattern: &str) -> Result<Vec<(String, String)>, GitError> {
+    pub async fn ls_remote(
+        &self,
+        remote: &str,
+        pattern: &str,
+    ) -> Result<Vec<(String, String)>, GitError> {
         let glob = super::repo::is_glob(pattern);
         let wanted = format!("refs/heads/{pattern}");
         let mut args = vec!["ls-remote", "--heads", remote];
@@ -119,12 +143,24 @@ impl GitRemotes {
         Ok(dir)
     }
 
-    async fn fetch_branch(&self, repository_id: i64, remote: &str, branch: &str) -> Result<PathBuf, GitError> {
+    async fn fetch_branch(
+        &self,
+        repository_id: i64,
+        remote: &str,
+        branch: &str,
+    ) -> Result<PathBuf, GitError> {
         let dir = self.ensure_cache(repository_id).await?;
         let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
         run_git(
             "fetch",
-            &["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, &refspec],
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                remote,
+                &refspec,
+            ],
             Some(&dir),
         )
         .await?;
@@ -145,20 +181,46 @@ impl GitRemotes {
         let _guard = lock.lock().await;
         let dir = self.fetch_branch(repository_id, remote, branch).await?;
         let before_known = before != ZERO_SHA
-            && run_git("cat-file", &["cat-file", "-e", &format!("{before}^{{commit}}")], Some(&dir))
-                .await
-                .is_ok();
+            && run_git(
+                "cat-file",
+                &["cat-file", "-e", &format!("{before}^{{commit}}")],
+                Some(&dir),
+            )
+            .await
+            .is_ok();
         // If `before` were an ancestor of `after`, fetching `after` would have brought it.
         let forced = before != ZERO_SHA
             && (!before_known
-                || run_git("merge-base", &["merge-base", "--is-ancestor", before, after], Some(&dir))
-                    .await
-                    .is_err());
+                || run_git(
+                    "merge-base",
+                    &["merge-base", "--is-ancestor", before, after],
+                    Some(&dir),
+                )
+                .await
+                .is_err());
         let range = format!("{before}..{after}");
         let args: Vec<&str> = if before_known {
-            vec!["log", "--reverse", "--name-status", "--no-renames", LOG_FORMAT, &range, "--"]
+            vec![
+                "log",
+                "--reverse",
+                "--name-status",
+                "--no-renames",
+                LOG_FORMAT,
+                &range,
+                "--",
+            ]
         } else {
-            vec!["log", "--reverse", "--name-status", "--no-renames", "-n", "20", LOG_FORMAT, after, "--"]
+            vec![
+                "log",
+                "--reverse",
+                "--name-status",
+                "--no-renames",
+                "-n",
+                "20",
+                LOG_FORMAT,
+                after,
+                "--",
+            ]
         };
         let out = run_git("log", &args, Some(&dir)).await?;
         Ok((parse_log(&out), forced))
@@ -179,7 +241,15 @@ impl GitRemotes {
         let reference = format!("refs/heads/{branch}");
         let out = run_git(
             "log",
-            &["log", "--no-renames", "-n", &count, LOG_FORMAT, &reference, "--"],
+            &[
+                "log",
+                "--no-renames",
+                "-n",
+                &count,
+                LOG_FORMAT,
+                &reference,
+                "--",
+            ],
             Some(&dir),
         )
         .await?;

@@ -52,12 +52,16 @@ impl Forge {
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 /// HMAC-SHA256 of `body` under `key`, as lower-case hex.
 pub fn hmac_sha256_hex(key: &[u8], body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
@@ -74,24 +78,40 @@ fn verify(forge: Forge, secret: &str, headers: &HeaderMap, body: &[u8]) -> Resul
             .is_some_and(|given| constant_time_eq(&given.to_ascii_lowercase(), &expected_hex())),
         Forge::Gitea => header(headers, "x-gitea-signature")
             .is_some_and(|given| constant_time_eq(&given.to_ascii_lowercase(), &expected_hex())),
-        Forge::GitLab => header(headers, "x-gitlab-token").is_some_and(|given| constant_time_eq(given, secret)),
+        Forge::GitLab => {
+            header(headers, "x-gitlab-token").is_some_and(|given| constant_time_eq(given, secret))
+        }
     };
     if ok {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized("missing or wrong webhook signature".into()))
+        Err(ApiError::Unauthorized(
+            "missing or wrong webhook signature".into(),
+        ))
     }
 }
 
-async fn github(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn github(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     receive(state, Forge::GitHub, headers, body).await
 }
 
-async fn gitea(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn gitea(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     receive(state, Forge::Gitea, headers, body).await
 }
 
-async fn gitlab(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn gitlab(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     receive(state, Forge::GitLab, headers, body).await
 }
 
@@ -121,7 +141,9 @@ async fn receive(
         _ => {
             return Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({"status": "ignored", "reason": format!("event {event_name:?} is not a push")})),
+                Json(
+                    json!({"status": "ignored", "reason": format!("event {event_name:?} is not a push")}),
+                ),
             ));
         }
     }
@@ -129,7 +151,9 @@ async fn receive(
     let delivery_id = match forge {
         Forge::GitHub => header(&headers, "x-github-delivery"),
         Forge::Gitea => header(&headers, "x-gitea-delivery"),
-        Forge::GitLab => header(&headers, "x-gitlab-event-uuid").or(header(&headers, "idempotency-key")),
+        Forge::GitLab => {
+            header(&headers, "x-gitlab-event-uuid").or(header(&headers, "idempotency-key"))
+        }
     }
     .filter(|id| !id.is_empty() && id.len() <= 200)
     .map(str::to_string)
@@ -142,11 +166,11 @@ async fn receive(
     };
     let mut repository = None;
     for candidate in candidates.iter().filter(|c| !c.is_empty()) {
-        if let Ok(url) = RepoUrl::parse(candidate, true) {
-            if let Some(found) = super::find_repository_by_key(&state.db, &url.key).await? {
-                repository = Some(found);
-                break;
-            }
+        if let Ok(url) = RepoUrl::parse(candidate, true)
+            && let Some(found) = super::find_repository_by_key(&state.db, &url.key).await?
+        {
+            repository = Some(found);
+            break;
         }
     }
     let Some(repository) = repository else {
@@ -162,7 +186,9 @@ async fn receive(
             notifications,
         } => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"status": "accepted", "event_id": event_id.to_string(), "notifications": notifications})),
+            Json(
+                json!({"status": "accepted", "event_id": event_id.to_string(), "notifications": notifications}),
+            ),
         )),
         IngestOutcome::Duplicate => Ok((StatusCode::OK, Json(json!({"status": "duplicate"})))),
     }
@@ -272,7 +298,9 @@ fn check_sha(sha: &str) -> Result<(), ApiError> {
 fn check_ref(ref_name: &str) -> Result<(), ApiError> {
     match ref_name.strip_prefix("refs/heads/") {
         Some(branch) if super::repo::valid_branch_pattern(branch).is_ok() => Ok(()),
-        _ => Err(ApiError::BadRequest(format!("{ref_name:?} is not a branch ref"))),
+        _ => Err(ApiError::BadRequest(format!(
+            "{ref_name:?} is not a branch ref"
+        ))),
     }
 }
 
@@ -285,10 +313,10 @@ fn parse_github_style(body: &[u8], source: Source) -> Result<(Vec<String>, PushE
         .into_iter()
         .flatten()
         .collect();
-    if source == Source::GithubWebhook {
-        if let Some(full_name) = push.repository.full_name {
-            candidates.push(full_name);
-        }
+    if source == Source::GithubWebhook
+        && let Some(full_name) = push.repository.full_name
+    {
+        candidates.push(full_name);
     }
     let event = PushEvent {
         ref_name: push.ref_name,
@@ -297,7 +325,11 @@ fn parse_github_style(body: &[u8], source: Source) -> Result<(Vec<String>, PushE
         forced: push.forced,
         before: push.before,
         after: push.after,
-        commits: push.commits.into_iter().map(GithubCommit::into_commit).collect(),
+        commits: push
+            .commits
+            .into_iter()
+            .map(GithubCommit::into_commit)
+            .collect(),
         changed_paths: Vec::new(),
         pusher: push.pusher.map(GithubPerson::into_person),
         compare: push.compare.filter(|c| !c.is_empty()),
@@ -348,7 +380,11 @@ fn parse_gitlab(body: &[u8]) -> Result<(Vec<String>, PushEvent), ApiError> {
         forced: false,
         before: push.before,
         after: push.after,
-        commits: push.commits.into_iter().map(GithubCommit::into_commit).collect(),
+        commits: push
+            .commits
+            .into_iter()
+            .map(GithubCommit::into_commit)
+            .collect(),
         changed_paths: Vec::new(),
         pusher: Some(Person {
             name: push.user_name.unwrap_or_default(),

@@ -61,7 +61,11 @@ pub async fn accept_push(
         tx.commit().await?;
         return Ok(IngestOutcome::Duplicate);
     }
-    if event.deleted && known_head.is_none() && event.commits.is_empty() && inbound_delivery.is_none() {
+    if event.deleted
+        && known_head.is_none()
+        && event.commits.is_empty()
+        && inbound_delivery.is_none()
+    {
         tx.commit().await?;
         return Ok(IngestOutcome::Duplicate);
     }
@@ -147,7 +151,12 @@ pub async fn accept_push(
             address: row.get(5),
         })
         .collect();
-    let deliveries = plan_notifications(&repository.url.display_name(), &event, event_id, &subscribers);
+    let deliveries = plan_notifications(
+        &repository.url.display_name(),
+        &event,
+        event_id,
+        &subscribers,
+    );
     let notifications = deliveries.len();
     outbox::enqueue(&mut tx, &state.ids, &deliveries).await?;
     tx.commit().await?;
@@ -198,10 +207,11 @@ fn author_excluded(commit: &Commit, excluded: &[globset::GlobMatcher]) -> bool {
 
 /// Which commits of the push a subscriber is told about, or `None` if the push is none of its
 /// business (another branch, no matching path, only excluded authors).
-fn commits_for<'e>(event: &'e PushEvent, subscriber: &Subscriber) -> Option<Vec<usize>> {
+fn commits_for(event: &PushEvent, subscriber: &Subscriber) -> Option<Vec<usize>> {
     let branch_matches = subscriber.branch == event.branch()
         || (super::repo::is_glob(&subscriber.branch)
-            && super::subscription_glob(&subscriber.branch).is_some_and(|m| m.is_match(event.branch())));
+            && super::subscription_glob(&subscriber.branch)
+                .is_some_and(|m| m.is_match(event.branch())));
     if !branch_matches {
         return None;
     }

@@ -43,7 +43,11 @@ fn repository_from_row(id: i64, remote_url: &str) -> Result<Repository, StoreErr
     Ok(Repository { id, url })
 }
 
-pub async fn upsert_repository(db: &Db, ids: &IdGenerator, url: &RepoUrl) -> Result<Repository, StoreError> {
+pub async fn upsert_repository(
+    db: &Db,
+    ids: &IdGenerator,
+    url: &RepoUrl,
+) -> Result<Repository, StoreError> {
     sqlx::query(
         "INSERT INTO repositories (id, key, kind, remote_url, web_url, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
@@ -103,7 +107,12 @@ pub async fn ensure_watch(
 }
 
 /// Records a branch head as the starting point, unless one is known already.
-pub async fn set_baseline_head(db: &Db, repository_id: i64, branch: &str, sha: &str) -> Result<(), StoreError> {
+pub async fn set_baseline_head(
+    db: &Db,
+    repository_id: i64,
+    branch: &str,
+    sha: &str,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO branch_heads (repository_id, branch, sha, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (repository_id, branch) DO NOTHING",
@@ -117,7 +126,11 @@ pub async fn set_baseline_head(db: &Db, repository_id: i64, branch: &str, sha: &
     Ok(())
 }
 
-pub async fn branch_head(db: &Db, repository_id: i64, branch: &str) -> Result<Option<String>, StoreError> {
+pub async fn branch_head(
+    db: &Db,
+    repository_id: i64,
+    branch: &str,
+) -> Result<Option<String>, StoreError> {
     sqlx::query_scalar("SELECT sha FROM branch_heads WHERE repository_id = $1 AND branch = $2")
         .bind(repository_id)
         .bind(branch)

@@ -30,7 +30,10 @@ pub struct DueWatch {
     pub etag: Option<String>,
 }
 
-pub async fn claim_due_watches(state: &AppState, limit: usize) -> Result<Vec<DueWatch>, sqlx::Error> {
+pub async fn claim_due_watches(
+    state: &AppState,
+    limit: usize,
+) -> Result<Vec<DueWatch>, sqlx::Error> {
     let interval = state.settings.poll_interval.as_millis() as i64;
     let now = now_ms();
     let sql = format!(
@@ -117,13 +120,15 @@ pub async fn check_watch(state: &AppState, watch: &DueWatch) {
         }
     };
     metrics::counter!("herald_poll_checks_total", "outcome" => outcome).increment(1);
-    let _ = sqlx::query("UPDATE watches SET etag = $1, last_checked_at = $2, last_error = $3 WHERE id = $4")
-        .bind(etag)
-        .bind(now_ms())
-        .bind(error)
-        .bind(watch.id)
-        .execute(state.db.writer())
-        .await;
+    let _ = sqlx::query(
+        "UPDATE watches SET etag = $1, last_checked_at = $2, last_error = $3 WHERE id = $4",
+    )
+    .bind(etag)
+    .bind(now_ms())
+    .bind(error)
+    .bind(watch.id)
+    .execute(state.db.writer())
+    .await;
 }
 
 enum Checked {
@@ -133,7 +138,11 @@ enum Checked {
     Fetched { etag: Option<String> },
 }
 
-async fn check_github(state: &AppState, repository: &Repository, watch: &DueWatch) -> Result<Checked, String> {
+async fn check_github(
+    state: &AppState,
+    repository: &Repository,
+    watch: &DueWatch,
+) -> Result<Checked, String> {
     let RepoKind::GitHub { owner, name } = &repository.url.kind else {
         return Err("not a GitHub repository".into());
     };
@@ -201,7 +210,11 @@ async fn known_head(
     }
 }
 
-async fn check_git(state: &AppState, repository: &Repository, watch: &DueWatch) -> Result<Checked, String> {
+async fn check_git(
+    state: &AppState,
+    repository: &Repository,
+    watch: &DueWatch,
+) -> Result<Checked, String> {
     let heads = state
         .git
         .ls_remote(&repository.url.remote, &watch.pattern)
@@ -213,7 +226,13 @@ async fn check_git(state: &AppState, repository: &Repository, watch: &DueWatch) 
         };
         let (commits, forced) = state
             .git
-            .describe_push(repository.id, &repository.url.remote, &branch, &before, &sha)
+            .describe_push(
+                repository.id,
+                &repository.url.remote,
+                &branch,
+                &before,
+                &sha,
+            )
             .await
             .map_err(|e| e.to_string())?;
         let commits = commits
@@ -225,7 +244,11 @@ async fn check_git(state: &AppState, repository: &Repository, watch: &DueWatch) 
             .collect();
         let event = PushEvent {
             ref_name: format!("refs/heads/{branch}"),
-            before: if before.is_empty() { ZERO_SHA.into() } else { before },
+            before: if before.is_empty() {
+                ZERO_SHA.into()
+            } else {
+                before
+            },
             after: sha,
             forced,
             created: false,

@@ -64,7 +64,11 @@ fn is_name_part(part: &str) -> bool {
 fn github(owner: &str, name: &str) -> RepoUrl {
     let name = name.strip_suffix(".git").unwrap_or(name);
     RepoUrl {
-        key: format!("github.com/{}/{}", owner.to_lowercase(), name.to_lowercase()),
+        key: format!(
+            "github.com/{}/{}",
+            owner.to_lowercase(),
+            name.to_lowercase()
+        ),
         remote: format!("https://github.com/{owner}/{name}.git"),
         web: Some(format!("https://github.com/{owner}/{name}")),
         kind: RepoKind::GitHub {
@@ -96,10 +100,12 @@ impl RepoUrl {
         }
 
         if !input.contains("://") && !input.starts_with('/') {
-            if let Some((owner, name)) = input.split_once('/') {
-                if is_name_part(owner) && is_name_part(name) && !name.contains('/') {
-                    return Ok(github(owner, name));
-                }
+            if let Some((owner, name)) = input.split_once('/')
+                && is_name_part(owner)
+                && is_name_part(name)
+                && !name.contains('/')
+            {
+                return Ok(github(owner, name));
             }
             return Err(unrecognised());
         }
@@ -133,10 +139,11 @@ impl RepoUrl {
         }
         if host == "github.com" || host == "www.github.com" {
             let mut parts = path.split('/');
-            if let (Some(owner), Some(name)) = (parts.next(), parts.next()) {
-                if is_name_part(owner) && is_name_part(name.trim_end_matches(".git")) {
-                    return Ok(github(owner, name));
-                }
+            if let (Some(owner), Some(name)) = (parts.next(), parts.next())
+                && is_name_part(owner)
+                && is_name_part(name.trim_end_matches(".git"))
+            {
+                return Ok(github(owner, name));
             }
             return Err(unrecognised());
         }
@@ -275,7 +282,10 @@ mod tests {
         .iter()
         .map(|s| RepoUrl::parse(s, false).expect(s).key)
         .collect();
-        assert!(keys.iter().all(|k| k == "github.com/octo/hello"), "{keys:?}");
+        assert!(
+            keys.iter().all(|k| k == "github.com/octo/hello"),
+            "{keys:?}"
+        );
     }
 
     #[test]
@@ -303,7 +313,14 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        for bad in ["", "   ", "hello", "ftp://x/y", "relative/path/too/deep", "a/b c"] {
+        for bad in [
+            "",
+            "   ",
+            "hello",
+            "ftp://x/y",
+            "relative/path/too/deep",
+            "a/b c",
+        ] {
             assert!(RepoUrl::parse(bad, true).is_err(), "{bad}");
         }
     }
