@@ -1,1 +1,10 @@
-fn main() {}
+//! herald's integration tests: one binary, every test through the real app (port 0, its own
+//! database), each storage test on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod delivery;
+mod git_watch;
+mod github;
+mod ops;
+mod reference_api;

@@ -1,0 +1,370 @@
+//! GitHub: REST polling with ETags and rate limits, and signed push webhooks.
+
+use std::time::Duration;
+
+use herald::testkit::fake_github::{FakeGithub, Limit};
+use herald::testkit::fake_telegram::FakeTelegram;
+use herald::testkit::git_repo::GitRepo;
+use herald::watch::hooks::hmac_sha256_hex;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{TestApp, TestEnv, WAIT, wait_until};
+
+both_backends!(
+    github_polling_uses_etags_and_compare,
+    github_rate_limit_reply_pauses_polling,
+    signed_webhook_notifies_once_whatever_the_order,
+    webhook_bad_input_is_refused_and_changes_nothing,
+);
+
+const SECRET: &str = "It's a Secret to Everybody";
+
+async fn github_app(
+    env: &TestEnv,
+    telegram: &FakeTelegram,
+    github: &FakeGithub,
+    extra: &[(&str, &str)],
+) -> TestApp {
+    let mut settings = vec![
+        ("HERALD_TELEGRAM_API", telegram.base_url.as_str()),
+        ("HERALD_TELEGRAM_BOT_TOKEN", telegram.token.as_str()),
+        ("HERALD_GITHUB_API", github.base_url.as_str()),
+        ("HERALD_GIT_WEBHOOK_SECRET", SECRET),
+    ];
+    settings.extend_from_slice(extra);
+    env.spawn(&settings).await
+}
+
+async fn github_polling_uses_etags_and_compare(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/hello", &repo);
+    let app = github_app(&env, &telegram, &github, &[]).await;
+    app.subscribe_reference("telegram", "99", "octo/hello", "main")
+        .await;
+
+    // Unchanged branches are answered 304 to conditional requests.
+    wait_until("a 304 for a conditional poll", WAIT, || async {
+        github
+            .requests()
+            .iter()
+            .any(|r| r.conditional && r.status == 304)
+    })
+    .await;
+
+    let shas = repo.push_commits(&[("a", "1", "First change"), ("b", "2", "Second change")]);
+    github.push("octo/hello", &repo);
+    app.wait_for_head("main", &shas[1]).await;
+    wait_until("a message", WAIT, || async {
+        !telegram.delivered().is_empty()
+    })
+    .await;
+    app.wait_for_outbox_drained().await;
+    let messages = telegram.delivered();
+    assert_eq!(messages.len(), 1);
+    assert!(
+        messages[0].text.contains("First change") && messages[0].text.contains("Second change")
+    );
+    assert!(
+        messages[0]
+            .text
+            .contains("https://github.com/octo/hello/commit/"),
+        "{}",
+        messages[0].text
+    );
+    assert!(
+        github
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("/compare/"))
+    );
+
+    // GET /api/ for a GitHub repository is GitHub's own commit list.
+    let (status, list) = app
+        .get_reference(&[
+            ("fav_repository", "octo/hello"),
+            ("branch", "main"),
+            ("type", "telegram"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list[0]["sha"], json!(shas[1]));
+    assert_eq!(list[0]["commit"]["message"], json!("Second change"));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn github_rate_limit_reply_pauses_polling(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/hello", &repo);
+    let app = github_app(&env, &telegram, &github, &[]).await;
+    app.subscribe_reference("telegram", "99", "octo/hello", "main")
+        .await;
+
+    github.script([Limit::Secondary { retry_after: 2 }]);
+    let sha = repo.commit("a", "1", "During a rate limit");
+    github.push("octo/hello", &repo);
+    app.wait_for_head("main", &sha).await;
+    wait_until("a message", WAIT, || async {
+        !telegram.delivered().is_empty()
+    })
+    .await;
+
+    let requests = github.requests();
+    let limited = requests
+        .iter()
+        .position(|r| r.status == 403)
+        .expect("the 403 was served");
+    let next = &requests[limited + 1];
+    let waited = next.at.duration_since(requests[limited].at);
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "retry-after 2 s obeyed, waited {waited:?}"
+    );
+
+    // A primary limit (remaining 0) pauses until the reset time too.
+    github.script([Limit::Primary { reset_in: 2 }]);
+    let before = github.requests().len();
+    wait_until("the limited request", WAIT, || async {
+        github.requests().len() > before
+    })
+    .await;
+    let requests = github.requests();
+    let limited = requests.iter().rposition(|r| r.status == 403).expect("403");
+    wait_until("polling to resume", WAIT, || async {
+        github.requests().len() > limited + 1
+    })
+    .await;
+    let requests = github.requests();
+    let waited = requests[limited + 1]
+        .at
+        .duration_since(requests[limited].at);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "x-ratelimit-reset obeyed, waited {waited:?}"
+    );
+    assert_eq!(telegram.delivered().len(), 1);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A GitHub push payload for commits of a real repository.
+fn push_payload(repo: &GitRepo, before: &str, after: &str, titles: &[(&str, &str)]) -> Value {
+    let commits: Vec<Value> = titles
+        .iter()
+        .map(|(sha, title)| {
+            json!({
+                "id": sha, "tree_id": sha, "distinct": true, "message": title,
+                "timestamp": "2026-11-22T10:00:00+09:00",
+                "url": format!("https://github.com/octo/hello/commit/{sha}"),
+                "author": {"name": "Test Author", "email": "author@example.com", "username": "tester"},
+                "committer": {"name": "Test Author", "email": "author@example.com", "username": "tester"},
+                "added": ["a"], "removed": [], "modified": []
+            })
+        })
+        .collect();
+    let _ = repo;
+    json!({
+        "ref": "refs/heads/main", "before": before, "after": after,
+        "created": false, "deleted": false, "forced": false, "base_ref": null,
+        "compare": format!("https://github.com/octo/hello/compare/{}...{}", &before[..12], &after[..12]),
+        "commits": commits, "head_commit": commits.last(),
+        "repository": {"id": 1, "name": "hello", "full_name": "octo/hello",
+            "html_url": "https://github.com/octo/hello", "clone_url": "https://github.com/octo/hello.git"},
+        "pusher": {"name": "tester", "email": "author@example.com"},
+        "sender": {"login": "tester", "id": 1}
+    })
+}
+
+async fn send_hook(
+    app: &TestApp,
+    delivery: &str,
+    body: &str,
+    signature: Option<String>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(app.url("/hooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .body(body.to_string());
+    if let Some(signature) = signature {
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn sign(body: &str) -> String {
+    format!(
+        "sha256={}",
+        hmac_sha256_hex(SECRET.as_bytes(), body.as_bytes())
+    )
+}
+
+async fn signed_webhook_notifies_once_whatever_the_order(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/hello", &repo);
+    // Poll slowly enough that the webhook arrives first.
+    let app = github_app(&env, &telegram, &github, &[("HERALD_POLL_INTERVAL", "1s")]).await;
+    app.subscribe_reference("telegram", "99", "octo/hello", "main")
+        .await;
+    let events = || app.count("SELECT COUNT(*) FROM push_events");
+
+    // A wrong signature is refused and nothing happens.
+    let before = repo.head("main");
+    let first = repo.commit("a", "1", "Webhook first");
+    let body = push_payload(&repo, &before, &first, &[(&first, "Webhook first")]).to_string();
+    let (status, answer) = send_hook(&app, "d-1", &body, Some("sha256=00ff".into())).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["code"], json!("unauthorized"));
+    let (status, _) = send_hook(&app, "d-1", &body, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(events().await, 0);
+
+    // The real delivery notifies; the same delivery id again does not.
+    let (status, answer) = send_hook(&app, "d-1", &body, Some(sign(&body))).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["status"], json!("accepted"));
+    let (status, answer) = send_hook(&app, "d-1", &body, Some(sign(&body))).await;
+    assert_eq!(
+        (status, answer["status"].clone()),
+        (200, json!("duplicate"))
+    );
+    wait_until("the webhook's message", WAIT, || async {
+        !telegram.delivered().is_empty()
+    })
+    .await;
+
+    // Then the poller sees the same push on GitHub: no second message.
+    let polls_before = github.requests().len();
+    github.push("octo/hello", &repo);
+    wait_until("a poll after the push", WAIT, || async {
+        github
+            .requests()
+            .iter()
+            .skip(polls_before)
+            .any(|r| r.path.contains("/git/ref/") && r.status == 200)
+    })
+    .await;
+    app.wait_for_outbox_drained().await;
+    assert_eq!(telegram.delivered().len(), 1);
+
+    // The other order: the poller first, the webhook (a new delivery id) later.
+    let second = repo.commit("b", "2", "Poll first");
+    github.push("octo/hello", &repo);
+    app.wait_for_head("main", &second).await;
+    wait_until("the poll's message", WAIT, || async {
+        telegram.delivered().len() == 2
+    })
+    .await;
+    let body = push_payload(&repo, &first, &second, &[(&second, "Poll first")]).to_string();
+    let (status, answer) = send_hook(&app, "d-2", &body, Some(sign(&body))).await;
+    assert_eq!(
+        (status, answer["status"].clone()),
+        (200, json!("duplicate")),
+        "{answer}"
+    );
+    app.wait_for_outbox_drained().await;
+    let messages = telegram.delivered();
+    assert_eq!(messages.len(), 2);
+    assert!(messages[0].text.contains("Webhook first"));
+    assert!(messages[1].text.contains("Poll first"));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn webhook_bad_input_is_refused_and_changes_nothing(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/hello", &repo);
+    let app = github_app(&env, &telegram, &github, &[]).await;
+    app.subscribe_reference("telegram", "99", "octo/hello", "main")
+        .await;
+
+    for body in [
+        "not json",
+        "{}",
+        "[]",
+        r#"{"ref": 5}"#,
+        r#"{"ref":"refs/heads/main","before":"x","after":"y","repository":{}}"#,
+    ] {
+        let (status, answer) = send_hook(&app, "bad", body, Some(sign(body))).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], json!("bad_request"), "{body}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+
+    // Pings and other events are answered without doing anything.
+    let response = app
+        .client
+        .post(app.url("/hooks/github"))
+        .header("x-github-event", "ping")
+        .header("x-hub-signature-256", sign("{}"))
+        .body("{}")
+        .send()
+        .await
+        .expect("ping");
+    assert_eq!(response.status().as_u16(), 200);
+
+    // Oversize bodies are refused before they are read whole.
+    let huge = "x".repeat(27 * 1024 * 1024);
+    let response = app
+        .client
+        .post(app.url("/hooks/github"))
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", "sha256=00")
+        .body(huge)
+        .send()
+        .await;
+    if let Ok(response) = response {
+        assert_eq!(response.status().as_u16(), 413);
+    }
+
+    // A push for a repository nobody watches is acknowledged and ignored.
+    let other = push_payload(&repo, &"a".repeat(40), &"b".repeat(40), &[])
+        .to_string()
+        .replace("octo/hello", "someone/else");
+    let (status, answer) = send_hook(&app, "other", &other, Some(sign(&other))).await;
+    assert_eq!((status, answer["status"].clone()), (202, json!("ignored")));
+
+    assert_eq!(app.count("SELECT COUNT(*) FROM push_events").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 0);
+
+    // Without a configured secret, inbound webhooks are off, and say how to turn them on.
+    let closed = env.spawn(&[]).await;
+    let response = closed
+        .client
+        .post(closed.url("/hooks/github"))
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 503);
+    let answer: Value = response.json().await.expect("json");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("HERALD_GIT_WEBHOOK_SECRET"))
+    );
+    closed.stop().await;
+
+    app.stop().await;
+    env.cleanup().await;
+}
