@@ -161,10 +161,10 @@ async fn start_binary(env: &TestEnv, telegram: &FakeTelegram) -> (tokio::process
     let mut lines = BufReader::new(stdout).lines();
     let address = tokio::time::timeout(WAIT, async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(listen) = log.get("listen").and_then(|v| v.as_str()) {
-                    return format!("http://{listen}");
-                }
+            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(listen) = log.get("listen").and_then(|v| v.as_str())
+            {
+                return format!("http://{listen}");
             }
         }
         panic!("herald exited before it said where it listens");

@@ -60,13 +60,13 @@ fn postgres_available() -> bool {
         let url = url::Url::parse(&postgres_base_url()).expect("HERALD_TEST_POSTGRES_URL is a URL");
         let host = url.host_str().unwrap_or("127.0.0.1").to_string();
         let port = url.port().unwrap_or(5432);
-        let reachable = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+
+        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
             .ok()
             .and_then(|mut addrs| addrs.next())
             .is_some_and(|addr| {
                 std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
-            });
-        reachable
+            })
     })
 }
 
@@ -161,14 +161,14 @@ impl TestEnv {
 
     /// Drops the PostgreSQL database; best effort (a failed test leaves it for inspection).
     pub async fn cleanup(self) {
-        if let Some(name) = &self.postgres_name {
-            if let Ok(mut conn) = sqlx::AnyConnection::connect(&postgres_base_url()).await {
-                let _ = sqlx::query(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await;
-            }
+        if let Some(name) = &self.postgres_name
+            && let Ok(mut conn) = sqlx::AnyConnection::connect(&postgres_base_url()).await
+        {
+            let _ = sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
         }
     }
 }
