@@ -1,1 +1,635 @@
-fn main() {}
+//! herald's benchmarks. Each scenario starts the release `herald` binary as its own process (so
+//! its CPU and memory can be read from /proc), with local fakes of GitHub and Telegram served by
+//! this process, and prints the figures that go into BENCHMARKS.md.
+//!
+//!     cargo build --release && target/release/herald-bench <scenario> [--backend postgres]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use herald::testkit::fake_github::FakeGithub;
+use herald::testkit::fake_telegram::FakeTelegram;
+use herald::testkit::git_repo::{GitRepo, git};
+use herald::watch::hooks::hmac_sha256_hex;
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection};
+
+const SECRET: &str = "bench-secret";
+const ADMIN: &str = "bench-admin";
+
+#[derive(Parser)]
+#[command(about = "herald benchmarks (run against a release build)")]
+struct Args {
+    #[arg(long, value_enum, default_value = "sqlite", global = true)]
+    backend: Backend,
+    /// PostgreSQL server for --backend postgres; a fresh database is made on it.
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        global = true
+    )]
+    postgres: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Signed push webhook → fake Telegram received sendMessage, one push at a time.
+    WebhookLatency {
+        #[arg(long, default_value_t = 1000)]
+        pushes: usize,
+    },
+    /// Unchanged GitHub branches polled with conditional requests.
+    GithubPolling {
+        #[arg(long, default_value_t = 10_000)]
+        branches: usize,
+        #[arg(long, default_value = "10s")]
+        interval: String,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Unchanged local git remotes polled with ls-remote.
+    GitPolling {
+        #[arg(long, default_value_t = 1000)]
+        remotes: usize,
+        #[arg(long, default_value = "10s")]
+        interval: String,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// One push to a branch with many subscribers.
+    Fanout {
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        /// Telegram messages per second overall (HERALD_TELEGRAM_RATE).
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+    },
+}
+
+struct Herald {
+    child: tokio::process::Child,
+    url: String,
+    _data: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Herald {
+    async fn start(args: &Args, env: &[(&str, String)]) -> Herald {
+        let data = tempfile::tempdir().expect("temp dir");
+        let database_url = match args.backend {
+            Backend::Sqlite => format!("sqlite://{}", data.path().join("herald.db").display()),
+            Backend::Postgres => {
+                sqlx::any::install_default_drivers();
+                let name = format!("herald_bench_{}", std::process::id());
+                let mut conn = sqlx::AnyConnection::connect(&args.postgres)
+                    .await
+                    .expect("PostgreSQL");
+                let _ = sqlx::query(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create database");
+                let mut url = url::Url::parse(&args.postgres).expect("url");
+                url.set_path(&format!("/{name}"));
+                url.to_string()
+            }
+        };
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            listener.local_addr().expect("addr").port()
+        };
+        let binary: PathBuf = std::env::current_exe()
+            .expect("own path")
+            .parent()
+            .expect("dir")
+            .join("herald");
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD_DATA_DIR", data.path())
+            .env("HERALD_DATABASE_URL", &database_url)
+            .env("HERALD_ALLOW_PRIVATE_TARGETS", "true")
+            .env("HERALD_ADMIN_TOKEN", ADMIN)
+            .env("HERALD_GIT_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .current_dir(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("client");
+        let started = Instant::now();
+        loop {
+            if client
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "herald did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Herald {
+            child,
+            url,
+            _data: data,
+            client,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// (user+system CPU seconds of herald and its waited-for children, RSS in KiB).
+    fn usage(&self) -> (f64, u64) {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let after_name = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Fields 14-17 of stat (utime, stime, cutime, cstime) are at 11..15 after the name.
+        let ticks: u64 = fields
+            .get(11..15)
+            .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (ticks as f64 / 100.0, rss)
+    }
+
+    async fn admin(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name_and_labels))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn describe(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{name:32} n={:5}  p50={:7.3} ms  p90={:7.3} ms  p99={:7.3} ms  max={:7.3} ms",
+        samples.len(),
+        ms(percentile(&samples, 0.50)),
+        ms(percentile(&samples, 0.90)),
+        ms(percentile(&samples, 0.99)),
+        ms(*samples.last().unwrap_or(&Duration::ZERO)),
+    );
+}
+
+fn random_sha() -> String {
+    use rand::RngExt;
+    let mut rng = rand::rng();
+    (0..40)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+        .collect()
+}
+
+fn push_body(before: &str, after: &str, title: &str) -> String {
+    json!({
+        "ref": "refs/heads/main", "before": before, "after": after,
+        "created": false, "deleted": false, "forced": false,
+        "compare": format!("https://github.com/octo/bench/compare/{}...{}", &before[..12], &after[..12]),
+        "commits": [{
+            "id": after, "message": title, "timestamp": "2026-11-22T10:00:00+09:00",
+            "url": format!("https://github.com/octo/bench/commit/{after}"),
+            "author": {"name": "Bench", "email": "bench@example.com", "username": "bench"},
+            "committer": {"name": "Bench", "email": "bench@example.com", "username": "bench"},
+            "added": ["src/lib.rs"], "removed": [], "modified": []
+        }],
+        "repository": {"full_name": "octo/bench", "html_url": "https://github.com/octo/bench",
+                       "clone_url": "https://github.com/octo/bench.git"},
+        "pusher": {"name": "bench", "email": "bench@example.com"}
+    })
+    .to_string()
+}
+
+async fn send_push(herald: &Herald, delivery: &str, body: String) -> reqwest::Response {
+    herald
+        .client
+        .post(format!("{}/hooks/github", herald.url))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header(
+            "x-hub-signature-256",
+            format!(
+                "sha256={}",
+                hmac_sha256_hex(SECRET.as_bytes(), body.as_bytes())
+            ),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("webhook")
+}
+
+fn print_machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!("machine: {cores} cores, {cpu}");
+}
+
+async fn webhook_latency(args: &Args, pushes: usize) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/bench", &repo);
+    let herald = Herald::start(
+        args,
+        &[
+            ("HERALD_GITHUB_API", github.base_url.clone()),
+            ("HERALD_TELEGRAM_API", telegram.base_url.clone()),
+            ("HERALD_TELEGRAM_BOT_TOKEN", telegram.token.clone()),
+            ("HERALD_TELEGRAM_RATE", "100000".into()),
+            ("HERALD_TELEGRAM_CHAT_RATE", "100000".into()),
+            ("HERALD_POLL_INTERVAL", "1h".into()),
+        ],
+    )
+    .await;
+    let contact = herald
+        .admin(
+            "/api/v1/contacts",
+            json!({"channel": "telegram", "address": "1"}),
+        )
+        .await;
+    herald
+        .admin(
+            "/api/v1/subscriptions",
+            json!({"contact_id": contact["id"], "repository": "octo/bench", "branch": "main"}),
+        )
+        .await;
+
+    let mut before = repo.head("main");
+    let mut acked = Vec::with_capacity(pushes);
+    let mut delivered = Vec::with_capacity(pushes);
+    let warmup = 20;
+    for i in 0..pushes + warmup {
+        let after = random_sha();
+        let body = push_body(&before, &after, &format!("bench commit {i}"));
+        let started = Instant::now();
+        let response = send_push(&herald, &format!("bench-{i}"), body).await;
+        assert_eq!(response.status().as_u16(), 202, "push {i} not accepted");
+        let ack = started.elapsed();
+        loop {
+            if telegram.delivered_count() > i {
+                if i >= warmup {
+                    acked.push(ack);
+                    delivered.push(telegram.delivered()[i].at.duration_since(started));
+                }
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "push {i} never reached Telegram"
+            );
+            tokio::time::sleep(Duration::from_micros(50)).await;
+        }
+        before = after;
+    }
+    println!(
+        "backend: {:?}; {pushes} pushes, one at a time, after {warmup} warm-up pushes",
+        args.backend
+    );
+    describe("webhook answered (durable)", acked);
+    describe("webhook → sendMessage received", delivered);
+}
+
+async fn github_polling(args: &Args, branches: usize, interval: &str, seconds: u64) {
+    let github = FakeGithub::start().await;
+    github.stop_recording();
+    let repos = branches.div_ceil(100);
+    for r in 0..repos {
+        for b in 0..100.min(branches - r * 100) {
+            github.set_head(&format!("octo/r{r}"), &format!("b{b}"), &random_sha());
+        }
+    }
+    let herald = Herald::start(
+        args,
+        &[
+            ("HERALD_GITHUB_API", github.base_url.clone()),
+            ("HERALD_POLL_INTERVAL", interval.to_string()),
+        ],
+    )
+    .await;
+    let contact = herald
+        .admin(
+            "/api/v1/contacts",
+            json!({"channel": "email", "address": "bench@example.com"}),
+        )
+        .await;
+    let setup = Instant::now();
+    let herald = Arc::new(herald);
+    let mut tasks = tokio::task::JoinSet::new();
+    let pairs: Vec<(usize, usize)> = (0..branches).map(|i| (i / 100, i % 100)).collect();
+    for chunk in pairs.chunks(branches.div_ceil(32)) {
+        let herald = herald.clone();
+        let chunk = chunk.to_vec();
+        let contact_id = contact["id"].clone();
+        tasks.spawn(async move {
+            for (r, b) in chunk {
+                herald
+                    .admin(
+                        "/api/v1/subscriptions",
+                        json!({"contact_id": contact_id, "repository": format!("octo/r{r}"), "branch": format!("b{b}")}),
+                    )
+                    .await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    println!(
+        "backend: {:?}; subscribed {branches} GitHub branches in {:.1} s",
+        args.backend,
+        setup.elapsed().as_secs_f64()
+    );
+
+    // Let one whole interval pass so every watch has its ETag, then measure.
+    let interval_d = humantime::parse_duration(interval).expect("interval");
+    tokio::time::sleep(interval_d + Duration::from_secs(1)).await;
+    let (cpu0, _) = herald.usage();
+    let counts0 = github.counts();
+    let t0 = Instant::now();
+    let mut per_second = Vec::new();
+    let mut last = counts0.requests;
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = github.counts().requests;
+        per_second.push(now - last);
+        last = now;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (cpu1, rss) = herald.usage();
+    let counts1 = github.counts();
+    let requests = counts1.requests - counts0.requests;
+    let not_modified = counts1.not_modified - counts0.not_modified;
+    let expected = branches as f64 / interval_d.as_secs_f64();
+    println!(
+        "conditional requests: {:.0}/s (expected {expected:.0}/s), 304: {:.2}%, rate-limit cost (non-304): {}",
+        requests as f64 / elapsed,
+        100.0 * not_modified as f64 / requests.max(1) as f64,
+        requests - not_modified
+    );
+    println!(
+        "per-second request counts: min {} max {} (evenness)",
+        per_second.iter().min().unwrap_or(&0),
+        per_second.iter().max().unwrap_or(&0)
+    );
+    println!(
+        "herald CPU: {:.1}% of one core; RSS {} MiB",
+        100.0 * (cpu1 - cpu0) / elapsed,
+        rss / 1024
+    );
+}
+
+async fn git_polling(args: &Args, remotes: usize, interval: &str, seconds: u64) {
+    let source = GitRepo::new();
+    let dir = tempfile::tempdir().expect("temp");
+    let setup = Instant::now();
+    let mut paths = Vec::with_capacity(remotes);
+    for i in 0..remotes {
+        let path = dir.path().join(format!("remote-{i}.git"));
+        git(
+            &source.path,
+            &[
+                "clone",
+                "--quiet",
+                "--bare",
+                "--local",
+                &source.url(),
+                &path.display().to_string(),
+            ],
+        );
+        paths.push(path.display().to_string());
+    }
+    println!(
+        "made {remotes} bare remotes in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
+    let herald =
+        Arc::new(Herald::start(args, &[("HERALD_POLL_INTERVAL", interval.to_string())]).await);
+    let contact = herald
+        .admin(
+            "/api/v1/contacts",
+            json!({"channel": "email", "address": "bench@example.com"}),
+        )
+        .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in paths.chunks(remotes.div_ceil(8)) {
+        let herald = herald.clone();
+        let chunk = chunk.to_vec();
+        let contact_id = contact["id"].clone();
+        tasks.spawn(async move {
+            for path in chunk {
+                herald
+                    .admin(
+                        "/api/v1/subscriptions",
+                        json!({"contact_id": contact_id, "repository": path, "branch": "main"}),
+                    )
+                    .await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let interval_d = humantime::parse_duration(interval).expect("interval");
+    tokio::time::sleep(interval_d + Duration::from_secs(1)).await;
+    let (cpu0, _) = herald.usage();
+    let checks0 = herald.metric("herald_poll_checks_total").await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let checks1 = herald.metric("herald_poll_checks_total").await;
+    let errors = herald
+        .metric("herald_poll_checks_total{outcome=\"error\"}")
+        .await;
+    let (cpu1, rss) = herald.usage();
+    println!(
+        "backend: {:?}; ls-remote checks: {:.0}/s (expected {:.0}/s), errors so far: {errors}",
+        args.backend,
+        (checks1 - checks0) / elapsed,
+        remotes as f64 / interval_d.as_secs_f64()
+    );
+    println!(
+        "herald CPU incl. git children: {:.1}% of one core; RSS {} MiB",
+        100.0 * (cpu1 - cpu0) / elapsed,
+        rss / 1024
+    );
+}
+
+async fn fanout(args: &Args, subscribers: usize, rate: u32) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    github.stop_recording();
+    let repo = GitRepo::new();
+    github.add_repo("octo/bench", &repo);
+    let herald = Arc::new(
+        Herald::start(
+            args,
+            &[
+                ("HERALD_GITHUB_API", github.base_url.clone()),
+                ("HERALD_TELEGRAM_API", telegram.base_url.clone()),
+                ("HERALD_TELEGRAM_BOT_TOKEN", telegram.token.clone()),
+                ("HERALD_TELEGRAM_RATE", rate.to_string()),
+                ("HERALD_DELIVERY_CONCURRENCY", "128".into()),
+                ("HERALD_POLL_INTERVAL", "1h".into()),
+            ],
+        )
+        .await,
+    );
+    let setup = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let ids: Vec<usize> = (1..=subscribers).collect();
+    for chunk in ids.chunks(subscribers.div_ceil(32)) {
+        let herald = herald.clone();
+        let chunk = chunk.to_vec();
+        tasks.spawn(async move {
+            for id in chunk {
+                let body = json!({"id": id.to_string(), "fav_repository": "octo/bench", "nick_name": "n", "type": "telegram", "branch": "main"});
+                let response = herald.client.post(format!("{}/api/", herald.url)).json(&body).send().await.expect("subscribe");
+                assert!(response.status().is_success());
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    println!(
+        "backend: {:?}; {subscribers} subscribers registered in {:.1} s",
+        args.backend,
+        setup.elapsed().as_secs_f64()
+    );
+
+    let before = repo.head("main");
+    let after = random_sha();
+    let started = Instant::now();
+    let response = send_push(
+        &herald,
+        "fanout",
+        push_body(&before, &after, "one push for everyone"),
+    )
+    .await;
+    let queued = started.elapsed();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(answer["notifications"], json!(subscribers), "{answer}");
+    loop {
+        if telegram.delivered_count() >= subscribers {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "not all sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sent = started.elapsed();
+    let mut per_chat: BTreeMap<String, usize> = BTreeMap::new();
+    for message in telegram.delivered() {
+        *per_chat.entry(message.chat_id.to_string()).or_default() += 1;
+    }
+    println!(
+        "push → all {subscribers} notifications queued (webhook answered): {:.0} ms",
+        queued.as_secs_f64() * 1000.0
+    );
+    println!(
+        "push → all sent at HERALD_TELEGRAM_RATE={rate}: {:.2} s ({:.0} msg/s); duplicates: {}",
+        sent.as_secs_f64(),
+        subscribers as f64 / sent.as_secs_f64(),
+        per_chat.values().filter(|&&n| n > 1).count()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    print_machine();
+    match &args.scenario {
+        Scenario::WebhookLatency { pushes } => webhook_latency(&args, *pushes).await,
+        Scenario::GithubPolling {
+            branches,
+            interval,
+            seconds,
+        } => github_polling(&args, *branches, interval, *seconds).await,
+        Scenario::GitPolling {
+            remotes,
+            interval,
+            seconds,
+        } => git_polling(&args, *remotes, interval, *seconds).await,
+        Scenario::Fanout { subscribers, rate } => fanout(&args, *subscribers, *rate).await,
+    }
+}

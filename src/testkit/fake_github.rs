@@ -44,12 +44,21 @@ struct Inner {
     script: VecDeque<Limit>,
     requests: Vec<Request>,
     record: bool,
+    counts: Counts,
 }
 
 #[derive(Clone)]
 pub struct FakeGithub {
     pub base_url: String,
     inner: Arc<Mutex<Inner>>,
+}
+
+/// Running totals, cheap to read while a benchmark runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub requests: u64,
+    pub not_modified: u64,
+    pub rate_limited: u64,
 }
 
 impl FakeGithub {
@@ -128,6 +137,10 @@ impl FakeGithub {
 
     pub fn requests(&self) -> Vec<Request> {
         self.inner.lock().expect("lock").requests.clone()
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.inner.lock().expect("lock").counts
     }
 
     /// Stops keeping a request log (benchmarks make millions of requests).
@@ -228,6 +241,12 @@ fn respond(
             }
         }
     };
+    guard.counts.requests += 1;
+    match status {
+        StatusCode::NOT_MODIFIED => guard.counts.not_modified += 1,
+        StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => guard.counts.rate_limited += 1,
+        _ => {}
+    }
     if guard.record {
         guard.requests.push(Request {
             path: path.to_string(),

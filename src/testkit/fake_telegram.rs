@@ -83,6 +83,10 @@ impl FakeTelegram {
         self.inner.lock().expect("lock").delivered.clone()
     }
 
+    pub fn delivered_count(&self) -> usize {
+        self.inner.lock().expect("lock").delivered.len()
+    }
+
     pub fn requests(&self) -> usize {
         self.inner.lock().expect("lock").requests
     }
