@@ -59,7 +59,12 @@ impl TelegramChannel {
             http,
             send_url: method_url(&settings.api, token, "sendMessage"),
             overall: RateLimiter::direct(quota(settings.rate_per_second)),
-            per_chat: RateLimiter::keyed(quota(settings.chat_rate_per_second)),
+            // No burst per chat: Telegram counts messages to one chat per second.
+            per_chat: RateLimiter::keyed(
+                Quota::with_period(Duration::from_secs(1) / settings.chat_rate_per_second.max(1))
+                    .unwrap_or_else(|| quota(1))
+                    .allow_burst(NonZeroU32::MIN),
+            ),
             per_chat_interval: Duration::from_millis(
                 1000 / u64::from(settings.chat_rate_per_second.max(1)),
             ),

@@ -122,7 +122,7 @@ pub async fn claim(
         "UPDATE deliveries SET locked_until = $1 WHERE id IN (\
            SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
            AND locked_until <= $2 AND channel IN ({channel_list}) \
-           ORDER BY next_attempt_at LIMIT $3{}) \
+           ORDER BY next_attempt_at, id LIMIT $3{}) \
          RETURNING id, channel, destination, payload, contact_id, attempts, failures",
         db.skip_locked()
     );

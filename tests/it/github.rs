@@ -368,3 +368,164 @@ async fn webhook_bad_input_is_refused_and_changes_nothing(env: TestEnv) {
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(
+    gitea_and_gitlab_webhooks_are_verified_and_notify,
+    telegram_pace_per_chat_is_kept
+);
+
+async fn gitea_and_gitlab_webhooks_are_verified_and_notify(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    let app = github_app(&env, &telegram, &github, &[("HERALD_POLL_INTERVAL", "1h")]).await;
+    app.subscribe_reference("telegram", "7", &repo.url(), "main")
+        .await;
+
+    // Gitea: X-Gitea-Signature is the bare hex HMAC of the body.
+    let first_before = repo.head("main");
+    let first = repo.commit("a", "1", "From Gitea");
+    let gitea = json!({
+        "ref": "refs/heads/main", "before": first_before, "after": first,
+        "commits": [{"id": first, "message": "From Gitea\n", "timestamp": "2026-11-22T10:00:00+09:00",
+            "url": "https://gitea.example.org/team/app/commit/x",
+            "author": {"name": "Gitea User", "email": "g@example.org", "username": "gitea-user"},
+            "committer": {"name": "Gitea User", "email": "g@example.org", "username": "gitea-user"},
+            "added": [], "removed": [], "modified": ["a"]}],
+        "repository": {"full_name": "team/app", "html_url": "https://gitea.example.org/team/app", "clone_url": repo.url()},
+        "pusher": {"login": "gitea-user", "email": "g@example.org"}
+    })
+    .to_string();
+    let post = |path: &'static str, headers: Vec<(&'static str, String)>, body: String| {
+        let mut request = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let signature = hmac_sha256_hex(SECRET.as_bytes(), gitea.as_bytes());
+    let response = post(
+        "/hooks/gitea",
+        vec![
+            ("x-gitea-event", "push".into()),
+            ("x-gitea-delivery", "g-1".into()),
+            ("x-gitea-signature", "00".repeat(32)),
+        ],
+        gitea.clone(),
+    )
+    .await
+    .expect("request");
+    assert_eq!(response.status().as_u16(), 401);
+    let response = post(
+        "/hooks/gitea",
+        vec![
+            ("x-gitea-event", "push".into()),
+            ("x-gitea-delivery", "g-1".into()),
+            ("x-gitea-signature", signature),
+        ],
+        gitea,
+    )
+    .await
+    .expect("request");
+    assert_eq!(response.status().as_u16(), 202);
+    wait_until("the Gitea push's message", WAIT, || async {
+        telegram.delivered().len() == 1
+    })
+    .await;
+    assert!(telegram.delivered()[0].text.contains("From Gitea"));
+
+    // GitLab: X-Gitlab-Token is the secret itself.
+    let second = repo.commit("b", "2", "From GitLab");
+    let gitlab = json!({
+        "object_kind": "push", "ref": "refs/heads/main", "before": first, "after": second,
+        "user_name": "Lab User", "user_username": "lab", "user_email": "l@example.org",
+        "project": {"path_with_namespace": "team/app", "web_url": "https://gitlab.example.org/team/app", "git_http_url": repo.url()},
+        "commits": [{"id": second, "message": "From GitLab", "timestamp": "2026-11-22T10:00:00+09:00",
+            "url": "https://gitlab.example.org/team/app/-/commit/x",
+            "author": {"name": "Lab User", "email": "l@example.org"}, "added": ["b"], "modified": [], "removed": []}],
+        "total_commits_count": 1
+    })
+    .to_string();
+    let response = post(
+        "/hooks/gitlab",
+        vec![
+            ("x-gitlab-event", "Push Hook".into()),
+            ("x-gitlab-event-uuid", "l-1".into()),
+            ("x-gitlab-token", "wrong".into()),
+        ],
+        gitlab.clone(),
+    )
+    .await
+    .expect("request");
+    assert_eq!(response.status().as_u16(), 401);
+    for _ in 0..2 {
+        let response = post(
+            "/hooks/gitlab",
+            vec![
+                ("x-gitlab-event", "Push Hook".into()),
+                ("x-gitlab-event-uuid", "l-1".into()),
+                ("x-gitlab-token", SECRET.into()),
+            ],
+            gitlab.clone(),
+        )
+        .await
+        .expect("request");
+        assert!(response.status().is_success());
+    }
+    wait_until("the GitLab push's message", WAIT, || async {
+        telegram.delivered().len() == 2
+    })
+    .await;
+    app.wait_for_outbox_drained().await;
+    assert_eq!(telegram.delivered().len(), 2);
+    assert!(telegram.delivered()[1].text.contains("From GitLab"));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn telegram_pace_per_chat_is_kept(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/hello", &repo);
+    let app = github_app(
+        &env,
+        &telegram,
+        &github,
+        &[
+            ("HERALD_TELEGRAM_CHAT_RATE", "2"),
+            ("HERALD_POLL_INTERVAL", "1h"),
+        ],
+    )
+    .await;
+    app.subscribe_reference("telegram", "99", "octo/hello", "main")
+        .await;
+    let mut before = repo.head("main");
+    for i in 0..3 {
+        let after = repo.commit("a", &i.to_string(), &format!("Paced {i}"));
+        let body =
+            push_payload(&repo, &before, &after, &[(&after, &format!("Paced {i}"))]).to_string();
+        let (status, _) = send_hook(&app, &format!("p-{i}"), &body, Some(sign(&body))).await;
+        assert_eq!(status, 202);
+        before = after;
+    }
+    wait_until("three messages", WAIT, || async {
+        telegram.delivered().len() == 3
+    })
+    .await;
+    let messages = telegram.delivered();
+    for pair in messages.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(450),
+            "two messages/s per chat at most, gap {gap:?}"
+        );
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
