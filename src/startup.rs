@@ -152,6 +152,21 @@ impl Application {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(dispatcher.run(shutdown.clone()));
         tasks.spawn(crate::watch::poller::run(state.clone(), shutdown.clone()));
+        if state.db.backend == crate::store::Backend::Sqlite {
+            let db = state.db.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    if let Err(error) = db.checkpoint().await {
+                        tracing::warn!(%error, "SQLite checkpoint failed");
+                    }
+                }
+            });
+        }
         if let Some(holder) = lease_holder.clone() {
             let db = state.db.clone();
             let worker_id = state.ids.worker_id();

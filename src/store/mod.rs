@@ -80,12 +80,12 @@ impl Db {
         let options = AnyConnectOptions::from_str(&url)?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
-        let pool = |max: u32| {
+        let pool = |max: u32, writer: bool| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
-                .after_connect(|conn, _meta| {
+                .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         // WAL and busy_timeout are per connection when going through `Any`.
                         // synchronous=NORMAL in WAL mode survives a process crash (kill -9);
@@ -95,13 +95,18 @@ impl Db {
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
+                        if writer {
+                            // Checkpoints (and their fsync) run in the background from a reader
+                            // connection (`Db::checkpoint`), never inside a writer's commit.
+                            conn.execute("PRAGMA wal_autocheckpoint = 0;").await?;
+                        }
                         Ok(())
                     })
                 })
                 .connect_with(options.clone())
         };
-        let write = pool(1).await?;
-        let read = pool(8).await?;
+        let write = pool(1, true).await?;
+        let read = pool(8, false).await?;
         Ok(Db {
             read,
             write,
@@ -140,6 +145,17 @@ impl Db {
         let known = self.migrator().iter().count() as i64;
         if applied < known {
             return Err(format!("{applied} of {known} migrations applied"));
+        }
+        Ok(())
+    }
+
+    /// Moves the SQLite write-ahead log into the database file without blocking writers; the
+    /// app calls it every second. A no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.read)
+                .await?;
         }
         Ok(())
     }

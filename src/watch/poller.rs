@@ -3,6 +3,7 @@
 //! requests rather than a burst. Watches are claimed with an UPDATE (and `SKIP LOCKED` on
 //! PostgreSQL), so with several nodes each check runs on one node.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub struct DueWatch {
     pub repository_id: i64,
     pub pattern: String,
     pub etag: Option<String>,
+    pub last_error: Option<String>,
 }
 
 pub async fn claim_due_watches(
@@ -37,14 +39,14 @@ pub async fn claim_due_watches(
     let interval = state.settings.poll_interval.as_millis() as i64;
     let now = now_ms();
     let sql = format!(
-        "UPDATE watches SET next_check_at = CASE WHEN next_check_at + $1 > $2 \
+        "UPDATE watches SET last_checked_at = $2, next_check_at = CASE WHEN next_check_at + $1 > $2 \
            THEN next_check_at + $1 ELSE $2 + $1 END \
          WHERE id IN (SELECT id FROM watches WHERE next_check_at <= $2 \
            ORDER BY next_check_at LIMIT $3{}) \
-         RETURNING id, repository_id, pattern, etag",
+         RETURNING id, repository_id, pattern, etag, last_error",
         state.db.skip_locked()
     );
-    let rows: Vec<(i64, i64, String, Option<String>)> = sqlx::query_as(AssertSqlSafe(sql))
+    let rows: Vec<(i64, i64, String, Option<String>, Option<String>)> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(interval)
         .bind(now)
         .bind(limit as i64)
@@ -52,16 +54,38 @@ pub async fn claim_due_watches(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, repository_id, pattern, etag)| DueWatch {
+        .map(|(id, repository_id, pattern, etag, last_error)| DueWatch {
             id,
             repository_id,
             pattern,
             etag,
+            last_error,
         })
         .collect())
 }
 
+/// Repositories never change once stored, so the poller keeps the ones it has loaded.
+#[derive(Clone, Default)]
+pub struct RepositoryCache(Arc<std::sync::RwLock<HashMap<i64, Repository>>>);
+
+impl RepositoryCache {
+    pub async fn get(&self, state: &AppState, id: i64) -> Result<Option<Repository>, sqlx::Error> {
+        if let Some(found) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(Some(found.clone()));
+        }
+        let found = find_repository(&state.db, id).await?;
+        if let Some(repository) = &found {
+            self.0
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, repository.clone());
+        }
+        Ok(found)
+    }
+}
+
 pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let repositories = RepositoryCache::default();
     let permits = Arc::new(Semaphore::new(CONCURRENT_CHECKS));
     let tracker = TaskTracker::new();
     loop {
@@ -76,8 +100,9 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                             break;
                         };
                         let state = state.clone();
+                        let repositories = repositories.clone();
                         tracker.spawn(async move {
-                            check_watch(&state, &watch).await;
+                            check_watch(&state, &repositories, &watch).await;
                             drop(permit);
                         });
                     }
@@ -98,8 +123,8 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 /// Checks one watch and feeds any push into `ingest`; records the outcome on the watch.
-pub async fn check_watch(state: &AppState, watch: &DueWatch) {
-    let repository = match find_repository(&state.db, watch.repository_id).await {
+pub async fn check_watch(state: &AppState, repositories: &RepositoryCache, watch: &DueWatch) {
+    let repository = match repositories.get(state, watch.repository_id).await {
         Ok(Some(repository)) => repository,
         Ok(None) => return,
         Err(error) => {
@@ -120,15 +145,16 @@ pub async fn check_watch(state: &AppState, watch: &DueWatch) {
         }
     };
     metrics::counter!("herald_poll_checks_total", "outcome" => outcome).increment(1);
-    let _ = sqlx::query(
-        "UPDATE watches SET etag = $1, last_checked_at = $2, last_error = $3 WHERE id = $4",
-    )
-    .bind(etag)
-    .bind(now_ms())
-    .bind(error)
-    .bind(watch.id)
-    .execute(state.db.writer())
-    .await;
+    // The claim already stamped `last_checked_at`; write again only when something changed, so
+    // that thousands of unchanged branches cost no writes.
+    if etag != watch.etag || error != watch.last_error {
+        let _ = sqlx::query("UPDATE watches SET etag = $1, last_error = $2 WHERE id = $3")
+            .bind(etag)
+            .bind(error)
+            .bind(watch.id)
+            .execute(state.db.writer())
+            .await;
+    }
 }
 
 enum Checked {
