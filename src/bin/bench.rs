@@ -525,10 +525,11 @@ async fn git_polling(args: &Args, remotes: usize, interval: &str, seconds: u64) 
         .await;
     let (cpu1, rss) = herald.usage();
     println!(
-        "backend: {:?}; ls-remote checks: {:.0}/s (expected {:.0}/s), errors so far: {errors}",
+        "backend: {:?}; ls-remote checks: {:.0}/s (expected {:.0}/s), errors so far: {}",
         args.backend,
         (checks1 - checks0) / elapsed,
-        remotes as f64 / interval_d.as_secs_f64()
+        remotes as f64 / interval_d.as_secs_f64(),
+        errors as u64
     );
     println!(
         "herald CPU incl. git children: {:.1}% of one core; RSS {} MiB",

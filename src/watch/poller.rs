@@ -46,12 +46,13 @@ pub async fn claim_due_watches(
          RETURNING id, repository_id, pattern, etag, last_error",
         state.db.skip_locked()
     );
-    let rows: Vec<(i64, i64, String, Option<String>, Option<String>)> = sqlx::query_as(AssertSqlSafe(sql))
-        .bind(interval)
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(state.db.writer())
-        .await?;
+    let rows: Vec<(i64, i64, String, Option<String>, Option<String>)> =
+        sqlx::query_as(AssertSqlSafe(sql))
+            .bind(interval)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(state.db.writer())
+            .await?;
     Ok(rows
         .into_iter()
         .map(|(id, repository_id, pattern, etag, last_error)| DueWatch {
