@@ -38,7 +38,7 @@ pub struct NewDelivery {
     pub contact_id: Option<i64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ClaimedDelivery {
     pub id: i64,
     pub channel: String,
@@ -126,30 +126,14 @@ pub async fn claim(
          RETURNING id, channel, destination, payload, contact_id, attempts, failures",
         db.skip_locked()
     );
-    let mut query = sqlx::query_as::<_, (i64, String, String, String, Option<i64>, i64, i64)>(
-        AssertSqlSafe(sql),
-    )
-    .bind(now + lease.as_millis() as i64)
-    .bind(now)
-    .bind(limit as i64);
+    let mut query = sqlx::query_as::<_, ClaimedDelivery>(AssertSqlSafe(sql))
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(limit as i64);
     for channel in channels {
         query = query.bind(*channel);
     }
-    let rows = query.fetch_all(db.writer()).await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, channel, destination, payload, contact_id, attempts, failures)| ClaimedDelivery {
-                id,
-                channel,
-                destination,
-                payload,
-                contact_id,
-                attempts,
-                failures,
-            },
-        )
-        .collect())
+    query.fetch_all(db.writer()).await
 }
 
 /// The delay before retry number `failures` (1-based), with ±20 % jitter so that a burst of

@@ -23,7 +23,7 @@ const CLAIM_BATCH: usize = 256;
 const CONCURRENT_CHECKS: usize = 64;
 const TICK: Duration = Duration::from_millis(50);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueWatch {
     pub id: i64,
     pub repository_id: i64,
@@ -46,23 +46,12 @@ pub async fn claim_due_watches(
          RETURNING id, repository_id, pattern, etag, last_error",
         state.db.skip_locked()
     );
-    let rows: Vec<(i64, i64, String, Option<String>, Option<String>)> =
-        sqlx::query_as(AssertSqlSafe(sql))
-            .bind(interval)
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(state.db.writer())
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, repository_id, pattern, etag, last_error)| DueWatch {
-            id,
-            repository_id,
-            pattern,
-            etag,
-            last_error,
-        })
-        .collect())
+    sqlx::query_as::<_, DueWatch>(AssertSqlSafe(sql))
+        .bind(interval)
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(state.db.writer())
+        .await
 }
 
 /// Repositories never change once stored, so the poller keeps the ones it has loaded.
