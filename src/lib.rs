@@ -9,6 +9,7 @@ pub mod http;
 pub mod ids;
 pub mod notify;
 pub mod outbox;
+pub mod projects;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -89,6 +89,13 @@ impl Application {
             );
         }
         channels.insert("email", email);
+        let webhooks = crate::channels::webhook::WebhookChannel::new(
+            db.clone(),
+            settings.delivery_timeout,
+            settings.allow_private_targets,
+        )
+        .context("could not build the webhook HTTP client")?;
+        channels.insert("webhook", webhooks);
 
         let state = AppState::new(AppInner {
             public_url: settings.public_url_for(address),

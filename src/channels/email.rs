@@ -11,6 +11,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 
 use crate::config::Settings;
+use crate::outbox::channel::OutgoingMessage;
 use crate::outbox::{Attempt, Channel, Verdict};
 
 enum Transport {
@@ -134,12 +135,17 @@ impl Channel for EmailChannel {
         "email"
     }
 
-    fn pace<'a>(&'a self, _destination: &'a str) -> BoxFuture<'a, Option<Duration>> {
-        Box::pin(async { None })
-    }
-
-    fn send<'a>(&'a self, destination: &'a str, payload: &'a Value) -> BoxFuture<'a, Attempt> {
+    fn send<'a>(&'a self, message: OutgoingMessage<'a>) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
+            let destination = message.destination;
+            let Ok(payload) = serde_json::from_str::<Value>(message.payload) else {
+                return Attempt::failed(
+                    Verdict::Permanent,
+                    None,
+                    None,
+                    "stored payload is not JSON",
+                );
+            };
             let subject = payload
                 .get("subject")
                 .and_then(Value::as_str)

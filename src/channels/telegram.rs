@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{Secret, TelegramSettings};
+use crate::outbox::channel::OutgoingMessage;
 use crate::outbox::{Attempt, Channel, Verdict};
 
 pub struct TelegramChannel {
@@ -159,7 +160,17 @@ impl Channel for TelegramChannel {
         })
     }
 
-    fn send<'a>(&'a self, destination: &'a str, payload: &'a Value) -> BoxFuture<'a, Attempt> {
-        Box::pin(self.send_message(destination, payload))
+    fn send<'a>(&'a self, message: OutgoingMessage<'a>) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            match serde_json::from_str::<Value>(message.payload) {
+                Ok(payload) => self.send_message(message.destination, &payload).await,
+                Err(e) => Attempt::failed(
+                    Verdict::Permanent,
+                    None,
+                    None,
+                    format!("stored payload is not JSON: {e}"),
+                ),
+            }
+        })
     }
 }

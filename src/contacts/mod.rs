@@ -252,6 +252,18 @@ pub async fn probe_heads(
     url: &RepoUrl,
     pattern: &str,
 ) -> Result<Vec<(String, String)>, SubscribeError> {
+    if !state.settings.allow_private_targets && url.kind == RepoKind::Git {
+        if let Some(parsed) = url::Url::parse(&url.remote)
+            .ok()
+            .filter(|u| u.host_str().is_some())
+        {
+            let host = parsed.host_str().unwrap_or_default();
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            crate::watch::repo::check_public_host(host, port)
+                .await
+                .map_err(SubscribeError::Invalid)?;
+        }
+    }
     let heads = match &url.kind {
         RepoKind::GitHub { owner, name } => {
             match state.github.branch_heads(owner, name, pattern, None).await {
@@ -387,7 +399,8 @@ pub async fn unsubscribe(db: &Db, subscription_id: i64) -> Result<bool, StoreErr
         .await?;
     sqlx::query(
         "DELETE FROM watches WHERE repository_id = $1 AND pattern = $2 AND NOT EXISTS \
-         (SELECT 1 FROM subscriptions WHERE repository_id = $1 AND branch = $2)",
+         (SELECT 1 FROM subscriptions WHERE repository_id = $1 AND branch = $2) AND NOT EXISTS \
+         (SELECT 1 FROM projects WHERE repository_id = $1 AND branches = $2)",
     )
     .bind(repository_id)
     .bind(&branch)

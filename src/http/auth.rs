@@ -23,6 +23,48 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The name of the cookie the login page sets, holding the operator token, so that a browser can
+/// use the pages. `HttpOnly` and `SameSite=Strict`: other sites can neither read it nor make the
+/// browser send it with their forms.
+pub const ADMIN_COOKIE: &str = "herald_admin";
+
+pub fn cookie<'p>(parts: &'p Parts, name: &str) -> Option<&'p str> {
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// Whether the request carries the operator token, in the Authorization header or the cookie.
+pub fn is_admin(parts: &Parts, state: &AppState) -> bool {
+    let Some(expected) = &state.settings.admin_token else {
+        return false;
+    };
+    [bearer_token(parts), cookie(parts, ADMIN_COOKIE)]
+        .into_iter()
+        .flatten()
+        .any(|given| bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())))
+}
+
+/// For pages and reference routes where strangers must learn nothing: the operator, or `None`.
+pub struct MaybeAdmin(pub bool);
+
+impl FromRequestParts<AppState> for MaybeAdmin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeAdmin(is_admin(parts, state)))
+    }
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 

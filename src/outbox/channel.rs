@@ -20,9 +20,25 @@ pub enum Verdict {
     },
     /// Will never succeed as sent (bad request, unknown chat); not retried.
     Permanent,
-    /// The recipient is gone (blocked the bot, left): not retried, and the contact is marked
-    /// blocked so that nothing more is queued for it.
+    /// The recipient is gone (blocked the bot, left; a webhook answered 410): not retried, and
+    /// the contact is marked blocked (or the hook disabled) so that nothing more is queued for it.
     Gone,
+    /// Not attempted: the destination is at its own concurrency or rate limit. The delivery is
+    /// put back for `after`, and no attempt is logged.
+    Deferred {
+        after: Duration,
+    },
+}
+
+/// One message to send, as the queue hands it to a channel.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingMessage<'a> {
+    /// The delivery's id: the same on every retry (webhooks send it as their message id).
+    pub id: i64,
+    pub destination: &'a str,
+    /// The stored payload, exactly as queued (JSON text).
+    pub payload: &'a str,
+    pub event_type: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +56,16 @@ impl Attempt {
             verdict: Verdict::Delivered,
             status_code,
             body,
+            error: None,
+        }
+    }
+
+    /// The destination is busy: try again after `after`, without logging an attempt.
+    pub fn deferred(after: Duration) -> Attempt {
+        Attempt {
+            verdict: Verdict::Deferred { after },
+            status_code: None,
+            body: None,
             error: None,
         }
     }
@@ -94,13 +120,12 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Waits for the channel's overall send rate and says whether this destination must wait
     /// longer (its own pace); `Some(wait)` puts the delivery back for that long.
-    fn pace<'a>(&'a self, destination: &'a str) -> BoxFuture<'a, Option<Duration>>;
+    fn pace<'a>(&'a self, destination: &'a str) -> BoxFuture<'a, Option<Duration>> {
+        let _ = destination;
+        Box::pin(async { None })
+    }
 
     /// Sends one message. Must not panic on any payload: a payload it cannot understand is
     /// a `Permanent` failure.
-    fn send<'a>(
-        &'a self,
-        destination: &'a str,
-        payload: &'a serde_json::Value,
-    ) -> BoxFuture<'a, Attempt>;
+    fn send<'a>(&'a self, message: OutgoingMessage<'a>) -> BoxFuture<'a, Attempt>;
 }

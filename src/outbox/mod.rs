@@ -36,6 +36,9 @@ pub struct NewDelivery {
     pub payload: String,
     pub event_id: Option<i64>,
     pub contact_id: Option<i64>,
+    pub webhook_id: Option<i64>,
+    /// `push`, `ping`, … for webhook deliveries.
+    pub event_type: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -45,12 +48,18 @@ pub struct ClaimedDelivery {
     pub destination: String,
     pub payload: String,
     pub contact_id: Option<i64>,
+    pub webhook_id: Option<i64>,
+    pub event_type: Option<String>,
     pub attempts: i64,
     pub failures: i64,
 }
 
-/// Rows per INSERT statement; 8 parameters each stays far below both backends' limits.
+/// A hook failing without a single success for this long is disabled.
+pub const DISABLE_AFTER_FAILING_MS: i64 = 5 * 24 * 3600 * 1000;
+
+/// Rows per INSERT statement; 10 parameters each stays far below both backends' limits.
 const INSERT_CHUNK: usize = 500;
+const INSERT_PARAMS: usize = 10;
 
 /// Adds deliveries inside the caller's transaction, so that they commit with whatever caused
 /// them (a push event, a chat message) or not at all.
@@ -64,24 +73,20 @@ pub async fn enqueue(
     for chunk in deliveries.chunks(INSERT_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO deliveries (id, channel, destination, payload, event_id, contact_id, \
-             status, next_attempt_at, created_at, updated_at) VALUES ",
+             webhook_id, event_type, status, next_attempt_at, created_at, updated_at) VALUES ",
         );
         for i in 0..chunk.len() {
-            let p = i * 8;
+            let p = i * INSERT_PARAMS;
             if i > 0 {
                 sql.push(',');
             }
+            let params: Vec<String> = (1..=INSERT_PARAMS).map(|n| format!("${}", p + n)).collect();
             sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 8
+                "({}, 'pending', {}, {}, {})",
+                params[..8].join(", "),
+                params[8],
+                params[9],
+                params[9]
             ));
         }
         let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -95,6 +100,8 @@ pub async fn enqueue(
                 .bind(delivery.payload.clone())
                 .bind(delivery.event_id)
                 .bind(delivery.contact_id)
+                .bind(delivery.webhook_id)
+                .bind(delivery.event_type.clone())
                 .bind(now)
                 .bind(now);
         }
@@ -123,7 +130,7 @@ pub async fn claim(
            SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
            AND locked_until <= $2 AND channel IN ({channel_list}) \
            ORDER BY next_attempt_at, id LIMIT $3{}) \
-         RETURNING id, channel, destination, payload, contact_id, attempts, failures",
+         RETURNING id, channel, destination, payload, contact_id, webhook_id, event_type, attempts, failures",
         db.skip_locked()
     );
     let mut query = sqlx::query_as::<_, ClaimedDelivery>(AssertSqlSafe(sql))
@@ -180,6 +187,8 @@ pub async fn record_attempt(
     let now = now_ms();
     let settled = match attempt.verdict {
         Verdict::Delivered => Settled::Delivered,
+        // Not attempted: the worker defers these without recording anything.
+        Verdict::Deferred { after } => Settled::RetryAt(now + after.as_millis() as i64),
         Verdict::Permanent | Verdict::Gone => Settled::Failed,
         // The platform told us when; that is not a failure of ours, so it does not use up the
         // retry schedule.
@@ -234,8 +243,64 @@ pub async fn record_attempt(
             .execute(&mut *tx)
             .await?;
     }
+    if let Some(webhook_id) = delivery.webhook_id {
+        track_webhook_health(&mut tx, webhook_id, attempt, now).await?;
+    }
     tx.commit().await?;
     Ok(settled)
+}
+
+/// Keeps a hook's failure streak: a success clears it; a 410 Gone, or failing for five days
+/// without a success, disables the hook and cancels what was still waiting for it.
+async fn track_webhook_health(
+    tx: &mut sqlx::AnyConnection,
+    webhook_id: i64,
+    attempt: &Attempt,
+    now: i64,
+) -> Result<(), StoreError> {
+    let disable_reason = match attempt.verdict {
+        Verdict::Delivered => {
+            sqlx::query("UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+                .bind(webhook_id)
+                .execute(&mut *tx)
+                .await?;
+            return Ok(());
+        }
+        Verdict::Deferred { .. } => return Ok(()),
+        Verdict::Gone => Some("the receiver answered 410 Gone".to_string()),
+        Verdict::Retry { .. } | Verdict::Throttled { .. } | Verdict::Permanent => {
+            sqlx::query(
+                "UPDATE webhooks SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
+            )
+            .bind(now)
+            .bind(webhook_id)
+            .execute(&mut *tx)
+            .await?;
+            let since: Option<i64> =
+                sqlx::query_scalar("SELECT failing_since FROM webhooks WHERE id = $1")
+                    .bind(webhook_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+            since
+                .filter(|since| now - since >= DISABLE_AFTER_FAILING_MS)
+                .map(|_| "failing for five days without a successful delivery".to_string())
+        }
+    };
+    if let Some(reason) = disable_reason {
+        sqlx::query("UPDATE webhooks SET active = 0, disabled_reason = $1 WHERE id = $2")
+            .bind(&reason)
+            .bind(webhook_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE deliveries SET status = 'cancelled' WHERE webhook_id = $1 AND status = 'pending'")
+            .bind(webhook_id)
+            .execute(&mut *tx)
+            .await?;
+        // The owner hears of it in the log now; mail to the owning account arrives with accounts.
+        tracing::warn!(webhook = webhook_id, reason, "webhook disabled");
+    }
+    Ok(())
 }
 
 /// Counts of deliveries by status, for `/metrics` and tests.

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::channel::OutgoingMessage;
 use super::{Attempt, Channel, ClaimedDelivery, Settled, Verdict, claim, defer, record_attempt};
 use crate::ids::IdGenerator;
 use crate::store::Db;
@@ -83,44 +84,42 @@ impl Dispatcher {
     pub async fn process(&self, delivery: ClaimedDelivery) -> Option<Settled> {
         let channel = self.channels.get(delivery.channel.as_str())?;
         let started = Instant::now();
-        let attempt = match serde_json::from_str::<serde_json::Value>(&delivery.payload) {
-            Err(error) => Attempt::failed(
-                Verdict::Permanent,
-                None,
-                None,
-                format!("stored payload is not JSON: {error}"),
-            ),
-            Ok(payload) => {
-                if let Some(wait) = channel.pace(&delivery.destination).await {
-                    if let Err(error) = defer(&self.db, delivery.id, wait).await {
-                        tracing::warn!(%error, delivery = delivery.id, "could not defer delivery");
-                    }
-                    return None;
-                }
-                match tokio::time::timeout(
-                    self.timeout,
-                    channel.send(&delivery.destination, &payload),
-                )
-                .await
-                {
-                    Ok(attempt) => attempt,
-                    Err(_) => Attempt::failed(
-                        Verdict::Retry { after: None },
-                        None,
-                        None,
-                        format!(
-                            "timed out after {}",
-                            humantime::format_duration(self.timeout)
-                        ),
-                    ),
-                }
+        if let Some(wait) = channel.pace(&delivery.destination).await {
+            if let Err(error) = defer(&self.db, delivery.id, wait).await {
+                tracing::warn!(%error, delivery = delivery.id, "could not defer delivery");
             }
+            return None;
+        }
+        let message = OutgoingMessage {
+            id: delivery.id,
+            destination: &delivery.destination,
+            payload: &delivery.payload,
+            event_type: delivery.event_type.as_deref(),
         };
+        let attempt = match tokio::time::timeout(self.timeout, channel.send(message)).await {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::failed(
+                Verdict::Retry { after: None },
+                None,
+                None,
+                format!(
+                    "timed out after {}",
+                    humantime::format_duration(self.timeout)
+                ),
+            ),
+        };
+        if let Verdict::Deferred { after } = attempt.verdict {
+            if let Err(error) = defer(&self.db, delivery.id, after).await {
+                tracing::warn!(%error, delivery = delivery.id, "could not defer delivery");
+            }
+            return None;
+        }
         let elapsed = started.elapsed();
         let outcome = match attempt.verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry { .. } | Verdict::Throttled { .. } => "retry",
             Verdict::Permanent | Verdict::Gone => "failed",
+            Verdict::Deferred { .. } => "deferred",
         };
         metrics::counter!("herald_deliveries_total", "channel" => channel.name(), "outcome" => outcome)
             .increment(1);

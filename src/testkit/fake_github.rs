@@ -82,6 +82,7 @@ impl FakeGithub {
             )
             .route("/repos/{owner}/{name}/compare/{basehead}", get(compare))
             .route("/repos/{owner}/{name}/commits", get(commits))
+            .route("/repos/{owner}/{name}", get(repository))
             .fallback(|| async { not_found() })
             .with_state(inner.clone());
         let address = super::serve(router).await;
@@ -449,6 +450,22 @@ async fn compare(
         }))
     })();
     respond(&inner, &path, &headers, None, body)
+}
+
+async fn repository(
+    State(inner): State<Shared>,
+    Path((owner, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let full_name = format!("{owner}/{name}").to_lowercase();
+    let known = inner.lock().expect("lock").repos.contains_key(&full_name);
+    let body = known.then(|| {
+        json!({
+            "id": 1, "name": name, "full_name": format!("{owner}/{name}"), "private": false,
+            "html_url": format!("https://github.com/{owner}/{name}"), "default_branch": "main"
+        })
+    });
+    respond(&inner, &format!("/repos/{full_name}"), &headers, None, body)
 }
 
 async fn commits(

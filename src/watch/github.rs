@@ -259,6 +259,20 @@ impl GithubClient {
         })
     }
 
+    /// The repository's default branch.
+    pub async fn default_branch(&self, owner: &str, name: &str) -> Result<String, GithubError> {
+        let body: Value = self
+            .get(&format!("/repos/{owner}/{name}"), None)
+            .await?
+            .json()
+            .await
+            .map_err(|e| GithubError::Decode(e.to_string()))?;
+        body.get("default_branch")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| GithubError::Decode("no default_branch".into()))
+    }
+
     /// The branch's recent commits exactly as GitHub lists them.
     pub async fn list_commits(
         &self,

@@ -131,6 +131,21 @@ impl GitRemotes {
             .collect())
     }
 
+    /// The branch the remote's HEAD points at (its default branch), if it says.
+    pub async fn default_branch(&self, remote: &str) -> Result<Option<String>, GitError> {
+        let out = run_git(
+            "ls-remote",
+            &["ls-remote", "--symref", remote, "HEAD"],
+            None,
+        )
+        .await?;
+        Ok(out.lines().find_map(|line| {
+            line.strip_prefix("ref: refs/heads/")
+                .and_then(|rest| rest.split('\t').next())
+                .map(str::to_string)
+        }))
+    }
+
     async fn ensure_cache(&self, repository_id: i64) -> Result<PathBuf, GitError> {
         let dir = self.cache_root.join(format!("{repository_id}.git"));
         if !dir.join("HEAD").exists() {

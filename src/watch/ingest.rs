@@ -151,18 +151,28 @@ pub async fn accept_push(
             address: row.get(5),
         })
         .collect();
-    let deliveries = plan_notifications(
+    let mut deliveries = plan_notifications(
         &repository.url.display_name(),
         &event,
         event_id,
         &subscribers,
     );
     let notifications = deliveries.len();
+    let webhooks = crate::projects::plan_webhook_deliveries(
+        &mut tx,
+        repository.id,
+        &repository.url.remote,
+        &event,
+        event_id,
+    )
+    .await?;
+    let webhook_deliveries = webhooks.len();
+    deliveries.extend(webhooks);
     outbox::enqueue(&mut tx, &state.ids, &deliveries).await?;
     tx.commit().await?;
 
     metrics::counter!("herald_push_events_total", "source" => event.source.as_str()).increment(1);
-    if notifications > 0 {
+    if !deliveries.is_empty() {
         state.outbox_wake.notify_one();
     }
     tracing::info!(
@@ -172,6 +182,7 @@ pub async fn accept_push(
         commits = event.commits.len(),
         forced = event.forced,
         notifications,
+        webhook_deliveries,
         source = event.source.as_str(),
         "push accepted"
     );
@@ -287,6 +298,8 @@ pub fn plan_notifications(
             payload,
             event_id: Some(event_id),
             contact_id: Some(subscriber.contact_id),
+            webhook_id: None,
+            event_type: None,
         });
     }
     deliveries

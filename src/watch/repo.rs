@@ -237,6 +237,29 @@ pub fn is_private_ip(ip: IpAddr) -> bool {
     }
 }
 
+/// Refuses a host whose DNS answers include a loopback, private or otherwise reserved address
+/// (a public-looking name can point inside the network). Call it where a connection is about to
+/// be made, unless `HERALD_ALLOW_PRIVATE_TARGETS` is set.
+pub async fn check_public_host(host: &str, port: u16) -> Result<(), String> {
+    if is_private_host(host) {
+        return Err(format!(
+            "{host} is a local or private address; set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it"
+        ));
+    }
+    let addresses = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("could not resolve {host}: {e}"))?;
+    for address in addresses {
+        if is_private_ip(address.ip()) {
+            return Err(format!(
+                "{host} resolves to {}, a local or private address; set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it",
+                address.ip()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A branch name as git allows it (`git check-ref-format --branch`, in short).
 pub fn valid_branch_pattern(name: &str) -> Result<(), String> {
     let name = name.trim();

@@ -1,0 +1,354 @@
+//! Area B: projects (`owner/name`, pointing at a repository and a branch pattern) and their
+//! outgoing webhooks. A push event of the project's repository becomes one delivery per active
+//! hook in the shared outbox (`channel = 'webhook'`), queued in the same transaction as the event.
+
+pub mod api;
+pub mod pages;
+pub mod payload;
+pub mod signing;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::ids::{IdGenerator, now_ms};
+use crate::outbox::NewDelivery;
+use crate::store::{Db, StoreError};
+use crate::watch::event::PushEvent;
+use crate::watch::repo::{is_glob, is_private_host};
+
+/// `owner` and `name` of a project: letters, digits, `-`, `_`, `.`, 1 to 100 characters.
+pub fn valid_slug(what: &str, value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let ok = !value.is_empty()
+        && value.len() <= 100
+        && value != "."
+        && value != ".."
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!("{what}: 1 to 100 letters, digits, '-', '_' or '.'"))
+    }
+}
+
+/// A payload URL: http(s), at most 2000 bytes, and — unless private targets are allowed — not a
+/// loopback, private or otherwise reserved address (checked again after DNS at send time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadUrl(String);
+
+impl PayloadUrl {
+    pub const MAX_BYTES: usize = 2000;
+
+    pub async fn parse(raw: &str, allow_private: bool) -> Result<PayloadUrl, String> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err("payload_url: must not be empty".into());
+        }
+        if raw.len() > Self::MAX_BYTES {
+            return Err(format!(
+                "payload_url: at most {} bytes (got {})",
+                Self::MAX_BYTES,
+                raw.len()
+            ));
+        }
+        let url = url::Url::parse(raw).map_err(|e| format!("payload_url: not a URL ({e})"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "payload_url: must be http or https, not {}",
+                url.scheme()
+            ));
+        }
+        let host = url
+            .host_str()
+            .ok_or("payload_url: has no host")?
+            .to_string();
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("payload_url: must not carry credentials".into());
+        }
+        if !allow_private {
+            if is_private_host(&host) {
+                return Err(format!(
+                    "payload_url: {host} is a loopback or private address; set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it"
+                ));
+            }
+            let port = url.port_or_known_default().unwrap_or(443);
+            crate::watch::repo::check_public_host(&host, port)
+                .await
+                .map_err(|e| format!("payload_url: {e}"))?;
+        }
+        Ok(PayloadUrl(url.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A webhook secret: at most 250 bytes; none given means a generated `whsec_` secret.
+pub fn webhook_secret(raw: Option<&str>) -> Result<(String, bool), String> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok((signing::generate_secret(), true)),
+        Some(secret) if secret.len() > 250 => {
+            Err(format!("secret: at most 250 bytes (got {})", secret.len()))
+        }
+        Some(secret) if secret.chars().any(char::is_control) => {
+            Err("secret: must not contain control characters".into())
+        }
+        Some(secret) => Ok((secret.to_string(), false)),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Project {
+    #[serde(with = "crate::ids::as_string")]
+    pub id: i64,
+    pub owner: String,
+    pub name: String,
+    pub repository: String,
+    pub branches: String,
+    #[serde(skip)]
+    pub repository_id: i64,
+    #[serde(skip)]
+    pub web_url: Option<String>,
+}
+
+const PROJECT_QUERY: &str = "SELECT p.id, p.owner, p.name, r.remote_url, p.branches, p.repository_id, r.web_url \
+    FROM projects p JOIN repositories r ON r.id = p.repository_id";
+
+fn project_from_row(row: &sqlx::any::AnyRow) -> Project {
+    Project {
+        id: row.get(0),
+        owner: row.get(1),
+        name: row.get(2),
+        repository: row.get(3),
+        branches: row.get(4),
+        repository_id: row.get(5),
+        web_url: row.get(6),
+    }
+}
+
+pub async fn find_project(db: &Db, owner: &str, name: &str) -> Result<Option<Project>, StoreError> {
+    let sql = format!("{PROJECT_QUERY} WHERE p.owner = $1 AND p.name = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(name)
+        .fetch_optional(db.reader())
+        .await?;
+    Ok(row.as_ref().map(project_from_row))
+}
+
+pub async fn list_projects(db: &Db) -> Result<Vec<Project>, StoreError> {
+    let sql = format!("{PROJECT_QUERY} ORDER BY p.id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.reader())
+        .await?;
+    Ok(rows.iter().map(project_from_row).collect())
+}
+
+/// A webhook as shown to its owner; the secret is never part of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Webhook {
+    #[serde(with = "crate::ids::as_string")]
+    pub id: i64,
+    pub payload_url: String,
+    pub active: bool,
+    pub disabled_reason: Option<String>,
+    pub rate_per_second: Option<i64>,
+    pub max_concurrency: i64,
+    pub created_at: String,
+    #[serde(skip)]
+    pub project_id: i64,
+}
+
+const WEBHOOK_COLUMNS: &str = "id, payload_url, active, disabled_reason, rate_per_second, max_concurrency, created_at, project_id";
+
+fn webhook_from_row(row: &sqlx::any::AnyRow) -> Webhook {
+    Webhook {
+        id: row.get(0),
+        payload_url: row.get(1),
+        active: row.get::<i64, _>(2) != 0,
+        disabled_reason: row.get(3),
+        rate_per_second: row.get(4),
+        max_concurrency: row.get(5),
+        created_at: rfc3339(row.get(6)),
+        project_id: row.get(7),
+    }
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub async fn list_webhooks(db: &Db, project_id: i64) -> Result<Vec<Webhook>, StoreError> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE project_id = $1 ORDER BY id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .fetch_all(db.reader())
+        .await?;
+    Ok(rows.iter().map(webhook_from_row).collect())
+}
+
+pub async fn find_webhook(
+    db: &Db,
+    project_id: i64,
+    id: i64,
+) -> Result<Option<Webhook>, StoreError> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE project_id = $1 AND id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(id)
+        .fetch_optional(db.reader())
+        .await?;
+    Ok(row.as_ref().map(webhook_from_row))
+}
+
+/// Everything the sender needs to know about a hook.
+#[derive(Debug, Clone)]
+pub struct HookTarget {
+    pub id: i64,
+    pub payload_url: String,
+    pub secret: String,
+    pub active: bool,
+    pub rate_per_second: Option<i64>,
+    pub max_concurrency: i64,
+}
+
+pub async fn hook_target(db: &Db, id: i64) -> Result<Option<HookTarget>, StoreError> {
+    let row: Option<(i64, String, String, i64, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT id, payload_url, secret, active, rate_per_second, max_concurrency FROM webhooks WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.reader())
+    .await?;
+    Ok(row.map(
+        |(id, payload_url, secret, active, rate_per_second, max_concurrency)| HookTarget {
+            id,
+            payload_url,
+            secret,
+            active: active != 0,
+            rate_per_second,
+            max_concurrency,
+        },
+    ))
+}
+
+/// Creates a hook and queues its `ping` delivery in one transaction.
+pub async fn create_webhook(
+    db: &Db,
+    ids: &IdGenerator,
+    project: &Project,
+    url: &PayloadUrl,
+    secret: &str,
+) -> Result<Webhook, StoreError> {
+    let id = ids.next();
+    let mut tx = db.writer().begin().await?;
+    sqlx::query(
+        "INSERT INTO webhooks (id, project_id, payload_url, secret, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(project.id)
+    .bind(url.as_str())
+    .bind(secret)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    let ping = payload::ping(project, id, url.as_str());
+    crate::outbox::enqueue(
+        &mut tx,
+        ids,
+        &[NewDelivery {
+            channel: "webhook".into(),
+            destination: id.to_string(),
+            payload: ping.to_string(),
+            event_id: None,
+            contact_id: None,
+            webhook_id: Some(id),
+            event_type: Some("ping".into()),
+        }],
+    )
+    .await?;
+    tx.commit().await?;
+    find_webhook(db, project.id, id)
+        .await?
+        .ok_or(StoreError::RowNotFound)
+}
+
+/// Deletes a hook; its deliveries that were still waiting are cancelled, the log is kept.
+pub async fn delete_webhook(db: &Db, project_id: i64, id: i64) -> Result<bool, StoreError> {
+    let mut tx = db.writer().begin().await?;
+    let deleted = sqlx::query("DELETE FROM webhooks WHERE project_id = $1 AND id = $2")
+        .bind(project_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    if deleted.rows_affected() > 0 {
+        sqlx::query("UPDATE deliveries SET status = 'cancelled' WHERE webhook_id = $1 AND status = 'pending'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(deleted.rows_affected() > 0)
+}
+
+/// One delivery per active hook of every project of this repository whose branch pattern
+/// matches; called by `watch::ingest` inside the push event's transaction.
+pub async fn plan_webhook_deliveries(
+    conn: &mut sqlx::AnyConnection,
+    repository_id: i64,
+    remote_url: &str,
+    event: &PushEvent,
+    event_id: i64,
+) -> Result<Vec<NewDelivery>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT w.id, p.id, p.owner, p.name, p.branches, r.web_url FROM webhooks w \
+         JOIN projects p ON p.id = w.project_id JOIN repositories r ON r.id = p.repository_id \
+         WHERE p.repository_id = $1 AND w.active = 1 ORDER BY p.id, w.id",
+    )
+    .bind(repository_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut deliveries = Vec::new();
+    let mut body_for_project: Option<(i64, String)> = None;
+    for row in &rows {
+        let hook_id: i64 = row.get(0);
+        let project = Project {
+            id: row.get(1),
+            owner: row.get(2),
+            name: row.get(3),
+            branches: row.get(4),
+            web_url: row.get(5),
+            repository: remote_url.to_string(),
+            repository_id,
+        };
+        let matches = project.branches == event.branch()
+            || (is_glob(&project.branches)
+                && crate::watch::subscription_glob(&project.branches)
+                    .is_some_and(|m| m.is_match(event.branch())));
+        if !matches {
+            continue;
+        }
+        let body = match &body_for_project {
+            Some((id, body)) if *id == project.id => body.clone(),
+            _ => {
+                let body = payload::push(&project, event).to_string();
+                body_for_project = Some((project.id, body.clone()));
+                body
+            }
+        };
+        deliveries.push(NewDelivery {
+            channel: "webhook".into(),
+            destination: hook_id.to_string(),
+            payload: body,
+            event_id: Some(event_id),
+            contact_id: None,
+            webhook_id: Some(hook_id),
+            event_type: Some("push".into()),
+        });
+    }
+    Ok(deliveries)
+}

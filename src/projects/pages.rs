@@ -1,0 +1,312 @@
+//! The reference routes, kept exactly: `GET /{owner}/{project}/webhooks` (an HTML page with the
+//! list, an add form and a delete button per hook; JSON with `Accept: application/json`),
+//! `POST /{owner}/{project}/webhooks` (form or JSON) and `POST`/`DELETE
+//! /{owner}/{project}/webhooks/{id}` to delete. Plus a page per hook with its delivery log, and a
+//! login page that lets a browser hold the operator token in a cookie.
+//!
+//! Anyone who is not the owner (today: the operator) gets 404 and learns nothing.
+
+use axum::Form;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::{DeliveryQuery, HookIn, add_hook, hook_deliveries, load_hook, load_project};
+use super::{delete_webhook, list_webhooks};
+use crate::http::auth::{ADMIN_COOKIE, MaybeAdmin};
+use crate::http::error::ApiError;
+use crate::notify::render::escape_html;
+use crate::state::AppState;
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/login", get(login_page).post(login))
+        .route("/{owner}/{project}/webhooks", get(list).post(create))
+        .route(
+            "/{owner}/{project}/webhooks/{id}",
+            get(log).post(remove).delete(remove),
+        )
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+fn is_json_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+fn hidden(owner: &str, project: &str) -> ApiError {
+    ApiError::NotFound(format!("no project {owner}/{project}"))
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · herald</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}\
+         table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left;vertical-align:top}}\
+         .error{{color:#b00}}code,pre{{font-size:.85rem}}pre{{white-space:pre-wrap;max-height:8rem;overflow:auto}}</style>\
+         </head><body><h1>{title}</h1>{body}</body></html>",
+        title = escape_html(title)
+    ))
+}
+
+async fn list_page(
+    state: &AppState,
+    owner: &str,
+    project: &str,
+    error: Option<&str>,
+) -> Result<Response, ApiError> {
+    let found = load_project(state, owner, project).await?;
+    let hooks = list_webhooks(&state.db, found.id).await?;
+    let base = format!("/{}/{}/webhooks", escape_html(owner), escape_html(project));
+    let mut rows = String::new();
+    for hook in &hooks {
+        let status = if hook.active {
+            "active".to_string()
+        } else {
+            format!(
+                "disabled: {}",
+                escape_html(hook.disabled_reason.as_deref().unwrap_or(""))
+            )
+        };
+        rows.push_str(&format!(
+            "<tr><td><a href=\"{base}/{id}\">{url}</a></td><td>{status}</td><td>{created}</td>\
+             <td><form method=\"post\" action=\"{base}/{id}\"><button>Delete</button></form></td></tr>",
+            id = hook.id,
+            url = escape_html(&hook.payload_url),
+            created = escape_html(&hook.created_at),
+        ));
+    }
+    if hooks.is_empty() {
+        rows.push_str("<tr><td colspan=\"4\">No webhooks yet.</td></tr>");
+    }
+    let error = error
+        .map(|e| format!("<p class=\"error\">{}</p>", escape_html(e)))
+        .unwrap_or_default();
+    let body = format!(
+        "<p>Repository <code>{repo}</code>, branches <code>{branches}</code>.</p>{error}\
+         <table><tr><th>Payload URL</th><th>Status</th><th>Created</th><th></th></tr>{rows}</table>\
+         <h2>Add a webhook</h2><form method=\"post\" action=\"{base}\">\
+         <p><label>Payload URL<br><input name=\"payloadUrl\" type=\"url\" size=\"60\" maxlength=\"2000\" required></label></p>\
+         <p><label>Secret (empty: one is generated)<br><input name=\"secret\" size=\"40\" maxlength=\"250\"></label></p>\
+         <p><button>Add webhook</button></p></form>",
+        repo = escape_html(&found.repository),
+        branches = escape_html(&found.branches),
+    );
+    let status = if error.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((
+        status,
+        page(&format!("Webhooks of {owner}/{project}"), &body),
+    )
+        .into_response())
+}
+
+async fn list(
+    MaybeAdmin(admin): MaybeAdmin,
+    State(state): State<AppState>,
+    Path((owner, project)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !admin {
+        return Err(hidden(&owner, &project));
+    }
+    if wants_json(&headers) {
+        let found = load_project(&state, &owner, &project).await?;
+        let hooks = list_webhooks(&state.db, found.id).await?;
+        return Ok(Json(json!({"webhooks": hooks})).into_response());
+    }
+    list_page(&state, &owner, &project, None).await
+}
+
+async fn create(
+    MaybeAdmin(admin): MaybeAdmin,
+    State(state): State<AppState>,
+    Path((owner, project)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !admin {
+        return Err(hidden(&owner, &project));
+    }
+    let found = load_project(&state, &owner, &project).await?;
+    let json_body = is_json_body(&headers);
+    let input: HookIn = if json_body {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("not a webhook: {e}")))?
+    } else {
+        serde_urlencoded::from_bytes(&body)
+            .map_err(|e| ApiError::BadRequest(format!("not a webhook form: {e}")))?
+    };
+    match add_hook(&state, &found, input).await {
+        Ok(created) if json_body || wants_json(&headers) => {
+            Ok((StatusCode::CREATED, Json(created)).into_response())
+        }
+        Ok(created) => {
+            if let Some(secret) = created.secret {
+                let body = format!(
+                    "<p>Webhook added. Its secret, shown this once:</p><pre>{}</pre><p><a href=\"/{}/{}/webhooks\">Back to the list</a></p>",
+                    escape_html(&secret),
+                    escape_html(&owner),
+                    escape_html(&project)
+                );
+                return Ok((StatusCode::CREATED, page("Webhook added", &body)).into_response());
+            }
+            Ok(Redirect::to(&format!("/{owner}/{project}/webhooks")).into_response())
+        }
+        Err(ApiError::Validation(message)) if !json_body && !wants_json(&headers) => {
+            list_page(&state, &owner, &project, Some(&message)).await
+        }
+        Err(error) => Err(error),
+    }
+}
+
+async fn remove(
+    MaybeAdmin(admin): MaybeAdmin,
+    State(state): State<AppState>,
+    Path((owner, project, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    method: axum::http::Method,
+) -> Result<Response, ApiError> {
+    if !admin {
+        return Err(hidden(&owner, &project));
+    }
+    let found = load_project(&state, &owner, &project).await?;
+    let hook = load_hook(&state, &found, &id).await?;
+    delete_webhook(&state.db, found.id, hook.id).await?;
+    if method == axum::http::Method::DELETE || wants_json(&headers) {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(Redirect::to(&format!("/{owner}/{project}/webhooks")).into_response())
+}
+
+async fn log(
+    MaybeAdmin(admin): MaybeAdmin,
+    State(state): State<AppState>,
+    Path((owner, project, id)): Path<(String, String, String)>,
+    Query(query): Query<DeliveryQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !admin {
+        return Err(hidden(&owner, &project));
+    }
+    let found = load_project(&state, &owner, &project).await?;
+    let hook = load_hook(&state, &found, &id).await?;
+    let deliveries = hook_deliveries(&state, hook.id, &query).await?;
+    if wants_json(&headers) {
+        return Ok(Json(json!({"webhook": hook, "deliveries": deliveries})).into_response());
+    }
+    let mut rows = String::new();
+    for delivery in &deliveries {
+        let mut attempts = String::new();
+        for attempt in &delivery.attempts {
+            attempts.push_str(&format!(
+                "<li>{} — {} in {} ms{}{}</li>",
+                escape_html(&attempt.attempted_at),
+                attempt
+                    .status_code
+                    .map_or("no answer".to_string(), |c| format!("HTTP {c}")),
+                attempt.duration_ms,
+                attempt
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" — <span class=\"error\">{}</span>", escape_html(e)))
+                    .unwrap_or_default(),
+                attempt
+                    .response_body
+                    .as_deref()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| format!("<pre>{}</pre>", escape_html(b)))
+                    .unwrap_or_default(),
+            ));
+        }
+        rows.push_str(&format!(
+            "<tr><td><code>{id}</code></td><td>{event}</td><td>{status}</td><td>{created}</td><td><ul>{attempts}</ul></td></tr>",
+            id = delivery.id,
+            event = escape_html(delivery.event.as_deref().unwrap_or("")),
+            status = escape_html(&delivery.status),
+            created = escape_html(&delivery.created_at),
+        ));
+    }
+    if deliveries.is_empty() {
+        rows.push_str("<tr><td colspan=\"5\">No deliveries yet.</td></tr>");
+    }
+    let body = format!(
+        "<p>To <code>{url}</code> — {active}. <a href=\"/{owner}/{project}/webhooks\">All webhooks</a></p>\
+         <p>Redeliver with <code>POST /api/v1/projects/{owner}/{project}/webhooks/{id}/deliveries/&lt;id&gt;/redeliver</code>.</p>\
+         <table><tr><th>Delivery</th><th>Event</th><th>Status</th><th>Created</th><th>Attempts</th></tr>{rows}</table>",
+        url = escape_html(&hook.payload_url),
+        active = if hook.active { "active" } else { "disabled" },
+        owner = escape_html(&owner),
+        project = escape_html(&project),
+        id = hook.id,
+    );
+    Ok(page(&format!("Deliveries of webhook {}", hook.id), &body).into_response())
+}
+
+async fn login_page() -> Html<String> {
+    page(
+        "Sign in",
+        "<form method=\"post\" action=\"/login\"><p><label>Operator token (HERALD_ADMIN_TOKEN)<br>\
+         <input name=\"token\" type=\"password\" size=\"40\" required></label></p>\
+         <p><input type=\"hidden\" name=\"next\" value=\"/\"><button>Sign in</button></p></form>",
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let valid = state.settings.admin_token.as_ref().is_some_and(|t| {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            t.expose().as_bytes(),
+            form.token.trim().as_bytes(),
+        ))
+    });
+    if !valid {
+        return (
+            StatusCode::UNAUTHORIZED,
+            page(
+                "Sign in",
+                "<p class=\"error\">Wrong token.</p><p><a href=\"/login\">Try again</a></p>",
+            ),
+        )
+            .into_response();
+    }
+    let secure = if state.public_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{ADMIN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+        form.token.trim()
+    );
+    (
+        StatusCode::OK,
+        [(header::SET_COOKIE, cookie)],
+        page(
+            "Signed in",
+            "<p>Signed in. Open a project's <code>/{owner}/{project}/webhooks</code> page.</p>",
+        ),
+    )
+        .into_response()
+}
