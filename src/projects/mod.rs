@@ -73,10 +73,20 @@ impl PayloadUrl {
                     "payload_url: {host} is a loopback or private address; set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it"
                 ));
             }
+            // A name that does not resolve yet is accepted: every send resolves it again and
+            // refuses private answers then. A name that resolves inside the network is not.
             let port = url.port_or_known_default().unwrap_or(443);
-            crate::watch::repo::check_public_host(&host, port)
-                .await
-                .map_err(|e| format!("payload_url: {e}"))?;
+            if let Ok(addresses) = tokio::net::lookup_host((host.as_str(), port)).await {
+                for address in addresses {
+                    if crate::watch::repo::is_private_ip(address.ip()) {
+                        return Err(format!(
+                            "payload_url: {host} resolves to {}, a loopback or private address; \
+                             set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it",
+                            address.ip()
+                        ));
+                    }
+                }
+            }
         }
         Ok(PayloadUrl(url.to_string()))
     }

@@ -6,6 +6,7 @@ pub mod fake_github;
 pub mod fake_smtp;
 pub mod fake_telegram;
 pub mod git_repo;
+pub mod receiver;
 
 use std::time::Duration;
 

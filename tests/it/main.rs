@@ -8,3 +8,4 @@ mod git_watch;
 mod github;
 mod ops;
 mod reference_api;
+mod webhooks;

@@ -1,0 +1,645 @@
+//! Area B: projects' outgoing webhooks — signed, retried, logged, never lost.
+
+use std::time::Duration;
+
+use base64::Engine;
+use herald::testkit::fake_github::FakeGithub;
+use herald::testkit::git_repo::GitRepo;
+use herald::testkit::receiver::{Receiver, Reply};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestEnv, WAIT, wait_until};
+
+both_backends!(
+    push_reaches_the_receiver_signed_and_logged,
+    failing_receivers_get_retries_at_the_right_times,
+    creation_refuses_bad_urls_and_secrets_and_stores_nothing,
+    strangers_can_neither_see_nor_delete_hooks,
+);
+
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// Verifies a Standard Webhooks signature exactly as the spec's libraries do.
+fn verify_standard_webhooks(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    body: &str,
+    header: &str,
+) -> bool {
+    use hmac::{Hmac, KeyInit, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("base64 key");
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).expect("key");
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    header
+        .split(' ')
+        .any(|sig| sig.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+fn verify_github(secret: &str, body: &str, header: &str) -> bool {
+    header == herald::projects::signing::github_signature(secret, body.as_bytes())
+}
+
+#[test]
+fn standard_webhooks_test_vector_verifies() {
+    assert!(verify_standard_webhooks(
+        SECRET,
+        "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+        "1649367553",
+        r#"{"email":"test@example.com","username":"test_user"}"#,
+        "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+    ));
+    assert!(verify_github(
+        "It's a Secret to Everybody",
+        "Hello, World!",
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    ));
+}
+
+async fn create_project(app: &TestApp, repository: &str) -> Value {
+    let (status, project) = app
+        .admin(
+            Method::POST,
+            "/api/v1/projects",
+            Some(json!({"owner": "octo", "name": "app", "repository": repository})),
+        )
+        .await;
+    assert_eq!(status, 201, "{project}");
+    project
+}
+
+async fn create_hook(app: &TestApp, body: Value) -> (u16, Value) {
+    app.admin(
+        Method::POST,
+        "/api/v1/projects/octo/app/webhooks",
+        Some(body),
+    )
+    .await
+}
+
+async fn deliveries(app: &TestApp, hook_id: &str) -> Vec<Value> {
+    let (status, body) = app
+        .admin(
+            Method::GET,
+            &format!("/api/v1/projects/octo/app/webhooks/{hook_id}/deliveries"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+async fn push_reaches_the_receiver_signed_and_logged(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let repo = GitRepo::new();
+    let app = env.spawn(&[]).await;
+    let project = create_project(&app, &repo.url()).await;
+    assert_eq!(
+        project["branches"],
+        json!("main"),
+        "defaults to the default branch"
+    );
+
+    let (status, hook) =
+        create_hook(&app, json!({"payload_url": receiver.url, "secret": SECRET})).await;
+    assert_eq!(status, 201, "{hook}");
+    assert!(
+        hook.get("secret").is_none(),
+        "a given secret is never echoed"
+    );
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+
+    // The ping, signed both ways.
+    wait_until("the ping", WAIT, || async { receiver.count() >= 1 }).await;
+    let ping = &receiver.received()[0];
+    assert_eq!(ping.header("x-github-event"), "ping");
+    assert!(verify_standard_webhooks(
+        SECRET,
+        ping.header("webhook-id"),
+        ping.header("webhook-timestamp"),
+        &ping.body,
+        ping.header("webhook-signature")
+    ));
+    assert!(verify_github(
+        SECRET,
+        &ping.body,
+        ping.header("x-hub-signature-256")
+    ));
+
+    // A push to the real repository.
+    let before = repo.head("main");
+    let shas = repo.push_commits(&[("a.txt", "1", "First"), ("b.txt", "2", "Second")]);
+    wait_until("the push delivery", WAIT, || async {
+        receiver.count() >= 2
+    })
+    .await;
+    let push = &receiver.received()[1];
+    assert_eq!(push.header("x-github-event"), "push");
+    assert_eq!(push.header("content-type"), "application/json");
+    assert_eq!(push.header("webhook-id"), push.header("x-github-delivery"));
+    assert_eq!(push.header("x-github-hook-id"), hook_id);
+    assert!(verify_standard_webhooks(
+        SECRET,
+        push.header("webhook-id"),
+        push.header("webhook-timestamp"),
+        &push.body,
+        push.header("webhook-signature")
+    ));
+    assert!(verify_github(
+        SECRET,
+        &push.body,
+        push.header("x-hub-signature-256")
+    ));
+    let payload: Value = serde_json::from_str(&push.body).expect("JSON payload");
+    assert_eq!(payload["ref"], json!("refs/heads/main"), "ref is a string");
+    assert_eq!(payload["before"], json!(before));
+    assert_eq!(payload["after"], json!(shas[1]));
+    assert_eq!(payload["forced"], json!(false));
+    let commits = payload["commits"].as_array().expect("commits");
+    assert_eq!(commits.len(), 2);
+    assert_eq!(commits[0]["id"], json!(shas[0]));
+    assert_eq!(commits[1]["message"], json!("Second"));
+    for commit in commits {
+        let timestamp = commit["timestamp"].as_str().expect("timestamp");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
+            "RFC 3339: {timestamp}"
+        );
+        assert_eq!(commit["author"]["name"], json!("Test Author"));
+    }
+    assert_eq!(commits[0]["added"], json!(["a.txt"]));
+    assert_eq!(payload["head_commit"]["id"], json!(shas[1]));
+    assert_eq!(payload["repository"]["full_name"], json!("octo/app"));
+
+    // The log shows both deliveries with their attempt.
+    app.wait_for_outbox_drained().await;
+    let log = deliveries(&app, &hook_id).await;
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["event"], json!("push"));
+    assert_eq!(log[0]["status"], json!("delivered"));
+    assert_eq!(log[0]["attempts"][0]["status_code"], json!(204));
+    assert_eq!(log[1]["event"], json!("ping"));
+
+    // Redelivery sends the same message id again.
+    let delivery_id = log[0]["id"].as_str().expect("id");
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            &format!(
+                "/api/v1/projects/octo/app/webhooks/{hook_id}/deliveries/{delivery_id}/redeliver"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_until("the redelivery", WAIT, || async { receiver.count() >= 3 }).await;
+    let again = &receiver.received()[2];
+    assert_eq!(again.header("webhook-id"), push.header("webhook-id"));
+    assert_eq!(again.body, push.body);
+
+    // The page lists the hook with a delete button; deleting through the form works.
+    let page = app
+        .client
+        .get(app.url("/octo/app/webhooks"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains(&receiver.url) && page.contains("<form") && page.contains("Delete"),
+        "{page}"
+    );
+    let log_page = app
+        .client
+        .get(app.url(&format!("/octo/app/webhooks/{hook_id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("log page")
+        .text()
+        .await
+        .expect("html");
+    assert!(log_page.contains("HTTP 204"), "{log_page}");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = no_redirects
+        .post(app.url(&format!("/octo/app/webhooks/{hook_id}")))
+        .header("cookie", format!("herald_admin={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status().as_u16(), 303);
+    let (_, hooks) = app
+        .admin(Method::GET, "/api/v1/projects/octo/app/webhooks", None)
+        .await;
+    assert_eq!(hooks["webhooks"], json!([]));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn failing_receivers_get_retries_at_the_right_times(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let gone = Receiver::start().await;
+    let repo = GitRepo::new();
+    let app = env
+        .spawn(&[
+            ("HERALD_DELIVERY_TIMEOUT", "1s"),
+            ("HERALD_RETRY_SCHEDULE", "200ms,200ms,200ms,200ms,200ms"),
+        ])
+        .await;
+    create_project(&app, &repo.url()).await;
+    // Ping OK, then the push meets 500, 429 + Retry-After 1, a hang past the timeout, then 200.
+    receiver.script([
+        Reply::Status(200),
+        Reply::Status(500),
+        Reply::StatusRetryAfter(429, 1),
+        Reply::Hang(Duration::from_secs(3)),
+        Reply::Status(200),
+    ]);
+    let (_, hook) = create_hook(&app, json!({"payload_url": receiver.url})).await;
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+    assert!(
+        hook["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "generated secret shown once"
+    );
+    gone.set_always(Some(Reply::Status(410)));
+    let (_, gone_hook) = create_hook(&app, json!({"payload_url": gone.url})).await;
+    let gone_id = gone_hook["id"].as_str().expect("id").to_string();
+    // A receiver that is not even listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr");
+    let (_, refused_hook) = create_hook(
+        &app,
+        json!({"payload_url": format!("http://{closed}/hook")}),
+    )
+    .await;
+    let refused_id = refused_hook["id"].as_str().expect("id").to_string();
+
+    wait_until("pings", WAIT, || async { receiver.count() >= 1 }).await;
+    repo.commit("a", "1", "Retried");
+    app.wait_for_head("main", &repo.head("main")).await;
+    wait_until("delivered after retries", WAIT, || async {
+        deliveries(&app, &hook_id)
+            .await
+            .first()
+            .is_some_and(|d| d["status"] == json!("delivered"))
+    })
+    .await;
+    let push = deliveries(&app, &hook_id).await[0].clone();
+    let attempts = push["attempts"].as_array().expect("attempts").clone();
+    let codes: Vec<Value> = attempts.iter().map(|a| a["status_code"].clone()).collect();
+    assert_eq!(
+        codes,
+        vec![json!(500), json!(429), Value::Null, json!(200)],
+        "{push}"
+    );
+    assert!(
+        attempts[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{push}"
+    );
+    assert_eq!(attempts[1]["response_body"], json!("slow down"));
+    let at = |i: usize| {
+        chrono::DateTime::parse_from_rfc3339(attempts[i]["attempted_at"].as_str().expect("time"))
+            .expect("rfc3339")
+    };
+    assert!(
+        (at(2) - at(1)).num_milliseconds() >= 1000,
+        "Retry-After obeyed: {push}"
+    );
+    // Same message id on every attempt.
+    let ids: Vec<String> = receiver.received()[1..]
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+
+    // 410 disables that hook.
+    wait_until("the 410 hook disabled", WAIT, || async {
+        let (_, hook) = app
+            .admin(
+                Method::GET,
+                &format!("/api/v1/projects/octo/app/webhooks/{gone_id}"),
+                None,
+            )
+            .await;
+        hook["active"] == json!(false)
+    })
+    .await;
+    let (_, disabled) = app
+        .admin(
+            Method::GET,
+            &format!("/api/v1/projects/octo/app/webhooks/{gone_id}"),
+            None,
+        )
+        .await;
+    assert!(
+        disabled["disabled_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("410"))
+    );
+
+    // Connection refused: retried through the schedule, then failed; all logged.
+    wait_until("the refused delivery to fail", WAIT, || async {
+        deliveries(&app, &refused_id)
+            .await
+            .iter()
+            .filter(|d| d["status"] == json!("failed"))
+            .count()
+            == 2
+    })
+    .await;
+    let refused = deliveries(&app, &refused_id).await;
+    let attempts = refused[0]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 6, "first try + 5 retries: {}", refused[0]);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["error"].as_str().is_some_and(|e| e.contains("connect")))
+    );
+
+    // Recover everything that failed since a time: queued again.
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (status, recovered) = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/projects/octo/app/webhooks/{refused_id}/recover"),
+            Some(json!({"since": since})),
+        )
+        .await;
+    assert_eq!((status, recovered["recovered"].clone()), (202, json!(2)));
+    let (status, error) = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/projects/octo/app/webhooks/{refused_id}/recover"),
+            Some(json!({"since": "yesterday"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn creation_refuses_bad_urls_and_secrets_and_stores_nothing(env: TestEnv) {
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/app", &repo);
+    let app = env
+        .spawn(&[
+            ("HERALD_GITHUB_API", github.base_url.as_str()),
+            ("HERALD_ALLOW_PRIVATE_TARGETS", "false"),
+        ])
+        .await;
+    create_project(&app, "octo/app").await;
+    let long_url = format!("https://example.com/{}", "a".repeat(2000));
+    let cases = [
+        (json!({"payload_url": long_url}), "2000"),
+        (
+            json!({"payload_url": "https://example.com/hook", "secret": "s".repeat(251)}),
+            "250",
+        ),
+        (json!({"payload_url": "ftp://example.com/hook"}), "http"),
+        (json!({"payload_url": "not a url"}), "URL"),
+        (
+            json!({"payload_url": "http://127.0.0.1:9/hook"}),
+            "HERALD_ALLOW_PRIVATE_TARGETS",
+        ),
+        (
+            json!({"payload_url": "http://10.0.0.8/hook"}),
+            "HERALD_ALLOW_PRIVATE_TARGETS",
+        ),
+        (
+            json!({"payload_url": "http://localhost/hook"}),
+            "HERALD_ALLOW_PRIVATE_TARGETS",
+        ),
+        (
+            json!({"payload_url": "http://[::1]/hook"}),
+            "HERALD_ALLOW_PRIVATE_TARGETS",
+        ),
+        (json!({"secret": "only a secret"}), "payload_url"),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = create_hook(&app, body.clone()).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+    // The form says the same on the page.
+    let response = app
+        .client
+        .post(app.url("/octo/app/webhooks"))
+        .bearer_auth(ADMIN_TOKEN)
+        .form(&[("payloadUrl", "ftp://example.com/x"), ("secret", "")])
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(response.status().as_u16(), 422);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("html")
+            .contains("must be http or https")
+    );
+    // Bad JSON and bad project creations.
+    let response = app
+        .client
+        .post(app.url("/api/v1/projects/octo/app/webhooks"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 400);
+    for body in [
+        json!({"owner": "octo", "name": "app", "repository": "octo/app"}),
+        json!({"owner": "bad owner", "name": "x", "repository": "octo/app"}),
+        json!({"owner": "octo", "name": "x", "repository": "octo/missing"}),
+        json!({"owner": "octo", "name": "y", "repository": "/local/path"}),
+    ] {
+        let (status, answer) = app
+            .admin(Method::POST, "/api/v1/projects", Some(body.clone()))
+            .await;
+        assert!(status == 409 || status == 422, "{body}: {status} {answer}");
+    }
+    let (_, hooks) = app
+        .admin(Method::GET, "/api/v1/projects/octo/app/webhooks", None)
+        .await;
+    assert_eq!(hooks["webhooks"], json!([]));
+    let (_, projects) = app.admin(Method::GET, "/api/v1/projects", None).await;
+    assert_eq!(projects["projects"].as_array().map(Vec::len), Some(1));
+    assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 0);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn strangers_can_neither_see_nor_delete_hooks(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let repo = GitRepo::new();
+    let app = env.spawn(&[]).await;
+    create_project(&app, &repo.url()).await;
+    let (_, hook) = create_hook(&app, json!({"payload_url": receiver.url})).await;
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+    let anonymous = reqwest::Client::new();
+    for (method, path) in [
+        (Method::GET, "/octo/app/webhooks".to_string()),
+        (Method::GET, format!("/octo/app/webhooks/{hook_id}")),
+        (Method::POST, format!("/octo/app/webhooks/{hook_id}")),
+        (Method::DELETE, format!("/octo/app/webhooks/{hook_id}")),
+        (Method::POST, "/octo/app/webhooks".to_string()),
+    ] {
+        let response = anonymous
+            .request(method.clone(), app.url(&path))
+            .header("accept", "application/json")
+            .header("cookie", "herald_admin=guess")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 404, "{method} {path}");
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(
+            !body.to_string().contains(&receiver.url),
+            "nothing leaked: {body}"
+        );
+    }
+    // Unknown projects look the same as someone else's.
+    let response = anonymous
+        .get(app.url("/nobody/nothing/webhooks"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 404);
+    let (_, hooks) = app
+        .admin(Method::GET, "/api/v1/projects/octo/app/webhooks", None)
+        .await;
+    assert_eq!(hooks["webhooks"].as_array().map(Vec::len), Some(1));
+    // JSON on the reference route for the owner.
+    let response = app
+        .client
+        .get(app.url("/octo/app/webhooks"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("request");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["webhooks"][0]["payload_url"], json!(receiver.url));
+    assert!(
+        !body.to_string().contains("whsec_"),
+        "secrets are never listed"
+    );
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+both_backends!(private_targets_are_refused_after_dns_at_creation_and_send_time);
+
+/// The machine's own name, when it resolves to a loopback or private address (as /etc/hosts
+/// usually makes it): a public-looking name that points inside.
+async fn inward_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()?
+        .trim()
+        .to_string();
+    let inward = tokio::net::lookup_host((name.as_str(), 80))
+        .await
+        .ok()?
+        .any(|a| herald::watch::repo::is_private_ip(a.ip()));
+    inward
+        .then_some(name)
+        .filter(|n| !herald::watch::repo::is_private_host(n))
+}
+
+async fn private_targets_are_refused_after_dns_at_creation_and_send_time(env: TestEnv) {
+    let Some(host) = inward_hostname().await else {
+        eprintln!("SKIPPED: this machine's hostname does not resolve to a private address");
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let port = receiver
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .expect("port")
+        .to_string();
+    let inward_url = format!("http://{host}:{port}/hook");
+    let repo = GitRepo::new();
+
+    // Created while private targets are allowed (an intranet), the hook works...
+    let app = env.spawn(&[]).await;
+    create_project(&app, &repo.url()).await;
+    let (status, hook) = create_hook(&app, json!({"payload_url": inward_url})).await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+    wait_until("the ping", WAIT, || async { receiver.count() == 1 }).await;
+    app.stop().await;
+
+    // ...but once they are not, the name is refused at creation, and at send time after DNS.
+    let github = FakeGithub::start().await;
+    let app = env
+        .spawn(&[
+            ("HERALD_ALLOW_PRIVATE_TARGETS", "false"),
+            ("HERALD_GITHUB_API", github.base_url.as_str()),
+        ])
+        .await;
+    let (status, answer) = create_hook(&app, json!({"payload_url": inward_url})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("resolves to")),
+        "{answer}"
+    );
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            &format!(
+                "/api/v1/projects/octo/app/webhooks/{hook_id}/deliveries/{}/redeliver",
+                deliveries(&app, &hook_id).await[0]["id"]
+                    .as_str()
+                    .expect("id")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_until("the refusal", WAIT, || async {
+        deliveries(&app, &hook_id).await[0]["status"] == json!("failed")
+    })
+    .await;
+    let log = deliveries(&app, &hook_id).await;
+    let last = log[0]["attempts"]
+        .as_array()
+        .and_then(|a| a.last().cloned())
+        .expect("attempt");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HERALD_ALLOW_PRIVATE_TARGETS")),
+        "{last}"
+    );
+    assert_eq!(receiver.count(), 1, "nothing reached the private address");
+    app.stop().await;
+    env.cleanup().await;
+}
