@@ -99,10 +99,10 @@ impl WebhookChannel {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .cloned();
-        if let Some(runtime) = &cached {
-            if runtime.loaded_at.elapsed() < HOOK_CACHE_TTL {
-                return Ok(cached);
-            }
+        if let Some(runtime) = &cached
+            && runtime.loaded_at.elapsed() < HOOK_CACHE_TTL
+        {
+            return Ok(cached);
         }
         let Some(target) = hook_target(&self.db, id).await? else {
             self.hooks
@@ -166,11 +166,11 @@ impl WebhookChannel {
         let Ok(_permit) = hook.permits.clone().try_acquire_owned() else {
             return Attempt::deferred(Duration::from_millis(50));
         };
-        if let Some(limiter) = &hook.limiter {
-            if limiter.check().is_err() {
-                let rate = hook.target.rate_per_second.unwrap_or(1).max(1) as u64;
-                return Attempt::deferred(Duration::from_millis((1000 / rate).max(5)));
-            }
+        if let Some(limiter) = &hook.limiter
+            && limiter.check().is_err()
+        {
+            let rate = hook.target.rate_per_second.unwrap_or(1).max(1) as u64;
+            return Attempt::deferred(Duration::from_millis((1000 / rate).max(5)));
         }
         let url = &hook.target.payload_url;
         if !self.allow_private {

@@ -252,17 +252,17 @@ pub async fn probe_heads(
     url: &RepoUrl,
     pattern: &str,
 ) -> Result<Vec<(String, String)>, SubscribeError> {
-    if !state.settings.allow_private_targets && url.kind == RepoKind::Git {
-        if let Some(parsed) = url::Url::parse(&url.remote)
+    if !state.settings.allow_private_targets
+        && url.kind == RepoKind::Git
+        && let Some(parsed) = url::Url::parse(&url.remote)
             .ok()
             .filter(|u| u.host_str().is_some())
-        {
-            let host = parsed.host_str().unwrap_or_default();
-            let port = parsed.port_or_known_default().unwrap_or(443);
-            crate::watch::repo::check_public_host(host, port)
-                .await
-                .map_err(SubscribeError::Invalid)?;
-        }
+    {
+        let host = parsed.host_str().unwrap_or_default();
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        crate::watch::repo::check_public_host(host, port)
+            .await
+            .map_err(SubscribeError::Invalid)?;
     }
     let heads = match &url.kind {
         RepoKind::GitHub { owner, name } => {
