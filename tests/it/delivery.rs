@@ -135,9 +135,21 @@ async fn a_pending_notification_survives_a_restart_and_arrives_once(env: TestEnv
 }
 
 /// Runs the real binary with the test's settings and returns it with its base URL.
-async fn start_binary(env: &TestEnv, telegram: &FakeTelegram) -> (tokio::process::Child, String) {
+pub async fn start_binary(
+    env: &TestEnv,
+    telegram: &FakeTelegram,
+) -> (tokio::process::Child, String) {
+    start_binary_with(env, telegram, &[]).await
+}
+
+pub async fn start_binary_with(
+    env: &TestEnv,
+    telegram: &FakeTelegram,
+    extra: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     let settings = env.settings(&[]);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", std::env::var("HOME").unwrap_or_default())
@@ -154,9 +166,11 @@ async fn start_binary(env: &TestEnv, telegram: &FakeTelegram) -> (tokio::process
         .current_dir(env.data_dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start herald");
+        .kill_on_drop(true);
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("start herald");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let address = tokio::time::timeout(WAIT, async {

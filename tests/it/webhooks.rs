@@ -643,3 +643,137 @@ async fn private_targets_are_refused_after_dns_at_creation_and_send_time(env: Te
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(kill_9_with_deliveries_queued_and_in_flight_loses_nothing);
+
+async fn kill_9_with_deliveries_queued_and_in_flight_loses_nothing(env: TestEnv) {
+    use herald::testkit::fake_telegram::FakeTelegram;
+    const PUSHES: usize = 2000;
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/app", &repo);
+    let receiver = Receiver::start().await;
+    receiver.forget_bodies();
+    // A slow receiver (one at a time, 50 ms each) so that most events are still queued at the crash.
+    receiver.set_always(Some(Reply::Delay(Duration::from_millis(50))));
+    let secret = "inbound-secret";
+    let extra = [
+        ("HERALD_GITHUB_API", github.base_url.as_str()),
+        ("HERALD_GIT_WEBHOOK_SECRET", secret),
+        ("HERALD_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("HERALD_POLL_INTERVAL", "1h"),
+    ];
+    let (mut first, address) = crate::delivery::start_binary_with(&env, &telegram, &extra).await;
+    let client = reqwest::Client::new();
+    let admin = |path: &str, body: Value| {
+        client
+            .post(format!("{address}{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let response = admin(
+        "/api/v1/projects",
+        json!({"owner": "octo", "name": "app", "repository": "octo/app"}),
+    )
+    .await
+    .expect("project");
+    assert_eq!(response.status().as_u16(), 201);
+    let response = admin(
+        "/api/v1/projects/octo/app/webhooks",
+        json!({"payload_url": receiver.url, "max_concurrency": 1}),
+    )
+    .await
+    .expect("hook");
+    assert_eq!(response.status().as_u16(), 201);
+
+    // Push events accepted (durably) as fast as they come; kill -9 while most are queued.
+    let mut before = repo.head("main");
+    for i in 0..PUSHES {
+        let after = format!("{:040x}", i + 1);
+        let body = json!({
+            "ref": "refs/heads/main", "before": before, "after": after,
+            "commits": [{"id": after, "message": format!("push {i}"), "timestamp": "2026-11-22T10:00:00Z",
+                "author": {"name": "a", "email": "a@example.com"}, "committer": {"name": "a", "email": "a@example.com"}}],
+            "repository": {"full_name": "octo/app", "html_url": "https://github.com/octo/app"}
+        })
+        .to_string();
+        let response = client
+            .post(format!("{address}/hooks/github"))
+            .header("x-github-event", "push")
+            .header("x-github-delivery", format!("kill-{i}"))
+            .header(
+                "x-hub-signature-256",
+                herald::projects::signing::github_signature(secret, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("push");
+        assert_eq!(response.status().as_u16(), 202, "push {i}");
+        before = after;
+    }
+    wait_until("deliveries to be flowing", WAIT, || async {
+        receiver.count() >= 10
+    })
+    .await;
+    first.start_kill().expect("kill -9");
+    let _ = first.wait().await;
+    let delivered_before_crash = receiver.count();
+    assert!(
+        delivered_before_crash + 1000 <= PUSHES,
+        "the crash came while a thousand or more were queued"
+    );
+
+    receiver.set_always(None);
+    let (mut second, address) = crate::delivery::start_binary_with(&env, &telegram, &extra).await;
+    let hooks: Value = client
+        .get(format!("{address}/api/v1/projects/octo/app/webhooks"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("hooks")
+        .json()
+        .await
+        .expect("json");
+    let hook_id = hooks["webhooks"][0]["id"].as_str().expect("id").to_string();
+    let response = client
+        .patch(format!(
+            "{address}/api/v1/projects/octo/app/webhooks/{hook_id}"
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"max_concurrency": 16}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status().as_u16(), 200);
+    wait_until(
+        "every event at the receiver",
+        Duration::from_secs(120),
+        || async {
+            let ids: std::collections::HashSet<String> = receiver
+                .received()
+                .iter()
+                .map(|r| r.header("webhook-id").to_string())
+                .collect();
+            ids.len() == PUSHES + 1
+        },
+    )
+    .await;
+    let received = receiver.received();
+    let distinct: std::collections::HashSet<&str> =
+        received.iter().map(|r| r.header("webhook-id")).collect();
+    let duplicates = received.len() - distinct.len();
+    eprintln!(
+        "{PUSHES} pushes + ping: {} received before the crash, {} duplicates (same id) after restart",
+        delivered_before_crash, duplicates
+    );
+    assert!(
+        duplicates <= 64,
+        "only what was in flight may repeat: {duplicates}"
+    );
+    second.start_kill().expect("kill");
+    let _ = second.wait().await;
+    env.cleanup().await;
+}
