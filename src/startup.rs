@@ -155,6 +155,7 @@ impl Application {
             retry_schedule: state.settings.retry_schedule.clone(),
             timeout: state.settings.delivery_timeout,
             concurrency: state.settings.delivery_concurrency,
+            busy: Default::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(dispatcher.run(shutdown.clone()));

@@ -111,11 +111,14 @@ pub async fn enqueue(
 }
 
 /// Claims up to `limit` due rows of the given channels for this node.
+/// `busy` lists `channel:destination` keys to leave alone for now (destinations at their own
+/// concurrency or rate limit), so their backlog neither churns nor crowds out everyone else's.
 pub async fn claim(
     db: &Db,
     channels: &[&str],
     limit: usize,
     lease: Duration,
+    busy: &[String],
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     if channels.is_empty() || limit == 0 {
         return Ok(Vec::new());
@@ -125,10 +128,20 @@ pub async fn claim(
         .map(|i| format!("${}", i + 4))
         .collect::<Vec<_>>()
         .join(", ");
+    let busy_clause = if busy.is_empty() {
+        String::new()
+    } else {
+        let first = 4 + channels.len();
+        let list = (0..busy.len())
+            .map(|i| format!("${}", first + i))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(" AND (channel || ':' || destination) NOT IN ({list})")
+    };
     let sql = format!(
         "UPDATE deliveries SET locked_until = $1 WHERE id IN (\
            SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
-           AND locked_until <= $2 AND channel IN ({channel_list}) \
+           AND locked_until <= $2 AND channel IN ({channel_list}){busy_clause} \
            ORDER BY next_attempt_at, id LIMIT $3{}) \
          RETURNING id, channel, destination, payload, contact_id, webhook_id, event_type, attempts, failures",
         db.skip_locked()
@@ -139,6 +152,9 @@ pub async fn claim(
         .bind(limit as i64);
     for channel in channels {
         query = query.bind(*channel);
+    }
+    for key in busy {
+        query = query.bind(key.as_str());
     }
     query.fetch_all(db.writer()).await
 }
@@ -175,17 +191,18 @@ pub enum Settled {
     Failed,
 }
 
-/// Records an attempt and moves the delivery on, in one transaction.
-pub async fn record_attempt(
-    db: &Db,
-    ids: &IdGenerator,
-    delivery: &ClaimedDelivery,
-    attempt: &Attempt,
-    duration: Duration,
-    schedule: &[Duration],
-) -> Result<Settled, StoreError> {
-    let now = now_ms();
-    let settled = match attempt.verdict {
+/// One finished attempt, waiting to be written.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub delivery: ClaimedDelivery,
+    pub attempt: Attempt,
+    /// When the attempt started, Unix ms.
+    pub started_at: i64,
+    pub duration: Duration,
+}
+
+fn settle(recorded: &Recorded, now: i64, schedule: &[Duration]) -> Settled {
+    match recorded.attempt.verdict {
         Verdict::Delivered => Settled::Delivered,
         // Not attempted: the worker defers these without recording anything.
         Verdict::Deferred { after } => Settled::RetryAt(now + after.as_millis() as i64),
@@ -193,58 +210,152 @@ pub async fn record_attempt(
         // The platform told us when; that is not a failure of ours, so it does not use up the
         // retry schedule.
         Verdict::Throttled { after } => Settled::RetryAt(now + after.as_millis() as i64),
-        Verdict::Retry { after } => match retry_delay(schedule, delivery.failures + 1) {
+        Verdict::Retry { after } => match retry_delay(schedule, recorded.delivery.failures + 1) {
             // A Retry-After from the receiver wins over our own schedule.
             Some(delay) => Settled::RetryAt(now + after.unwrap_or(delay).as_millis() as i64),
             None => Settled::Failed,
         },
-    };
-    let failed_now = matches!(
-        attempt.verdict,
-        Verdict::Retry { .. } | Verdict::Permanent | Verdict::Gone
-    );
-    let (status, next_attempt_at) = match settled {
-        Settled::Delivered => ("delivered", now),
-        Settled::Failed => ("failed", now),
-        Settled::RetryAt(at) => ("pending", at),
-    };
-    let body = attempt.body.as_deref().map(|b| truncate_bytes(b, 4096));
-    let mut tx = db.writer().begin().await?;
-    sqlx::query(
-        "INSERT INTO delivery_attempts (id, delivery_id, attempted_at, status_code, duration_ms, \
-         response_body, error) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(ids.next())
-    .bind(delivery.id)
-    .bind(now)
-    .bind(attempt.status_code.map(i64::from))
-    .bind(duration.as_millis() as i64)
-    .bind(body)
-    .bind(attempt.error.clone())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE deliveries SET status = $1, attempts = attempts + 1, failures = failures + $2, \
-         next_attempt_at = $3, locked_until = 0, last_error = $4, updated_at = $5 WHERE id = $6",
-    )
-    .bind(status)
-    .bind(i64::from(failed_now))
-    .bind(next_attempt_at)
-    .bind(attempt.error.clone())
-    .bind(now)
-    .bind(delivery.id)
-    .execute(&mut *tx)
-    .await?;
-    if attempt.verdict == Verdict::Gone
-        && let Some(contact_id) = delivery.contact_id
-    {
-        sqlx::query("UPDATE contacts SET blocked = 1 WHERE id = $1")
-            .bind(contact_id)
-            .execute(&mut *tx)
-            .await?;
     }
-    if let Some(webhook_id) = delivery.webhook_id {
-        track_webhook_health(&mut tx, webhook_id, attempt, now).await?;
+}
+
+/// Rows per statement when recording a batch: 7 parameters per attempt row.
+const RECORD_CHUNK: usize = 400;
+
+/// Records finished attempts and moves their deliveries on, all in one transaction. The common
+/// case — delivered — costs one multi-row INSERT and one UPDATE for the whole batch, which is
+/// what lets a single SQLite writer keep up with thousands of deliveries a second.
+pub async fn record_batch(
+    db: &Db,
+    ids: &IdGenerator,
+    batch: &[Recorded],
+    schedule: &[Duration],
+) -> Result<Vec<Settled>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let settled: Vec<Settled> = batch.iter().map(|r| settle(r, now, schedule)).collect();
+    let mut tx = db.writer().begin().await?;
+    for chunk in batch.chunks(RECORD_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO delivery_attempts (id, delivery_id, attempted_at, status_code, duration_ms, \
+             response_body, error) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 7;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7
+            ));
+        }
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for recorded in chunk {
+            query = query
+                .bind(ids.next())
+                .bind(recorded.delivery.id)
+                .bind(recorded.started_at)
+                .bind(recorded.attempt.status_code.map(i64::from))
+                .bind(recorded.duration.as_millis() as i64)
+                .bind(
+                    recorded
+                        .attempt
+                        .body
+                        .as_deref()
+                        .map(|b| truncate_bytes(b, 4096)),
+                )
+                .bind(recorded.attempt.error.clone());
+        }
+        query.execute(&mut *tx).await?;
+    }
+
+    let delivered: Vec<&Recorded> = batch
+        .iter()
+        .zip(&settled)
+        .filter(|(_, s)| **s == Settled::Delivered)
+        .map(|(r, _)| r)
+        .collect();
+    for chunk in delivered.chunks(RECORD_CHUNK) {
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, locked_until = 0, \
+             last_error = NULL, updated_at = $1 WHERE id IN ({list})"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
+        for recorded in chunk {
+            query = query.bind(recorded.delivery.id);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    let mut healthy_hooks: Vec<i64> = delivered
+        .iter()
+        .filter_map(|r| r.delivery.webhook_id)
+        .collect();
+    healthy_hooks.sort_unstable();
+    healthy_hooks.dedup();
+    if !healthy_hooks.is_empty() {
+        let list = (1..=healthy_hooks.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN ({list})"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in &healthy_hooks {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *tx).await?;
+    }
+
+    for (recorded, settled) in batch.iter().zip(&settled) {
+        if *settled == Settled::Delivered {
+            continue;
+        }
+        let attempt = &recorded.attempt;
+        let failed_now = matches!(
+            attempt.verdict,
+            Verdict::Retry { .. } | Verdict::Permanent | Verdict::Gone
+        );
+        let (status, next_attempt_at) = match settled {
+            Settled::Delivered => ("delivered", now),
+            Settled::Failed => ("failed", now),
+            Settled::RetryAt(at) => ("pending", *at),
+        };
+        sqlx::query(
+            "UPDATE deliveries SET status = $1, attempts = attempts + 1, failures = failures + $2, \
+             next_attempt_at = $3, locked_until = 0, last_error = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(i64::from(failed_now))
+        .bind(next_attempt_at)
+        .bind(attempt.error.clone())
+        .bind(now)
+        .bind(recorded.delivery.id)
+        .execute(&mut *tx)
+        .await?;
+        if attempt.verdict == Verdict::Gone
+            && let Some(contact_id) = recorded.delivery.contact_id
+        {
+            sqlx::query("UPDATE contacts SET blocked = 1 WHERE id = $1")
+                .bind(contact_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(webhook_id) = recorded.delivery.webhook_id {
+            track_webhook_health(&mut tx, webhook_id, attempt, now).await?;
+        }
     }
     tx.commit().await?;
     Ok(settled)

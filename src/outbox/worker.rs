@@ -1,21 +1,30 @@
 //! The delivery worker: claims due rows, sends each through its channel with bounded
-//! concurrency, records the attempt. Woken at once by a local enqueue and every 250 ms otherwise
-//! (for rows enqueued by other nodes and for retries coming due).
+//! concurrency, and hands the finished attempt to a recorder that writes attempts in batches.
+//! Woken at once by a local enqueue and every 250 ms otherwise (for rows enqueued by other nodes
+//! and for retries coming due).
+//!
+//! A claimed row stays leased until its attempt is recorded, so neither this node nor another
+//! sends it twice meanwhile; if the node dies first, the lease runs out and it is sent again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::channel::OutgoingMessage;
-use super::{Attempt, Channel, ClaimedDelivery, Settled, Verdict, claim, defer, record_attempt};
-use crate::ids::IdGenerator;
+use super::{Attempt, Channel, ClaimedDelivery, Recorded, Verdict, claim, defer, record_batch};
+use crate::ids::{IdGenerator, now_ms};
 use crate::store::Db;
 
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Attempts written per transaction, at most.
+const RECORD_BATCH: usize = 512;
+
+/// Destinations at their own limit are left unclaimed this long at most, and this many at once.
+const BUSY_MAX: usize = 200;
 
 pub struct Dispatcher {
     pub db: Db,
@@ -25,6 +34,8 @@ pub struct Dispatcher {
     pub retry_schedule: Vec<Duration>,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// `channel:destination` → until when it is not to be claimed (it deferred a send).
+    pub busy: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Dispatcher {
@@ -35,13 +46,24 @@ impl Dispatcher {
             shutdown.cancelled().await;
             return;
         }
+        let (records, inbox) = mpsc::channel::<Recorded>(RECORD_BATCH * 4);
+        let recorder = tokio::spawn(self.clone().record(inbox));
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let tracker = TaskTracker::new();
         loop {
             let mut claimed_full_batch = false;
             let available = permits.available_permits();
             if available > 0 {
-                match claim(&self.db, &names, available, super::lease_for(self.timeout)).await {
+                let busy = self.busy_destinations();
+                match claim(
+                    &self.db,
+                    &names,
+                    available,
+                    super::lease_for(self.timeout),
+                    &busy,
+                )
+                .await
+                {
                     Ok(batch) => {
                         claimed_full_batch = batch.len() == available;
                         for delivery in batch {
@@ -49,8 +71,12 @@ impl Dispatcher {
                                 break;
                             };
                             let this = self.clone();
+                            let records = records.clone();
                             tracker.spawn(async move {
-                                this.process(delivery).await;
+                                if let Some(recorded) = this.attempt(delivery).await {
+                                    // Backpressure: if the recorder is behind, sending waits.
+                                    let _ = records.send(recorded).await;
+                                }
                                 drop(permit);
                                 this.wake.notify_one();
                             });
@@ -74,20 +100,66 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => break,
             }
         }
-        // Finish what is in flight; anything not yet claimed stays in the queue for next time.
+        // Finish what is in flight and record it; anything not yet claimed stays queued.
         tracker.close();
         tracker.wait().await;
+        drop(records);
+        let _ = recorder.await;
     }
 
-    /// Sends one claimed delivery and records what happened. Public so that tests and tools can
-    /// drive the queue one step at a time.
-    pub async fn process(&self, delivery: ClaimedDelivery) -> Option<Settled> {
+    fn busy_destinations(&self) -> Vec<String> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        busy.retain(|_, until| *until > now);
+        busy.keys().take(BUSY_MAX).cloned().collect()
+    }
+
+    /// Puts a delivery back unsent and leaves its destination alone for `after`.
+    async fn put_back(&self, delivery: &ClaimedDelivery, after: Duration) {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            format!("{}:{}", delivery.channel, delivery.destination),
+            Instant::now() + after,
+        );
+        if let Err(error) = defer(&self.db, delivery.id, after).await {
+            tracing::warn!(%error, delivery = delivery.id, "could not defer delivery");
+        }
+    }
+
+    /// Writes finished attempts, as many per transaction as have arrived.
+    async fn record(self: Arc<Self>, mut inbox: mpsc::Receiver<Recorded>) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while inbox.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            match record_batch(&self.db, &self.ids, &batch, &self.retry_schedule).await {
+                Ok(settled) => {
+                    for (recorded, settled) in batch.iter().zip(settled) {
+                        if recorded.attempt.verdict != Verdict::Delivered {
+                            tracing::info!(
+                                delivery = recorded.delivery.id,
+                                channel = %recorded.delivery.channel,
+                                status = recorded.attempt.status_code,
+                                error = recorded.attempt.error.as_deref().unwrap_or(""),
+                                ?settled,
+                                "delivery attempt did not succeed"
+                            );
+                        }
+                    }
+                }
+                // The leases run out and the rows are sent again: at least once, never lost.
+                Err(error) => {
+                    tracing::error!(%error, attempts = batch.len(), "could not record delivery attempts")
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// Sends one claimed delivery; `None` when it was not attempted (paced or deferred).
+    async fn attempt(&self, delivery: ClaimedDelivery) -> Option<Recorded> {
         let channel = self.channels.get(delivery.channel.as_str())?;
         let started = Instant::now();
+        let started_at = now_ms();
         if let Some(wait) = channel.pace(&delivery.destination).await {
-            if let Err(error) = defer(&self.db, delivery.id, wait).await {
-                tracing::warn!(%error, delivery = delivery.id, "could not defer delivery");
-            }
+            self.put_back(&delivery, wait).await;
             return None;
         }
         let message = OutgoingMessage {
@@ -109,12 +181,10 @@ impl Dispatcher {
             ),
         };
         if let Verdict::Deferred { after } = attempt.verdict {
-            if let Err(error) = defer(&self.db, delivery.id, after).await {
-                tracing::warn!(%error, delivery = delivery.id, "could not defer delivery");
-            }
+            self.put_back(&delivery, after).await;
             return None;
         }
-        let elapsed = started.elapsed();
+        let duration = started.elapsed();
         let outcome = match attempt.verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry { .. } | Verdict::Throttled { .. } => "retry",
@@ -124,35 +194,12 @@ impl Dispatcher {
         metrics::counter!("herald_deliveries_total", "channel" => channel.name(), "outcome" => outcome)
             .increment(1);
         metrics::histogram!("herald_delivery_seconds", "channel" => channel.name())
-            .record(elapsed.as_secs_f64());
-        match record_attempt(
-            &self.db,
-            &self.ids,
-            &delivery,
-            &attempt,
-            elapsed,
-            &self.retry_schedule,
-        )
-        .await
-        {
-            Ok(settled) => {
-                if attempt.verdict != Verdict::Delivered {
-                    tracing::info!(
-                        delivery = delivery.id,
-                        channel = channel.name(),
-                        status = attempt.status_code,
-                        error = attempt.error.as_deref().unwrap_or(""),
-                        ?settled,
-                        "delivery attempt did not succeed"
-                    );
-                }
-                Some(settled)
-            }
-            Err(error) => {
-                // The lease runs out and the row is sent again: at least once, never lost.
-                tracing::error!(%error, delivery = delivery.id, "could not record a delivery attempt");
-                None
-            }
-        }
+            .record(duration.as_secs_f64());
+        Some(Recorded {
+            delivery,
+            attempt,
+            started_at,
+            duration,
+        })
     }
 }
