@@ -68,6 +68,29 @@ enum Scenario {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Sustained signed webhook deliveries/s: pushes in a closed loop, fanned out to N endpoints.
+    WebhookThroughput {
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Push webhooks in flight at once from the load generator.
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+    },
+    /// Enqueue → delivered latency at a fixed delivery rate, fanned out to N endpoints.
+    DeliveryLatency {
+        #[arg(long, default_value_t = 10)]
+        endpoints: usize,
+        /// Deliveries per second (pushes per second × endpoints).
+        #[arg(long, default_value_t = 1000)]
+        rate: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Add one endpoint that never answers (held until herald's 15 s timeout).
+        #[arg(long)]
+        with_hanging: bool,
+    },
     /// One push to a branch with many subscribers.
     Fanout {
         #[arg(long, default_value_t = 10_000)]
@@ -615,6 +638,195 @@ async fn fanout(args: &Args, subscribers: usize, rate: u32) {
     );
 }
 
+/// A lean compiled receiver: counts deliveries and, when asked, notes when each push's `after`
+/// arrived; `/hang` never answers in time.
+#[derive(Clone, Default)]
+struct LeanReceiver {
+    count: Arc<std::sync::atomic::AtomicU64>,
+    arrivals: Arc<std::sync::Mutex<Vec<(String, Instant)>>>,
+    record: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LeanReceiver {
+    async fn start() -> (LeanReceiver, String) {
+        use axum::extract::State;
+        let receiver = LeanReceiver::default();
+        async fn hook(State(r): State<LeanReceiver>, body: axum::body::Bytes) -> axum::http::StatusCode {
+            let at = Instant::now();
+            r.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if r.record.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = String::from_utf8_lossy(&body);
+                if let Some(start) = text.find("\"after\":\"") {
+                    let sha: String = text[start + 9..].chars().take(40).collect();
+                    r.arrivals.lock().expect("lock").push((sha, at));
+                }
+            }
+            axum::http::StatusCode::NO_CONTENT
+        }
+        async fn hang() -> axum::http::StatusCode {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            axum::http::StatusCode::NO_CONTENT
+        }
+        let router = axum::Router::new()
+            .route("/hook/{n}", axum::routing::post(hook))
+            .route("/hang", axum::routing::post(hang))
+            .with_state(receiver.clone());
+        let address = herald::testkit::serve(router).await;
+        (receiver, format!("http://{address}"))
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A project on the fake GitHub repository `octo/bench` with `endpoints` hooks to the receiver.
+async fn webhook_setup(args: &Args, endpoints: usize, hanging: bool) -> (Herald, LeanReceiver, FakeGithub, GitRepo) {
+    let github = FakeGithub::start().await;
+    github.stop_recording();
+    let repo = GitRepo::new();
+    github.add_repo("octo/bench", &repo);
+    let (receiver, base) = LeanReceiver::start().await;
+    let herald = Herald::start(
+        args,
+        &[
+            ("HERALD_GITHUB_API", github.base_url.clone()),
+            ("HERALD_POLL_INTERVAL", "1h".into()),
+            ("HERALD_DELIVERY_CONCURRENCY", "256".into()),
+        ],
+    )
+    .await;
+    herald
+        .admin("/api/v1/projects", json!({"owner": "octo", "name": "bench", "repository": "octo/bench"}))
+        .await;
+    for n in 0..endpoints {
+        herald
+            .admin(
+                "/api/v1/projects/octo/bench/webhooks",
+                json!({"payload_url": format!("{base}/hook/{n}"), "max_concurrency": 32}),
+            )
+            .await;
+    }
+    if hanging {
+        herald
+            .admin("/api/v1/projects/octo/bench/webhooks", json!({"payload_url": format!("{base}/hang")}))
+            .await;
+    }
+    // Wait for the pings.
+    let started = Instant::now();
+    while receiver.count() < endpoints as u64 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (herald, receiver, github, repo)
+}
+
+async fn webhook_throughput(args: &Args, endpoints: usize, seconds: u64, senders: usize) {
+    let (herald, receiver, _github, repo) = webhook_setup(args, endpoints, false).await;
+    let herald = Arc::new(herald);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pushes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let base = repo.head("main");
+    let mut tasks = tokio::task::JoinSet::new();
+    for sender in 0..senders {
+        let herald = herald.clone();
+        let stop = stop.clone();
+        let pushes = pushes.clone();
+        let base = base.clone();
+        tasks.spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let after = format!("{:08x}{:032x}", sender, i);
+                let body = push_body(&base, &after, "throughput");
+                let response = send_push(&herald, &format!("t-{sender}-{i}"), body).await;
+                assert_eq!(response.status().as_u16(), 202);
+                pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+        });
+    }
+    // Warm up, then measure the delivered rate over the window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (cpu0, _) = herald.usage();
+    let delivered0 = receiver.count();
+    let pushes0 = pushes.load(std::sync::atomic::Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let delivered = receiver.count() - delivered0;
+    let enqueued = (pushes.load(std::sync::atomic::Ordering::Relaxed) - pushes0) * endpoints as u64;
+    let (cpu1, rss) = herald.usage();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    // Drain: everything accepted must arrive.
+    let total_expected = pushes.load(std::sync::atomic::Ordering::Relaxed) * endpoints as u64 + endpoints as u64;
+    let drain = Instant::now();
+    while receiver.count() < total_expected && drain.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "backend: {:?}; {endpoints} endpoints, {senders} concurrent push senders, {seconds} s window",
+        args.backend
+    );
+    println!(
+        "signed deliveries: {:.0}/s delivered, {:.0}/s enqueued; herald CPU {:.0}% of one core, RSS {} MiB",
+        delivered as f64 / elapsed,
+        enqueued as f64 / elapsed,
+        100.0 * (cpu1 - cpu0) / elapsed,
+        rss / 1024
+    );
+    println!(
+        "after the load stopped, all {} accepted deliveries arrived in {:.1} s: {}",
+        total_expected,
+        drain.elapsed().as_secs_f64(),
+        receiver.count() >= total_expected
+    );
+}
+
+async fn webhook_delivery_latency(args: &Args, endpoints: usize, rate: usize, seconds: u64, hanging: bool) {
+    let (herald, receiver, _github, repo) = webhook_setup(args, endpoints, hanging).await;
+    receiver.record.store(true, std::sync::atomic::Ordering::Relaxed);
+    let pushes_per_second = (rate / endpoints).max(1);
+    let interval = Duration::from_secs_f64(1.0 / pushes_per_second as f64);
+    let base = repo.head("main");
+    let total = pushes_per_second * seconds as usize;
+    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(total);
+    let herald = Arc::new(herald);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        ticker.tick().await;
+        let after = format!("{:040x}", i + 1);
+        let body = push_body(&base, &after, "latency");
+        sent.push((after, Instant::now()));
+        let herald = herald.clone();
+        tasks.spawn(async move {
+            let response = send_push(&herald, &format!("l-{i}"), body).await;
+            assert_eq!(response.status().as_u16(), 202);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let expected = total * endpoints;
+    let started = Instant::now();
+    while receiver.arrivals.lock().expect("lock").len() < expected && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent_at: std::collections::HashMap<String, Instant> = sent.into_iter().collect();
+    let samples: Vec<Duration> = receiver
+        .arrivals
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|(sha, at)| sent_at.get(sha).map(|s| at.duration_since(*s)))
+        .collect();
+    println!(
+        "backend: {:?}; {endpoints} healthy endpoints{}; {rate} deliveries/s ({pushes_per_second} pushes/s) for {seconds} s",
+        args.backend,
+        if hanging { " + 1 endpoint that never answers" } else { "" }
+    );
+    describe("push sent → delivery received", samples);
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -632,5 +844,16 @@ async fn main() {
             seconds,
         } => git_polling(&args, *remotes, interval, *seconds).await,
         Scenario::Fanout { subscribers, rate } => fanout(&args, *subscribers, *rate).await,
+        Scenario::WebhookThroughput {
+            endpoints,
+            seconds,
+            senders,
+        } => webhook_throughput(&args, *endpoints, *seconds, *senders).await,
+        Scenario::DeliveryLatency {
+            endpoints,
+            rate,
+            seconds,
+            with_hanging,
+        } => webhook_delivery_latency(&args, *endpoints, *rate, *seconds, *with_hanging).await,
     }
 }
