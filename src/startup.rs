@@ -29,7 +29,11 @@ pub struct Application {
     channels: HashMap<&'static str, Arc<dyn Channel>>,
     /// Set when the worker id is leased (not configured), so it can be renewed and released.
     lease_holder: Option<String>,
+    local_receiver: crate::outbox::LocalReceiver,
 }
+
+/// Deliveries that may wait in memory for this node's worker; more go through the table.
+const LOCAL_QUEUE_CAPACITY: usize = 2048;
 
 /// Connects to the database and applies migrations; what `herald migrate` does.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
@@ -97,7 +101,12 @@ impl Application {
         .context("could not build the webhook HTTP client")?;
         channels.insert("webhook", webhooks);
 
+        let (local_queue, local_receiver) = crate::outbox::LocalQueue::new(
+            LOCAL_QUEUE_CAPACITY,
+            crate::outbox::lease_for(settings.delivery_timeout),
+        );
         let state = AppState::new(AppInner {
+            local_queue,
             public_url: settings.public_url_for(address),
             github: GithubClient::new(
                 http.clone(),
@@ -118,6 +127,7 @@ impl Application {
             state,
             channels,
             lease_holder,
+            local_receiver,
         })
     }
 
@@ -138,6 +148,7 @@ impl Application {
             state,
             channels,
             lease_holder,
+            local_receiver,
         } = self;
         tracing::info!(
             url = %state.public_url,
@@ -158,7 +169,7 @@ impl Application {
             busy: Default::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(dispatcher.run(shutdown.clone()));
+        tasks.spawn(dispatcher.run(shutdown.clone(), local_receiver, state.local_queue.clone()));
         tasks.spawn(crate::watch::poller::run(state.clone(), shutdown.clone()));
         if state.db.backend == crate::store::Backend::Sqlite {
             let db = state.db.clone();

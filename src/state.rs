@@ -26,6 +26,8 @@ pub struct AppInner {
     pub http: reqwest::Client,
     /// Wakes this node's delivery worker right after something is queued.
     pub outbox_wake: Arc<Notify>,
+    /// Deliveries leased to this node as they are queued, handed to its worker in memory.
+    pub local_queue: crate::outbox::LocalQueue,
     pub github: GithubClient,
     pub git: GitRemotes,
     pub metrics: PrometheusHandle,

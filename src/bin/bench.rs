@@ -651,7 +651,10 @@ impl LeanReceiver {
     async fn start() -> (LeanReceiver, String) {
         use axum::extract::State;
         let receiver = LeanReceiver::default();
-        async fn hook(State(r): State<LeanReceiver>, body: axum::body::Bytes) -> axum::http::StatusCode {
+        async fn hook(
+            State(r): State<LeanReceiver>,
+            body: axum::body::Bytes,
+        ) -> axum::http::StatusCode {
             let at = Instant::now();
             r.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if r.record.load(std::sync::atomic::Ordering::Relaxed) {
@@ -681,7 +684,11 @@ impl LeanReceiver {
 }
 
 /// A project on the fake GitHub repository `octo/bench` with `endpoints` hooks to the receiver.
-async fn webhook_setup(args: &Args, endpoints: usize, hanging: bool) -> (Herald, LeanReceiver, FakeGithub, GitRepo) {
+async fn webhook_setup(
+    args: &Args,
+    endpoints: usize,
+    hanging: bool,
+) -> (Herald, LeanReceiver, FakeGithub, GitRepo) {
     let github = FakeGithub::start().await;
     github.stop_recording();
     let repo = GitRepo::new();
@@ -697,7 +704,10 @@ async fn webhook_setup(args: &Args, endpoints: usize, hanging: bool) -> (Herald,
     )
     .await;
     herald
-        .admin("/api/v1/projects", json!({"owner": "octo", "name": "bench", "repository": "octo/bench"}))
+        .admin(
+            "/api/v1/projects",
+            json!({"owner": "octo", "name": "bench", "repository": "octo/bench"}),
+        )
         .await;
     for n in 0..endpoints {
         herald
@@ -709,7 +719,10 @@ async fn webhook_setup(args: &Args, endpoints: usize, hanging: bool) -> (Herald,
     }
     if hanging {
         herald
-            .admin("/api/v1/projects/octo/bench/webhooks", json!({"payload_url": format!("{base}/hang")}))
+            .admin(
+                "/api/v1/projects/octo/bench/webhooks",
+                json!({"payload_url": format!("{base}/hang")}),
+            )
             .await;
     }
     // Wait for the pings.
@@ -758,7 +771,8 @@ async fn webhook_throughput(args: &Args, endpoints: usize, seconds: u64, senders
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
     // Drain: everything accepted must arrive.
-    let total_expected = pushes.load(std::sync::atomic::Ordering::Relaxed) * endpoints as u64 + endpoints as u64;
+    let total_expected =
+        pushes.load(std::sync::atomic::Ordering::Relaxed) * endpoints as u64 + endpoints as u64;
     let drain = Instant::now();
     while receiver.count() < total_expected && drain.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -782,9 +796,17 @@ async fn webhook_throughput(args: &Args, endpoints: usize, seconds: u64, senders
     );
 }
 
-async fn webhook_delivery_latency(args: &Args, endpoints: usize, rate: usize, seconds: u64, hanging: bool) {
+async fn webhook_delivery_latency(
+    args: &Args,
+    endpoints: usize,
+    rate: usize,
+    seconds: u64,
+    hanging: bool,
+) {
     let (herald, receiver, _github, repo) = webhook_setup(args, endpoints, hanging).await;
-    receiver.record.store(true, std::sync::atomic::Ordering::Relaxed);
+    receiver
+        .record
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let pushes_per_second = (rate / endpoints).max(1);
     let interval = Duration::from_secs_f64(1.0 / pushes_per_second as f64);
     let base = repo.head("main");
@@ -808,7 +830,9 @@ async fn webhook_delivery_latency(args: &Args, endpoints: usize, rate: usize, se
     while tasks.join_next().await.is_some() {}
     let expected = total * endpoints;
     let started = Instant::now();
-    while receiver.arrivals.lock().expect("lock").len() < expected && started.elapsed() < Duration::from_secs(60) {
+    while receiver.arrivals.lock().expect("lock").len() < expected
+        && started.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sent_at: std::collections::HashMap<String, Instant> = sent.into_iter().collect();
@@ -822,7 +846,11 @@ async fn webhook_delivery_latency(args: &Args, endpoints: usize, rate: usize, se
     println!(
         "backend: {:?}; {endpoints} healthy endpoints{}; {rate} deliveries/s ({pushes_per_second} pushes/s) for {seconds} s",
         args.backend,
-        if hanging { " + 1 endpoint that never answers" } else { "" }
+        if hanging {
+            " + 1 endpoint that never answers"
+        } else {
+            ""
+        }
     );
     describe("push sent → delivery received", samples);
 }

@@ -68,12 +68,23 @@ pub async fn enqueue(
     ids: &IdGenerator,
     deliveries: &[NewDelivery],
 ) -> Result<Vec<i64>, StoreError> {
+    enqueue_leased(conn, ids, deliveries, 0).await
+}
+
+/// Like [`enqueue`], but the rows start leased until `locked_until` (Unix ms): for deliveries
+/// this node hands straight to its own dispatcher through the [`LocalQueue`].
+pub async fn enqueue_leased(
+    conn: &mut sqlx::AnyConnection,
+    ids: &IdGenerator,
+    deliveries: &[NewDelivery],
+    locked_until: i64,
+) -> Result<Vec<i64>, StoreError> {
     let now = now_ms();
     let mut created = Vec::with_capacity(deliveries.len());
     for chunk in deliveries.chunks(INSERT_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO deliveries (id, channel, destination, payload, event_id, contact_id, \
-             webhook_id, event_type, status, next_attempt_at, created_at, updated_at) VALUES ",
+             webhook_id, event_type, status, next_attempt_at, created_at, updated_at, locked_until) VALUES ",
         );
         for i in 0..chunk.len() {
             let p = i * INSERT_PARAMS;
@@ -82,7 +93,7 @@ pub async fn enqueue(
             }
             let params: Vec<String> = (1..=INSERT_PARAMS).map(|n| format!("${}", p + n)).collect();
             sql.push_str(&format!(
-                "({}, 'pending', {}, {}, {})",
+                "({}, 'pending', {}, {}, {}, {locked_until})",
                 params[..8].join(", "),
                 params[8],
                 params[9],
@@ -108,6 +119,139 @@ pub async fn enqueue(
         query.execute(&mut *conn).await?;
     }
     Ok(created)
+}
+
+/// Channels whose deliveries may skip the claim round trip: no global pacing, so a leased row
+/// never waits in memory longer than its lease.
+pub const FAST_PATH_CHANNELS: &[&str] = &["webhook", "email"];
+
+/// Deliveries enqueued by this node, leased to it in the same transaction and handed to its
+/// dispatcher in memory — no claim query in between. Bounded: when the dispatcher is behind,
+/// new deliveries are enqueued unleased and claimed the ordinary way.
+#[derive(Clone)]
+pub struct LocalQueue {
+    sender: tokio::sync::mpsc::UnboundedSender<ClaimedDelivery>,
+    backlog: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    capacity: usize,
+    lease: Duration,
+}
+
+pub type LocalReceiver = tokio::sync::mpsc::UnboundedReceiver<ClaimedDelivery>;
+
+impl LocalQueue {
+    pub fn new(capacity: usize, lease: Duration) -> (LocalQueue, LocalReceiver) {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let queue = LocalQueue {
+            sender,
+            backlog: Default::default(),
+            capacity,
+            lease,
+        };
+        (queue, receiver)
+    }
+
+    /// Makes room for `n` deliveries and returns the lease deadline to give them, or `None`
+    /// when the backlog is full.
+    pub fn reserve(&self, n: usize) -> Option<i64> {
+        use std::sync::atomic::Ordering;
+        let before = self.backlog.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.capacity {
+            self.backlog.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        Some(now_ms() + self.lease.as_millis() as i64)
+    }
+
+    /// Gives back room reserved for deliveries that were not committed.
+    pub fn release(&self, n: usize) {
+        self.backlog
+            .fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Hands committed, leased deliveries to the dispatcher.
+    pub fn push(&self, deliveries: Vec<ClaimedDelivery>) {
+        for delivery in deliveries {
+            // If the dispatcher is gone (shutting down), the lease runs out and it is claimed.
+            let _ = self.sender.send(delivery);
+        }
+    }
+
+    /// Called by the dispatcher for each delivery it takes.
+    pub fn taken(&self) {
+        self.release(1);
+    }
+}
+
+/// Enqueues in the caller's transaction, leasing fast-path deliveries to this node when its
+/// local queue has room. Returns the leased ones: after the transaction commits, hand them to
+/// [`LocalQueue::push`]; if it does not, give the room back with [`LocalQueue::release`].
+pub async fn enqueue_local_first(
+    conn: &mut sqlx::AnyConnection,
+    ids: &IdGenerator,
+    local: &LocalQueue,
+    deliveries: Vec<NewDelivery>,
+) -> Result<Vec<ClaimedDelivery>, StoreError> {
+    let (fast, slow): (Vec<NewDelivery>, Vec<NewDelivery>) = deliveries
+        .into_iter()
+        .partition(|d| FAST_PATH_CHANNELS.contains(&d.channel.as_str()));
+    let lease = if fast.is_empty() {
+        None
+    } else {
+        local.reserve(fast.len())
+    };
+    let reserved = if lease.is_some() { fast.len() } else { 0 };
+    let result = async {
+        let mut leased = Vec::new();
+        match lease {
+            Some(locked_until) => {
+                let created = enqueue_leased(conn, ids, &fast, locked_until).await?;
+                leased = fast
+                    .into_iter()
+                    .zip(created)
+                    .map(|(d, id)| ClaimedDelivery {
+                        id,
+                        channel: d.channel,
+                        destination: d.destination,
+                        payload: d.payload,
+                        contact_id: d.contact_id,
+                        webhook_id: d.webhook_id,
+                        event_type: d.event_type,
+                        attempts: 0,
+                        failures: 0,
+                    })
+                    .collect();
+            }
+            None => {
+                enqueue(conn, ids, &fast).await?;
+            }
+        }
+        enqueue(conn, ids, &slow).await?;
+        Ok::<_, StoreError>(leased)
+    }
+    .await;
+    if result.is_err() {
+        local.release(reserved);
+    }
+    result
+}
+
+/// Frees leases of deliveries that were handed over but never sent (at shutdown).
+pub async fn release_leases(db: &Db, ids: &[i64]) -> Result<(), StoreError> {
+    for chunk in ids.chunks(RECORD_CHUNK) {
+        let list = (0..chunk.len())
+            .map(|i| format!("${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE deliveries SET locked_until = 0 WHERE status = 'pending' AND id IN ({list})"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(db.writer()).await?;
+    }
+    Ok(())
 }
 
 /// Claims up to `limit` due rows of the given channels for this node.

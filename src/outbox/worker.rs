@@ -15,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::channel::OutgoingMessage;
-use super::{Attempt, Channel, ClaimedDelivery, Recorded, Verdict, claim, defer, record_batch};
+use super::{
+    Attempt, Channel, ClaimedDelivery, LocalQueue, LocalReceiver, Recorded, Verdict, claim, defer,
+    record_batch,
+};
 use crate::ids::{IdGenerator, now_ms};
 use crate::store::Db;
 
@@ -39,7 +42,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        mut local: LocalReceiver,
+        local_queue: LocalQueue,
+    ) {
         let names: Vec<&'static str> = self.channels.keys().copied().collect();
         if names.is_empty() {
             tracing::info!("no outgoing channel is configured; the delivery worker stays idle");
@@ -50,7 +58,29 @@ impl Dispatcher {
         let recorder = tokio::spawn(self.clone().record(inbox));
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let tracker = TaskTracker::new();
+        let spawn = |delivery: ClaimedDelivery, permit: tokio::sync::OwnedSemaphorePermit| {
+            let this = self.clone();
+            let records = records.clone();
+            tracker.spawn(async move {
+                if let Some(recorded) = this.attempt(delivery).await {
+                    // Backpressure: if the recorder is behind, sending waits.
+                    let _ = records.send(recorded).await;
+                }
+                drop(permit);
+                this.wake.notify_one();
+            });
+        };
         loop {
+            // Deliveries leased to this node as they were queued come first: no claim needed.
+            while let Ok(permit) = permits.clone().try_acquire_owned() {
+                match local.try_recv() {
+                    Ok(delivery) => {
+                        local_queue.taken();
+                        spawn(delivery, permit);
+                    }
+                    Err(_) => break,
+                }
+            }
             let mut claimed_full_batch = false;
             let available = permits.available_permits();
             if available > 0 {
@@ -70,16 +100,7 @@ impl Dispatcher {
                             let Ok(permit) = permits.clone().acquire_owned().await else {
                                 break;
                             };
-                            let this = self.clone();
-                            let records = records.clone();
-                            tracker.spawn(async move {
-                                if let Some(recorded) = this.attempt(delivery).await {
-                                    // Backpressure: if the recorder is behind, sending waits.
-                                    let _ = records.send(recorded).await;
-                                }
-                                drop(permit);
-                                this.wake.notify_one();
-                            });
+                            spawn(delivery, permit);
                         }
                     }
                     Err(error) => {
@@ -95,12 +116,28 @@ impl Dispatcher {
                 continue;
             }
             tokio::select! {
+                Some(delivery) = local.recv() => {
+                    local_queue.taken();
+                    if let Ok(permit) = permits.clone().acquire_owned().await {
+                        spawn(delivery, permit);
+                    }
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = shutdown.cancelled() => break,
             }
         }
-        // Finish what is in flight and record it; anything not yet claimed stays queued.
+        // Finish what is in flight and record it; anything not yet claimed stays queued, and
+        // what was handed over in memory is given back to the table at once.
+        local.close();
+        let mut unsent = Vec::new();
+        while let Ok(delivery) = local.try_recv() {
+            local_queue.taken();
+            unsent.push(delivery.id);
+        }
+        if let Err(error) = super::release_leases(&self.db, &unsent).await {
+            tracing::warn!(%error, "could not release leases at shutdown; they expire on their own");
+        }
         tracker.close();
         tracker.wait().await;
         drop(records);

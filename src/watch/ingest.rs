@@ -168,11 +168,18 @@ pub async fn accept_push(
     .await?;
     let webhook_deliveries = webhooks.len();
     deliveries.extend(webhooks);
-    outbox::enqueue(&mut tx, &state.ids, &deliveries).await?;
-    tx.commit().await?;
+    let queued = deliveries.len();
+    let leased =
+        outbox::enqueue_local_first(&mut tx, &state.ids, &state.local_queue, deliveries).await?;
+    let leased_count = leased.len();
+    if let Err(error) = tx.commit().await {
+        state.local_queue.release(leased_count);
+        return Err(error);
+    }
+    state.local_queue.push(leased);
 
     metrics::counter!("herald_push_events_total", "source" => event.source.as_str()).increment(1);
-    if !deliveries.is_empty() {
+    if queued > leased_count {
         state.outbox_wake.notify_one();
     }
     tracing::info!(
