@@ -397,15 +397,7 @@ pub async fn unsubscribe(db: &Db, subscription_id: i64) -> Result<bool, StoreErr
         .bind(subscription_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "DELETE FROM watches WHERE repository_id = $1 AND pattern = $2 AND NOT EXISTS \
-         (SELECT 1 FROM subscriptions WHERE repository_id = $1 AND branch = $2) AND NOT EXISTS \
-         (SELECT 1 FROM projects WHERE repository_id = $1 AND branches = $2)",
-    )
-    .bind(repository_id)
-    .bind(&branch)
-    .execute(&mut *tx)
-    .await?;
+    crate::watch::drop_unneeded_watch(&mut tx, repository_id, &branch).await?;
     tx.commit().await?;
     Ok(true)
 }

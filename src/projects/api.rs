@@ -185,6 +185,9 @@ async fn projects_delete(
         .bind(project.id)
         .execute(state.db.writer())
         .await?;
+    // Stop polling what nobody needs any more.
+    let mut conn = state.db.writer().acquire().await?;
+    crate::watch::drop_unneeded_watch(&mut conn, project.repository_id, &project.branches).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

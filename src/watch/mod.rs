@@ -137,3 +137,21 @@ pub async fn branch_head(
         .fetch_optional(db.reader())
         .await
 }
+
+/// Stops watching a branch pattern that no subscription and no project needs any more.
+pub async fn drop_unneeded_watch(
+    conn: &mut sqlx::AnyConnection,
+    repository_id: i64,
+    pattern: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM watches WHERE repository_id = $1 AND pattern = $2 AND NOT EXISTS \
+         (SELECT 1 FROM subscriptions WHERE repository_id = $1 AND branch = $2) AND NOT EXISTS \
+         (SELECT 1 FROM projects WHERE repository_id = $1 AND branches = $2)",
+    )
+    .bind(repository_id)
+    .bind(pattern)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

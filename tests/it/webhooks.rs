@@ -777,3 +777,89 @@ async fn kill_9_with_deliveries_queued_and_in_flight_loses_nothing(env: TestEnv)
     let _ = second.wait().await;
     env.cleanup().await;
 }
+
+both_backends!(per_hook_rate_and_concurrency_limits_are_enforced);
+
+async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/app", &repo);
+    let limited = Receiver::start().await;
+    let serial = Receiver::start().await;
+    serial.set_always(Some(Reply::Delay(Duration::from_millis(200))));
+    let secret = "inbound";
+    let app = env
+        .spawn(&[
+            ("HERALD_GITHUB_API", github.base_url.as_str()),
+            ("HERALD_GIT_WEBHOOK_SECRET", secret),
+            ("HERALD_POLL_INTERVAL", "1h"),
+        ])
+        .await;
+    create_project(&app, "octo/app").await;
+    let (status, _) = create_hook(
+        &app,
+        json!({"payload_url": limited.url, "rate_per_second": 2}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = create_hook(
+        &app,
+        json!({"payload_url": serial.url, "max_concurrency": 1}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    wait_until("pings", WAIT, || async {
+        limited.count() == 1 && serial.count() == 1
+    })
+    .await;
+
+    let mut before = repo.head("main");
+    for i in 0..6 {
+        let after = format!("{:040x}", i + 1);
+        let body = json!({
+            "ref": "refs/heads/main", "before": before, "after": after,
+            "commits": [{"id": after, "message": format!("push {i}"), "timestamp": "2026-11-22T10:00:00Z",
+                "author": {"name": "a", "email": "a@example.com"}, "committer": {"name": "a", "email": "a@example.com"}}],
+            "repository": {"full_name": "octo/app", "html_url": "https://github.com/octo/app"}
+        })
+        .to_string();
+        let response = app
+            .client
+            .post(app.url("/hooks/github"))
+            .header("x-github-event", "push")
+            .header("x-github-delivery", format!("limit-{i}"))
+            .header(
+                "x-hub-signature-256",
+                herald::projects::signing::github_signature(secret, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("push");
+        assert_eq!(response.status().as_u16(), 202);
+        before = after;
+    }
+    wait_until("all pushes at both receivers", WAIT, || async {
+        limited.count() == 7 && serial.count() == 7
+    })
+    .await;
+
+    // 2 per second (a burst of 2, then one every 500 ms): six pushes take at least ~2 s.
+    let arrivals: Vec<_> = limited.received().iter().skip(1).map(|r| r.at).collect();
+    let spread = arrivals[5].duration_since(arrivals[0]);
+    assert!(
+        spread >= Duration::from_millis(1400),
+        "rate limit enforced: 6 deliveries in {spread:?}"
+    );
+    // One at a time: each 200 ms answer finishes before the next request starts.
+    let serial_arrivals: Vec<_> = serial.received().iter().skip(1).map(|r| r.at).collect();
+    for pair in serial_arrivals.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(
+            gap >= Duration::from_millis(190),
+            "concurrency 1 enforced: gap {gap:?}"
+        );
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
