@@ -46,6 +46,21 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
     Ok(db)
 }
 
+/// Runs `step` every `period` until `shutdown` is cancelled.
+async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        step().await;
+    }
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
@@ -173,34 +188,30 @@ impl Application {
         tasks.spawn(crate::watch::poller::run(state.clone(), shutdown.clone()));
         if state.db.backend == crate::store::Backend::Sqlite {
             let db = state.db.clone();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
+            tasks.spawn(every(Duration::from_secs(1), shutdown.clone(), move || {
+                let db = db.clone();
+                async move {
                     if let Err(error) = db.checkpoint().await {
                         tracing::warn!(%error, "SQLite checkpoint failed");
                     }
                 }
-            });
+            }));
         }
         if let Some(holder) = lease_holder.clone() {
             let db = state.db.clone();
             let worker_id = state.ids.worker_id();
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                        _ = shutdown.cancelled() => break,
+            tasks.spawn(every(
+                Duration::from_secs(30),
+                shutdown.clone(),
+                move || {
+                    let (db, holder) = (db.clone(), holder.clone());
+                    async move {
+                        if let Err(error) = renew_node_id(&db, worker_id, &holder).await {
+                            tracing::warn!(%error, "could not renew the node id lease");
+                        }
                     }
-                    if let Err(error) = renew_node_id(&db, worker_id, &holder).await {
-                        tracing::warn!(%error, "could not renew the node id lease");
-                    }
-                }
-            });
+                },
+            ));
         }
 
         let app = crate::http::router(state.clone());

@@ -61,6 +61,40 @@ fn standard_webhooks_test_vector_verifies() {
     ));
 }
 
+/// Sends a signed GitHub push for `octo/app` moving `main` from `before` to a made-up commit,
+/// checks that it was accepted, and returns the new head.
+async fn push_signed(
+    client: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    before: &str,
+    i: usize,
+    tag: &str,
+) -> String {
+    let after = format!("{:040x}", i + 1);
+    let body = json!({
+        "ref": "refs/heads/main", "before": before, "after": after,
+        "commits": [{"id": after, "message": format!("push {i}"), "timestamp": "2026-11-22T10:00:00Z",
+            "author": {"name": "a", "email": "a@example.com"}, "committer": {"name": "a", "email": "a@example.com"}}],
+        "repository": {"full_name": "octo/app", "html_url": "https://github.com/octo/app"}
+    })
+    .to_string();
+    let response = client
+        .post(format!("{base}/hooks/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", format!("{tag}-{i}"))
+        .header(
+            "x-hub-signature-256",
+            herald::projects::signing::github_signature(secret, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(response.status().as_u16(), 202, "push {i}");
+    after
+}
+
 async fn create_project(app: &TestApp, repository: &str) -> Value {
     let (status, project) = app
         .admin(
@@ -691,28 +725,7 @@ async fn kill_9_with_deliveries_queued_and_in_flight_loses_nothing(env: TestEnv)
     // Push events accepted (durably) as fast as they come; kill -9 while most are queued.
     let mut before = repo.head("main");
     for i in 0..PUSHES {
-        let after = format!("{:040x}", i + 1);
-        let body = json!({
-            "ref": "refs/heads/main", "before": before, "after": after,
-            "commits": [{"id": after, "message": format!("push {i}"), "timestamp": "2026-11-22T10:00:00Z",
-                "author": {"name": "a", "email": "a@example.com"}, "committer": {"name": "a", "email": "a@example.com"}}],
-            "repository": {"full_name": "octo/app", "html_url": "https://github.com/octo/app"}
-        })
-        .to_string();
-        let response = client
-            .post(format!("{address}/hooks/github"))
-            .header("x-github-event", "push")
-            .header("x-github-delivery", format!("kill-{i}"))
-            .header(
-                "x-hub-signature-256",
-                herald::projects::signing::github_signature(secret, body.as_bytes()),
-            )
-            .body(body)
-            .send()
-            .await
-            .expect("push");
-        assert_eq!(response.status().as_u16(), 202, "push {i}");
-        before = after;
+        before = push_signed(&client, &address, secret, &before, i, "kill").await;
     }
     wait_until("deliveries to be flowing", WAIT, || async {
         receiver.count() >= 10
@@ -815,29 +828,7 @@ async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
 
     let mut before = repo.head("main");
     for i in 0..6 {
-        let after = format!("{:040x}", i + 1);
-        let body = json!({
-            "ref": "refs/heads/main", "before": before, "after": after,
-            "commits": [{"id": after, "message": format!("push {i}"), "timestamp": "2026-11-22T10:00:00Z",
-                "author": {"name": "a", "email": "a@example.com"}, "committer": {"name": "a", "email": "a@example.com"}}],
-            "repository": {"full_name": "octo/app", "html_url": "https://github.com/octo/app"}
-        })
-        .to_string();
-        let response = app
-            .client
-            .post(app.url("/hooks/github"))
-            .header("x-github-event", "push")
-            .header("x-github-delivery", format!("limit-{i}"))
-            .header(
-                "x-hub-signature-256",
-                herald::projects::signing::github_signature(secret, body.as_bytes()),
-            )
-            .body(body)
-            .send()
-            .await
-            .expect("push");
-        assert_eq!(response.status().as_u16(), 202);
-        before = after;
+        before = push_signed(&app.client, &app.address, secret, &before, i, "limit").await;
     }
     wait_until("all pushes at both receivers", WAIT, || async {
         limited.count() == 7 && serial.count() == 7
