@@ -2,6 +2,7 @@
 //! command line; everything else is this library, so tests and benchmarks run the real thing.
 //! See ARCHITECTURE.md for the map.
 
+pub mod accounts;
 pub mod channels;
 pub mod config;
 pub mod contacts;

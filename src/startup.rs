@@ -134,6 +134,7 @@ impl Application {
             http,
             outbox_wake: Arc::new(Notify::new()),
             metrics: crate::http::ops::metrics_handle(),
+            login_limits: crate::accounts::http::login_limits(),
             settings,
         });
         Ok(Application {

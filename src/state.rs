@@ -31,6 +31,7 @@ pub struct AppInner {
     pub github: GithubClient,
     pub git: GitRemotes,
     pub metrics: PrometheusHandle,
+    pub login_limits: Arc<crate::accounts::http::LoginLimits>,
 }
 
 impl AppState {

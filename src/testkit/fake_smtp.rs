@@ -14,6 +14,39 @@ pub struct Mail {
     pub data: String,
 }
 
+impl Mail {
+    /// The body as a reader sees it: quoted-printable decoded when the mail says it is.
+    pub fn body_text(&self) -> String {
+        let (headers, body) = self
+            .data
+            .split_once("\r\n\r\n")
+            .or_else(|| self.data.split_once("\n\n"))
+            .unwrap_or(("", &self.data));
+        if !headers
+            .to_ascii_lowercase()
+            .contains("content-transfer-encoding: quoted-printable")
+        {
+            return body.to_string();
+        }
+        let joined = body.replace("=\r\n", "").replace("=\n", "");
+        let bytes = joined.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'=' && i + 2 < bytes.len() && joined.is_char_boundary(i + 3) {
+                if let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 #[derive(Clone)]
 pub struct FakeSmtp {
     pub url: String,

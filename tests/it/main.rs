@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod accounts;
 mod delivery;
 mod git_watch;
 mod github;
