@@ -33,12 +33,14 @@ impl Mail {
         let mut out = Vec::with_capacity(bytes.len());
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i] == b'=' && i + 2 < bytes.len() && joined.is_char_boundary(i + 3) {
-                if let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
-                    out.push(byte);
-                    i += 3;
-                    continue;
-                }
+            if bytes[i] == b'='
+                && i + 2 < bytes.len()
+                && joined.is_char_boundary(i + 3)
+                && let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+            {
+                out.push(byte);
+                i += 3;
+                continue;
             }
             out.push(bytes[i]);
             i += 1;
