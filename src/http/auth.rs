@@ -88,3 +88,63 @@ impl FromRequestParts<AppState> for Admin {
         }
     }
 }
+
+/// Who is acting on a project: the operator, or the account that owns it.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    Operator,
+    Account(crate::accounts::Account),
+}
+
+impl Actor {
+    /// Projects belong to the account whose name is their owner; the operator may manage all.
+    pub fn may_manage(&self, owner: &str) -> bool {
+        match self {
+            Actor::Operator => true,
+            Actor::Account(account) => account.name == owner,
+        }
+    }
+}
+
+async fn actor_of(parts: &Parts, state: &AppState) -> Result<Option<Actor>, ApiError> {
+    if is_admin(parts, state) {
+        return Ok(Some(Actor::Operator));
+    }
+    let Some(token) = bearer_token(parts) else {
+        return Ok(None);
+    };
+    Ok(crate::accounts::account_for_token(&state.db, token)
+        .await?
+        .map(Actor::Account))
+}
+
+/// An operator or a logged-in account; anyone else is refused with 401.
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        actor_of(parts, state).await?.ok_or_else(|| {
+            ApiError::Unauthorized(
+                "missing or invalid Authorization: Bearer <login token or HERALD_ADMIN_TOKEN>"
+                    .into(),
+            )
+        })
+    }
+}
+
+/// For pages and reference routes where strangers must learn nothing: the actor, if any.
+pub struct MaybeActor(pub Option<Actor>);
+
+impl FromRequestParts<AppState> for MaybeActor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeActor(actor_of(parts, state).await.ok().flatten()))
+    }
+}

@@ -500,7 +500,7 @@ pub async fn record_batch(
                 .await?;
         }
         if let Some(webhook_id) = recorded.delivery.webhook_id {
-            track_webhook_health(&mut tx, webhook_id, attempt, now).await?;
+            track_webhook_health(&mut tx, ids, webhook_id, attempt, now).await?;
         }
     }
     tx.commit().await?;
@@ -511,6 +511,7 @@ pub async fn record_batch(
 /// without a success, disables the hook and cancels what was still waiting for it.
 async fn track_webhook_health(
     tx: &mut sqlx::AnyConnection,
+    ids: &IdGenerator,
     webhook_id: i64,
     attempt: &Attempt,
     now: i64,
@@ -554,8 +555,40 @@ async fn track_webhook_health(
             .bind(webhook_id)
             .execute(&mut *tx)
             .await?;
-        // The owner hears of it in the log now; mail to the owning account arrives with accounts.
         tracing::warn!(webhook = webhook_id, reason, "webhook disabled");
+        // Tell the owning account by mail, in the same transaction.
+        let owner: Option<(String, String, String, String)> = sqlx::query_as(
+            "SELECT a.email, p.owner, p.name, w.payload_url FROM webhooks w \
+             JOIN projects p ON p.id = w.project_id JOIN accounts a ON a.name = p.owner WHERE w.id = $1",
+        )
+        .bind(webhook_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((email, owner, project, url)) = owner {
+            let mail = serde_json::json!({
+                "subject": format!("[herald] webhook disabled on {owner}/{project}"),
+                "text": format!(
+                    "The webhook to {url} of {owner}/{project} was disabled: {reason}.\n\n\
+                     Its waiting deliveries were cancelled. When the receiver works again, re-enable it \
+                     (PATCH /api/v1/projects/{owner}/{project}/webhooks/{webhook_id} with {{\"active\": true}}) \
+                     and recover what failed (POST …/webhooks/{webhook_id}/recover).\n\n— herald\n"
+                ),
+            });
+            enqueue(
+                tx,
+                ids,
+                &[NewDelivery {
+                    channel: "email".into(),
+                    destination: email,
+                    payload: mail.to_string(),
+                    event_id: None,
+                    contact_id: None,
+                    webhook_id: None,
+                    event_type: Some("webhook_disabled".into()),
+                }],
+            )
+            .await?;
+        }
     }
     Ok(())
 }

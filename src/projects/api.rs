@@ -15,7 +15,7 @@ use super::{
     list_projects, list_webhooks, rfc3339, valid_slug, webhook_secret,
 };
 use crate::contacts::probe_heads;
-use crate::http::auth::Admin;
+use crate::http::auth::Actor;
 use crate::http::error::{ApiError, ApiJson};
 use crate::ids::now_ms;
 use crate::state::AppState;
@@ -54,15 +54,24 @@ pub fn router() -> axum::Router<AppState> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProjectIn {
-    owner: String,
+    /// Defaults to the calling account's name.
+    owner: Option<String>,
     name: String,
     repository: String,
     #[serde(default)]
     branches: Option<String>,
 }
 
-async fn projects_list(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"projects": list_projects(&state.db).await?})))
+async fn projects_list(
+    actor: Actor,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let projects: Vec<Project> = list_projects(&state.db)
+        .await?
+        .into_iter()
+        .filter(|p| actor.may_manage(&p.owner))
+        .collect();
+    Ok(Json(json!({"projects": projects})))
 }
 
 /// Creates a project: the repository must exist; the branch pattern defaults to its default
@@ -142,13 +151,27 @@ pub async fn create_project(
 }
 
 async fn projects_create(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     ApiJson(input): ApiJson<ProjectIn>,
 ) -> Result<(StatusCode, Json<Project>), ApiError> {
+    let owner = match (&actor, input.owner) {
+        (_, Some(owner)) => owner,
+        (Actor::Account(account), None) => account.name.clone(),
+        (Actor::Operator, None) => return Err(ApiError::Validation("owner: required".into())),
+    };
+    if !actor.may_manage(owner.trim()) {
+        return Err(ApiError::Forbidden(
+            "an account may only create projects it owns".into(),
+        ));
+    }
+    let input = ProjectIn {
+        owner: Some(owner),
+        ..input
+    };
     let project = create_project(
         &state,
-        &input.owner,
+        input.owner.as_deref().unwrap_or_default(),
         &input.name,
         &input.repository,
         input.branches.as_deref(),
@@ -158,26 +181,32 @@ async fn projects_create(
 }
 
 /// The project, or 404 for anyone, whether it does not exist or is not theirs.
-pub async fn load_project(state: &AppState, owner: &str, name: &str) -> Result<Project, ApiError> {
+pub async fn load_project(
+    state: &AppState,
+    actor: &Actor,
+    owner: &str,
+    name: &str,
+) -> Result<Project, ApiError> {
     find_project(&state.db, owner, name)
         .await?
+        .filter(|p| actor.may_manage(&p.owner))
         .ok_or_else(|| ApiError::NotFound(format!("no project {owner}/{name}")))
 }
 
 async fn projects_get(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Json<Project>, ApiError> {
-    Ok(Json(load_project(&state, &owner, &name).await?))
+    Ok(Json(load_project(&state, &actor, &owner, &name).await?))
 }
 
 async fn projects_delete(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     for hook in list_webhooks(&state.db, project.id).await? {
         delete_webhook(&state.db, project.id, hook.id).await?;
     }
@@ -192,11 +221,11 @@ async fn projects_delete(
 }
 
 async fn hooks_list(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     Ok(Json(
         json!({"webhooks": list_webhooks(&state.db, project.id).await?}),
     ))
@@ -305,12 +334,12 @@ async fn update_limits(
 }
 
 async fn hooks_create(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name)): Path<(String, String)>,
     ApiJson(input): ApiJson<HookIn>,
 ) -> Result<(StatusCode, Json<CreatedHook>), ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     Ok((
         StatusCode::CREATED,
         Json(add_hook(&state, &project, input).await?),
@@ -334,11 +363,11 @@ pub async fn load_hook(
 }
 
 async fn hooks_get(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name, id)): Path<(String, String, String)>,
 ) -> Result<Json<Webhook>, ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     Ok(Json(load_hook(&state, &project, &id).await?))
 }
 
@@ -351,12 +380,12 @@ struct HookPatch {
 }
 
 async fn hooks_update(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name, id)): Path<(String, String, String)>,
     ApiJson(patch): ApiJson<HookPatch>,
 ) -> Result<Json<Webhook>, ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     let hook = load_hook(&state, &project, &id).await?;
     check_limits(patch.rate_per_second, patch.max_concurrency)?;
     update_limits(
@@ -371,11 +400,11 @@ async fn hooks_update(
 }
 
 async fn hooks_delete(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name, id)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     let hook = load_hook(&state, &project, &id).await?;
     delete_webhook(&state.db, project.id, hook.id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -467,12 +496,12 @@ pub async fn hook_deliveries(
 }
 
 async fn deliveries_list(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name, id)): Path<(String, String, String)>,
     Query(query): Query<DeliveryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     let hook = load_hook(&state, &project, &id).await?;
     Ok(Json(
         json!({"deliveries": hook_deliveries(&state, hook.id, &query).await?}),
@@ -480,11 +509,11 @@ async fn deliveries_list(
 }
 
 async fn redeliver(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name, id, delivery_id)): Path<(String, String, String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     let hook = load_hook(&state, &project, &id).await?;
     let delivery_id = parse_id(&delivery_id, "delivery")?;
     // Sent again with the same id, so a receiver can tell it is the same message.
@@ -527,12 +556,12 @@ struct RecoverIn {
 }
 
 async fn recover(
-    _: Admin,
+    actor: Actor,
     State(state): State<AppState>,
     Path((owner, name, id)): Path<(String, String, String)>,
     ApiJson(input): ApiJson<RecoverIn>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let project = load_project(&state, &owner, &name).await?;
+    let project = load_project(&state, &actor, &owner, &name).await?;
     let hook = load_hook(&state, &project, &id).await?;
     let since = chrono::DateTime::parse_from_rfc3339(input.since.trim())
         .map_err(|e| ApiError::Validation(format!("since: not an RFC 3339 time ({e})")))?

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::api::{DeliveryQuery, HookIn, add_hook, hook_deliveries, load_hook, load_project};
 use super::{delete_webhook, list_webhooks};
-use crate::http::auth::{ADMIN_COOKIE, MaybeAdmin};
+use crate::http::auth::{ADMIN_COOKIE, Actor, MaybeActor};
 use crate::http::error::ApiError;
 use crate::notify::render::escape_html;
 use crate::state::AppState;
@@ -65,11 +65,12 @@ fn page(title: &str, body: &str) -> Html<String> {
 
 async fn list_page(
     state: &AppState,
+    actor: &Actor,
     owner: &str,
     project: &str,
     error: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let found = load_project(state, owner, project).await?;
+    let found = load_project(state, actor, owner, project).await?;
     let hooks = list_webhooks(&state.db, found.id).await?;
     let base = format!("/{}/{}/webhooks", escape_html(owner), escape_html(project));
     let mut rows = String::new();
@@ -119,33 +120,33 @@ async fn list_page(
 }
 
 async fn list(
-    MaybeAdmin(admin): MaybeAdmin,
+    MaybeActor(actor): MaybeActor,
     State(state): State<AppState>,
     Path((owner, project)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !admin {
+    let Some(actor) = actor.filter(|a| a.may_manage(&owner)) else {
         return Err(hidden(&owner, &project));
-    }
+    };
     if wants_json(&headers) {
-        let found = load_project(&state, &owner, &project).await?;
+        let found = load_project(&state, &actor, &owner, &project).await?;
         let hooks = list_webhooks(&state.db, found.id).await?;
         return Ok(Json(json!({"webhooks": hooks})).into_response());
     }
-    list_page(&state, &owner, &project, None).await
+    list_page(&state, &actor, &owner, &project, None).await
 }
 
 async fn create(
-    MaybeAdmin(admin): MaybeAdmin,
+    MaybeActor(actor): MaybeActor,
     State(state): State<AppState>,
     Path((owner, project)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !admin {
+    let Some(actor) = actor.filter(|a| a.may_manage(&owner)) else {
         return Err(hidden(&owner, &project));
-    }
-    let found = load_project(&state, &owner, &project).await?;
+    };
+    let found = load_project(&state, &actor, &owner, &project).await?;
     let json_body = is_json_body(&headers);
     let input: HookIn = if json_body {
         serde_json::from_slice(&body)
@@ -171,23 +172,23 @@ async fn create(
             Ok(Redirect::to(&format!("/{owner}/{project}/webhooks")).into_response())
         }
         Err(ApiError::Validation(message)) if !json_body && !wants_json(&headers) => {
-            list_page(&state, &owner, &project, Some(&message)).await
+            list_page(&state, &actor, &owner, &project, Some(&message)).await
         }
         Err(error) => Err(error),
     }
 }
 
 async fn remove(
-    MaybeAdmin(admin): MaybeAdmin,
+    MaybeActor(actor): MaybeActor,
     State(state): State<AppState>,
     Path((owner, project, id)): Path<(String, String, String)>,
     headers: HeaderMap,
     method: axum::http::Method,
 ) -> Result<Response, ApiError> {
-    if !admin {
+    let Some(actor) = actor.filter(|a| a.may_manage(&owner)) else {
         return Err(hidden(&owner, &project));
-    }
-    let found = load_project(&state, &owner, &project).await?;
+    };
+    let found = load_project(&state, &actor, &owner, &project).await?;
     let hook = load_hook(&state, &found, &id).await?;
     delete_webhook(&state.db, found.id, hook.id).await?;
     if method == axum::http::Method::DELETE || wants_json(&headers) {
@@ -197,16 +198,16 @@ async fn remove(
 }
 
 async fn log(
-    MaybeAdmin(admin): MaybeAdmin,
+    MaybeActor(actor): MaybeActor,
     State(state): State<AppState>,
     Path((owner, project, id)): Path<(String, String, String)>,
     Query(query): Query<DeliveryQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !admin {
+    let Some(actor) = actor.filter(|a| a.may_manage(&owner)) else {
         return Err(hidden(&owner, &project));
-    }
-    let found = load_project(&state, &owner, &project).await?;
+    };
+    let found = load_project(&state, &actor, &owner, &project).await?;
     let hook = load_hook(&state, &found, &id).await?;
     let deliveries = hook_deliveries(&state, hook.id, &query).await?;
     if wants_json(&headers) {

@@ -854,3 +854,119 @@ async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(projects_belong_to_accounts_and_owners_hear_of_disabled_hooks);
+
+async fn projects_belong_to_accounts_and_owners_hear_of_disabled_hooks(env: TestEnv) {
+    use herald::testkit::fake_smtp::FakeSmtp;
+    let smtp = FakeSmtp::start().await;
+    let gone = Receiver::start().await;
+    gone.set_always(Some(Reply::Status(410)));
+    let repo = GitRepo::new();
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let alice = crate::accounts::sign_up(
+        &app,
+        &smtp,
+        "alice",
+        "alice@example.com",
+        "alice's password",
+    )
+    .await;
+    let bob =
+        crate::accounts::sign_up(&app, &smtp, "bob", "bob@example.com", "bob's password!").await;
+    let as_user = |token: &str, method: Method, path: &str, body: Option<Value>| {
+        let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+
+    // Alice's own project, owner taken from her account.
+    let (status, project) = as_user(
+        &alice,
+        Method::POST,
+        "/api/v1/projects",
+        Some(json!({"name": "app", "repository": repo.url()})),
+    )
+    .await;
+    assert_eq!(status, 201, "{project}");
+    assert_eq!(project["owner"], json!("alice"));
+    let (status, _) = as_user(
+        &bob,
+        Method::POST,
+        "/api/v1/projects",
+        Some(json!({"owner": "alice", "name": "x", "repository": repo.url()})),
+    )
+    .await;
+    assert_eq!(status, 403, "an account creates only its own projects");
+
+    // Bob sees nothing of it.
+    let (_, list) = as_user(&bob, Method::GET, "/api/v1/projects", None).await;
+    assert_eq!(list["projects"], json!([]));
+    let (status, _) = as_user(
+        &bob,
+        Method::GET,
+        "/api/v1/projects/alice/app/webhooks",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let response = app
+        .client
+        .get(app.url("/alice/app/webhooks"))
+        .bearer_auth(&bob)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 404);
+
+    // Alice's hook answers 410: it is disabled and Alice is told by mail.
+    let (status, hook) = as_user(
+        &alice,
+        Method::POST,
+        "/api/v1/projects/alice/app/webhooks",
+        Some(json!({"payload_url": gone.url})),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook}");
+    let (status, hooks) = as_user(
+        &bob,
+        Method::POST,
+        "/alice/app/webhooks",
+        Some(json!({"payload_url": gone.url})),
+    )
+    .await;
+    assert_eq!(status, 404, "{hooks}");
+    wait_until("the owner's mail", WAIT, || async {
+        smtp.mails().iter().any(|m| {
+            m.to == ["alice@example.com".to_string()] && m.data.contains("webhook disabled")
+        })
+    })
+    .await;
+    let mail = smtp
+        .mails()
+        .into_iter()
+        .find(|m| m.data.contains("webhook disabled"))
+        .expect("mail");
+    assert!(mail.body_text().contains("410"), "{}", mail.body_text());
+    let (_, hooks) = as_user(
+        &alice,
+        Method::GET,
+        "/api/v1/projects/alice/app/webhooks",
+        None,
+    )
+    .await;
+    assert_eq!(hooks["webhooks"][0]["active"], json!(false));
+
+    app.stop().await;
+    env.cleanup().await;
+}
