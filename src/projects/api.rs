@@ -279,20 +279,16 @@ pub async fn add_hook(
     let (secret, generated) =
         webhook_secret(input.secret.as_deref()).map_err(ApiError::Validation)?;
     check_limits(input.rate_per_second, input.max_concurrency)?;
-    let mut webhook = create_webhook(&state.db, &state.ids, project, &url, &secret).await?;
-    if input.rate_per_second.is_some() || input.max_concurrency.is_some() {
-        update_limits(
-            state,
-            webhook.id,
-            input.rate_per_second,
-            input.max_concurrency,
-            None,
-        )
-        .await?;
-        webhook = find_webhook(&state.db, project.id, webhook.id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound("the webhook vanished".into()))?;
-    }
+    let webhook = create_webhook(
+        &state.db,
+        &state.ids,
+        project,
+        &url,
+        &secret,
+        input.rate_per_second,
+        input.max_concurrency,
+    )
+    .await?;
     state.outbox_wake.notify_one();
     Ok(CreatedHook {
         webhook,

@@ -246,6 +246,9 @@ pub async fn hook_target(db: &Db, id: i64) -> Result<Option<HookTarget>, StoreEr
     ))
 }
 
+/// Sends in flight to one hook at once unless the hook says otherwise.
+pub const DEFAULT_MAX_CONCURRENCY: i64 = 8;
+
 /// Creates a hook and queues its `ping` delivery in one transaction.
 pub async fn create_webhook(
     db: &Db,
@@ -253,16 +256,21 @@ pub async fn create_webhook(
     project: &Project,
     url: &PayloadUrl,
     secret: &str,
+    rate_per_second: Option<i64>,
+    max_concurrency: Option<i64>,
 ) -> Result<Webhook, StoreError> {
     let id = ids.next();
     let mut tx = db.writer().begin().await?;
     sqlx::query(
-        "INSERT INTO webhooks (id, project_id, payload_url, secret, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO webhooks (id, project_id, payload_url, secret, rate_per_second, max_concurrency, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(project.id)
     .bind(url.as_str())
     .bind(secret)
+    .bind(rate_per_second)
+    .bind(max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY))
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;

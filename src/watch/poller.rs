@@ -185,6 +185,13 @@ async fn check_github(
             .compare(owner, name, &before, &sha)
             .await
             .map_err(|e| e.to_string())?;
+        if comparison.status == "behind"
+            && head_came_from_webhook(state, repository, &branch, &before).await
+        {
+            // GitHub's API can lag its own webhooks: an older head after a webhook announced a
+            // newer one is stale, not a push back.
+            continue;
+        }
         let event = PushEvent {
             ref_name: format!("refs/heads/{branch}"),
             before,
@@ -203,6 +210,27 @@ async fn check_github(
             .map_err(|e| e.to_string())?;
     }
     Ok(Checked::Fetched { etag })
+}
+
+/// Whether the known head `sha` of a branch was announced by an inbound webhook.
+async fn head_came_from_webhook(
+    state: &AppState,
+    repository: &Repository,
+    branch: &str,
+    sha: &str,
+) -> bool {
+    let source: Option<String> = sqlx::query_scalar(
+        "SELECT source FROM push_events WHERE repository_id = $1 AND ref = $2 AND after_sha = $3 \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(repository.id)
+    .bind(format!("refs/heads/{branch}"))
+    .bind(sha)
+    .fetch_optional(state.db.reader())
+    .await
+    .ok()
+    .flatten();
+    source.is_some_and(|s| s.ends_with("_webhook"))
 }
 
 /// The head herald knew before `sha`, if the branch moved; a branch seen for the first time gets
