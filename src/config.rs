@@ -154,6 +154,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "bootstrap operator bearer token; unset = none",
     ),
     ("HERALD_LOG_FORMAT", "text", "text or json"),
+    (
+        "HERALD_WS_HEARTBEAT_TIMEOUT",
+        "45s",
+        "close a chat socket silent this long (40 s + 5 s grace)",
+    ),
 ];
 
 /// Settings that exist only to pick the file; they are read before the file is.
@@ -231,6 +236,7 @@ pub struct Settings {
     pub allow_private_targets: bool,
     pub admin_token: Option<Secret>,
     pub log_format: LogFormat,
+    pub ws_heartbeat_timeout: Duration,
 }
 
 impl Settings {
@@ -395,6 +401,12 @@ impl Settings {
             allow_private_targets,
             admin_token: secret("HERALD_ADMIN_TOKEN"),
             log_format,
+            ws_heartbeat_timeout: parse_or(
+                &get,
+                "HERALD_WS_HEARTBEAT_TIMEOUT",
+                "45s",
+                parse_duration,
+            )?,
         })
     }
 

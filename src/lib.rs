@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod channels;
+pub mod chat;
 pub mod config;
 pub mod contacts;
 pub mod http;

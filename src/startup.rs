@@ -135,6 +135,7 @@ impl Application {
             outbox_wake: Arc::new(Notify::new()),
             metrics: crate::http::ops::metrics_handle(),
             login_limits: crate::accounts::http::login_limits(),
+            bus: Arc::new(crate::chat::bus::InProcessBus::default()),
             settings,
         });
         Ok(Application {

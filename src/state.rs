@@ -32,6 +32,8 @@ pub struct AppInner {
     pub git: GitRemotes,
     pub metrics: PrometheusHandle,
     pub login_limits: Arc<crate::accounts::http::LoginLimits>,
+    /// Carries chat frames to every socket of a user.
+    pub bus: Arc<dyn crate::chat::bus::Bus>,
 }
 
 impl AppState {

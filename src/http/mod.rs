@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::contacts::reference::router())
         .merge(crate::contacts::api::router())
         .merge(crate::accounts::http::router())
+        .merge(crate::chat::socket::router())
         .merge(crate::projects::api::router())
         .merge(crate::projects::pages::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -1,0 +1,23 @@
+-- Area C: friendships and chat messages. Kept in step with migrations/sqlite/0004_chat.sql.
+-- A DM is stored under its unordered pair (low id, high id), never under the XOR id clients
+-- use, so two pairs whose XOR collides can never see each other's messages.
+
+CREATE TABLE friendships (
+    requester_id BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    addressee_id BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    accepted BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (requester_id, addressee_id)
+);
+CREATE INDEX friendships_by_addressee ON friendships (addressee_id);
+
+CREATE TABLE chat_messages (
+    id BIGINT PRIMARY KEY,
+    low_id BIGINT NOT NULL,
+    high_id BIGINT NOT NULL,
+    user_id BIGINT NOT NULL,
+    content TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL,
+    deleted BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX chat_messages_by_pair ON chat_messages (low_id, high_id, created_at_us);

@@ -1,0 +1,23 @@
+-- Area C: friendships and chat messages. Kept in step with migrations/postgres/0004_chat.sql.
+-- A DM is stored under its unordered pair (low id, high id), never under the XOR id clients
+-- use, so two pairs whose XOR collides can never see each other's messages.
+
+CREATE TABLE friendships (
+    requester_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    addressee_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (requester_id, addressee_id)
+);
+CREATE INDEX friendships_by_addressee ON friendships (addressee_id);
+
+CREATE TABLE chat_messages (
+    id INTEGER PRIMARY KEY,
+    low_id INTEGER NOT NULL,
+    high_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX chat_messages_by_pair ON chat_messages (low_id, high_id, created_at_us);

@@ -1,0 +1,326 @@
+//! Area C's realtime chat: the reference WebSocket protocol (`socket.rs`), friendships and direct
+//! messages (this file), and the bus that carries frames to every socket of a user (`bus.rs`).
+//!
+//! **Invariant**: a DM is found by the unordered pair of its participants, which the server
+//! derives as `chat_id XOR requester`; a client can only ever name pairs it belongs to.
+
+pub mod bus;
+pub mod socket;
+
+use serde_json::{Value, json};
+
+use crate::accounts::Account;
+use crate::ids::IdGenerator;
+use crate::store::{Db, StoreError};
+
+/// `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, the reference's `created_at`.
+pub fn format_created_at(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string()
+}
+
+pub fn parse_created_at(text: &str) -> Option<i64> {
+    chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_micros())
+}
+
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// The unordered pair of a DM.
+pub fn pair(a: i64, b: i64) -> (i64, i64) {
+    (a.min(b), a.max(b))
+}
+
+pub fn user_object(account: &Account) -> Value {
+    json!({"id": account.id.to_string(), "name": account.name, "profile": account.profile})
+}
+
+pub async fn account_by_id(db: &Db, id: i64) -> Result<Option<Account>, StoreError> {
+    let row: Option<(i64, String, String, Option<String>)> =
+        sqlx::query_as("SELECT id, name, email, profile FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db.reader())
+            .await?;
+    Ok(row.map(|(id, name, email, profile)| Account {
+        id,
+        name,
+        email,
+        profile,
+    }))
+}
+
+async fn accounts_where(db: &Db, sql: &'static str, me: i64) -> Result<Vec<Account>, StoreError> {
+    let rows: Vec<(i64, String, String, Option<String>)> =
+        sqlx::query_as(sql).bind(me).fetch_all(db.reader()).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, email, profile)| Account {
+            id,
+            name,
+            email,
+            profile,
+        })
+        .collect())
+}
+
+/// Accepted friends.
+pub async fn friends(db: &Db, me: i64) -> Result<Vec<Account>, StoreError> {
+    accounts_where(
+        db,
+        "SELECT a.id, a.name, a.email, a.profile FROM friendships f JOIN accounts a \
+         ON a.id = CASE WHEN f.requester_id = $1 THEN f.addressee_id ELSE f.requester_id END \
+         WHERE (f.requester_id = $1 OR f.addressee_id = $1) AND f.accepted = 1 ORDER BY a.name",
+        me,
+    )
+    .await
+}
+
+/// People who asked to be my friend and wait for my answer.
+pub async fn incoming_requests(db: &Db, me: i64) -> Result<Vec<Account>, StoreError> {
+    accounts_where(
+        db,
+        "SELECT a.id, a.name, a.email, a.profile FROM friendships f JOIN accounts a ON a.id = f.requester_id \
+         WHERE f.addressee_id = $1 AND f.accepted = 0 ORDER BY a.name",
+        me,
+    )
+    .await
+}
+
+pub async fn are_friends(db: &Db, a: i64, b: i64) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT accepted FROM friendships WHERE accepted = 1 AND \
+         ((requester_id = $1 AND addressee_id = $2) OR (requester_id = $2 AND addressee_id = $1))",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_optional(db.reader())
+    .await?;
+    Ok(found.is_some())
+}
+
+/// What a friendship operation did, for the caller to tell the other side.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FriendChange {
+    Done,
+    Nothing(&'static str),
+}
+
+pub async fn request_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange, StoreError> {
+    if me == them {
+        return Ok(FriendChange::Nothing("you cannot befriend yourself"));
+    }
+    // If they already asked me, asking back accepts.
+    let accepted = sqlx::query(
+        "UPDATE friendships SET accepted = 1 WHERE requester_id = $1 AND addressee_id = $2 AND accepted = 0",
+    )
+    .bind(them)
+    .bind(me)
+    .execute(db.writer())
+    .await?;
+    if accepted.rows_affected() > 0 {
+        return Ok(FriendChange::Done);
+    }
+    if are_friends(db, me, them).await? {
+        return Ok(FriendChange::Nothing("you are already friends"));
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO friendships (requester_id, addressee_id, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (requester_id, addressee_id) DO NOTHING",
+    )
+    .bind(me)
+    .bind(them)
+    .bind(crate::ids::now_ms())
+    .execute(db.writer())
+    .await?;
+    Ok(if inserted.rows_affected() > 0 {
+        FriendChange::Done
+    } else {
+        FriendChange::Nothing("the request was already sent")
+    })
+}
+
+/// Accepts `them`'s pending request.
+pub async fn accept_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange, StoreError> {
+    let accepted = sqlx::query(
+        "UPDATE friendships SET accepted = 1 WHERE requester_id = $1 AND addressee_id = $2 AND accepted = 0",
+    )
+    .bind(them)
+    .bind(me)
+    .execute(db.writer())
+    .await?;
+    Ok(if accepted.rows_affected() > 0 {
+        FriendChange::Done
+    } else {
+        FriendChange::Nothing("there is no request from that user")
+    })
+}
+
+/// Withdraws my own pending request to `them`.
+pub async fn withdraw_request(db: &Db, me: i64, them: i64) -> Result<FriendChange, StoreError> {
+    let deleted = sqlx::query(
+        "DELETE FROM friendships WHERE requester_id = $1 AND addressee_id = $2 AND accepted = 0",
+    )
+    .bind(me)
+    .bind(them)
+    .execute(db.writer())
+    .await?;
+    Ok(if deleted.rows_affected() > 0 {
+        FriendChange::Done
+    } else {
+        FriendChange::Nothing("there is no request to that user")
+    })
+}
+
+/// Declines `them`'s request, or ends a friendship (for both sides).
+pub async fn delete_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange, StoreError> {
+    let deleted = sqlx::query(
+        "DELETE FROM friendships WHERE (requester_id = $1 AND addressee_id = $2) \
+         OR (requester_id = $2 AND addressee_id = $1 AND accepted = 1)",
+    )
+    .bind(them)
+    .bind(me)
+    .execute(db.writer())
+    .await?;
+    Ok(if deleted.rows_affected() > 0 {
+        FriendChange::Done
+    } else {
+        FriendChange::Nothing("that user is neither a friend nor asking to be one")
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: i64,
+    pub user_id: i64,
+    pub content: String,
+    pub created_at_us: i64,
+}
+
+/// The chat frame payload for a message, as both participants see it.
+pub fn chat_payload(kind: &str, message: &Message, chat_id: i64) -> Value {
+    json!({
+        "type": kind,
+        "id": message.id.to_string(),
+        "user_id": message.user_id.to_string(),
+        "chat_id": chat_id.to_string(),
+        "content": message.content,
+        "created_at": format_created_at(message.created_at_us),
+    })
+}
+
+/// Stores a DM; durable before anyone is told.
+pub async fn store_message(
+    db: &Db,
+    ids: &IdGenerator,
+    from: i64,
+    to: i64,
+    content: &str,
+) -> Result<Message, StoreError> {
+    let (low, high) = pair(from, to);
+    let message = Message {
+        id: ids.next(),
+        user_id: from,
+        content: content.to_string(),
+        created_at_us: now_micros(),
+    };
+    sqlx::query(
+        "INSERT INTO chat_messages (id, low_id, high_id, user_id, content, created_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(message.id)
+    .bind(low)
+    .bind(high)
+    .bind(from)
+    .bind(content)
+    .bind(message.created_at_us)
+    .execute(db.writer())
+    .await?;
+    Ok(message)
+}
+
+/// A live message of this pair.
+pub async fn find_message(
+    db: &Db,
+    low: i64,
+    high: i64,
+    id: i64,
+) -> Result<Option<Message>, StoreError> {
+    let row: Option<(i64, i64, String, i64)> = sqlx::query_as(
+        "SELECT id, user_id, content, created_at_us FROM chat_messages \
+         WHERE id = $1 AND low_id = $2 AND high_id = $3 AND deleted = 0",
+    )
+    .bind(id)
+    .bind(low)
+    .bind(high)
+    .fetch_optional(db.reader())
+    .await?;
+    Ok(row.map(|(id, user_id, content, created_at_us)| Message {
+        id,
+        user_id,
+        content,
+        created_at_us,
+    }))
+}
+
+/// Edits a message's content, or deletes it when `content` is empty.
+pub async fn edit_message(db: &Db, id: i64, content: &str) -> Result<(), StoreError> {
+    if content.is_empty() {
+        sqlx::query("UPDATE chat_messages SET deleted = 1, content = '' WHERE id = $1")
+            .bind(id)
+            .execute(db.writer())
+            .await?;
+    } else {
+        sqlx::query("UPDATE chat_messages SET content = $1 WHERE id = $2")
+            .bind(content)
+            .bind(id)
+            .execute(db.writer())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Up to `count` messages of the pair written before `before_us`, newest first.
+pub async fn history(
+    db: &Db,
+    low: i64,
+    high: i64,
+    before_us: i64,
+    count: i64,
+) -> Result<Vec<Message>, StoreError> {
+    let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+        "SELECT id, user_id, content, created_at_us FROM chat_messages \
+         WHERE low_id = $1 AND high_id = $2 AND deleted = 0 AND created_at_us < $3 \
+         ORDER BY created_at_us DESC, id DESC LIMIT $4",
+    )
+    .bind(low)
+    .bind(high)
+    .bind(before_us)
+    .bind(count)
+    .fetch_all(db.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, user_id, content, created_at_us)| Message {
+            id,
+            user_id,
+            content,
+            created_at_us,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_at_round_trips_in_the_reference_format() {
+        let text = format_created_at(1_640_218_756_000_880);
+        assert_eq!(text, "2021-12-23 00:19:16.000880");
+        assert_eq!(parse_created_at(&text), Some(1_640_218_756_000_880));
+    }
+}

@@ -1,0 +1,433 @@
+//! `GET /ws`: the reference chat protocol. Frames are `{"type": …, "payload": …}`.
+//!
+//! A connection must send `heartbeat` first (anything else first closes it) and keep sending one
+//! within `HERALD_WS_HEARTBEAT_TIMEOUT` (40 + 5 s); then `auth` with a login token; then `chat`,
+//! `load` and `mutual_users` frames. Every bad frame gets an `error` frame and the connection
+//! stays open; it never affects another socket. See `docs/chat-protocol.md`.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{
+    FriendChange, Message as ChatMessage, accept_friend, account_by_id, are_friends, chat_payload,
+    delete_friend, edit_message, find_message, friends, history, incoming_requests, pair,
+    parse_created_at, request_friend, store_message, user_object, withdraw_request,
+};
+use crate::accounts::Account;
+use crate::state::AppState;
+
+/// The largest frame a client may send.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// The longest chat message, in characters.
+pub const MAX_CONTENT_CHARS: usize = 4000;
+/// Frames a connection may send per second (with a burst of twice that).
+pub const FRAMES_PER_SECOND: u32 = 20;
+
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/ws", get(upgrade))
+}
+
+async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        // tungstenite reads into a 128 KiB buffer by default; chat frames are small.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| connection(state, socket))
+}
+
+fn frame(kind: &str, payload: Value) -> String {
+    json!({"type": kind, "payload": payload}).to_string()
+}
+
+fn error_frame(code: u16, reason: impl Into<String>) -> String {
+    frame("error", json!({"code": code, "reason": reason.into()}))
+}
+
+/// What to do after a frame.
+enum Next {
+    Continue,
+    /// A heartbeat arrived: the silence deadline starts again.
+    Heartbeat,
+    Close(u16, &'static str),
+}
+
+struct Session {
+    state: AppState,
+    out: mpsc::Sender<Message>,
+    heartbeat_seen: bool,
+    account: Option<Account>,
+    subscription: Option<(u64, mpsc::Receiver<Arc<str>>)>,
+    limiter: DefaultDirectRateLimiter,
+}
+
+async fn connection(state: AppState, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut outgoing) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let timeout = state.settings.ws_heartbeat_timeout;
+    let mut session = Session {
+        state: state.clone(),
+        out,
+        heartbeat_seen: false,
+        account: None,
+        subscription: None,
+        limiter: RateLimiter::direct(
+            Quota::per_second(NonZeroU32::new(FRAMES_PER_SECOND).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(FRAMES_PER_SECOND * 2).unwrap_or(NonZeroU32::MIN)),
+        ),
+    };
+    metrics::gauge!("herald_chat_sockets").increment(1.0);
+    let mut deadline = Instant::now() + timeout;
+    loop {
+        let from_bus = async {
+            match &mut session.subscription {
+                Some((_, receiver)) => receiver.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                session.close(4000, "no heartbeat in time").await;
+                break;
+            }
+            published = from_bus => match published {
+                Some(text) => session.send_text(text.to_string()).await,
+                None => break,
+            },
+            received = stream.next() => match received {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(Message::Text(text))) => {
+                    match session.on_text(text.as_str()).await {
+                        Next::Continue => {}
+                        Next::Heartbeat => deadline = Instant::now() + timeout,
+                        Next::Close(code, reason) => {
+                            session.close(code, reason).await;
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    session.send_text(error_frame(400, "binary frames are not part of the protocol; send JSON text")).await;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    drop(session);
+    let _ = writer.await;
+    metrics::gauge!("herald_chat_sockets").decrement(1.0);
+}
+
+/// Unsubscribing on the way out, whatever ended the connection.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let (Some(account), Some((socket, _))) = (&self.account, &self.subscription) {
+            self.state.bus.unsubscribe(account.id, *socket);
+        }
+    }
+}
+
+/// Reads an id that clients send as a string (snowflakes exceed JavaScript's integers) or number.
+fn id_field(payload: &Value, name: &str) -> Result<i64, String> {
+    match payload.get(name) {
+        Some(Value::String(s)) => s.trim().parse().map_err(|_| format!("{name} is not an id")),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| format!("{name} is not an id")),
+        Some(_) => Err(format!("{name} is not an id")),
+        None => Err(format!("missing field {name}")),
+    }
+}
+
+fn str_field<'p>(payload: &'p Value, name: &str) -> Result<&'p str, String> {
+    match payload.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("{name} must be a string")),
+        None => Err(format!("missing field {name}")),
+    }
+}
+
+impl Session {
+    async fn send_text(&self, text: String) {
+        let _ = self.out.send(Message::Text(text.into())).await;
+    }
+
+    async fn close(&self, code: u16, reason: &'static str) {
+        let _ = self
+            .out
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+
+    async fn error(&self, code: u16, reason: impl Into<String>) {
+        self.send_text(error_frame(code, reason)).await;
+    }
+
+    async fn ok(&self) {
+        self.send_text(frame("ok", json!({}))).await;
+    }
+
+    fn publish(&self, user: i64, text: String) {
+        self.state.bus.publish(user, Arc::from(text));
+    }
+
+    async fn on_text(&mut self, text: &str) -> Next {
+        if self.limiter.check().is_err() {
+            self.error(429, "too many frames; slow down").await;
+            return Next::Continue;
+        }
+        let parsed: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(e) => {
+                if !self.heartbeat_seen {
+                    self.error(400, "the first frame must be a heartbeat").await;
+                    return Next::Close(1008, "heartbeat first");
+                }
+                self.error(400, format!("bad JSON: {e}")).await;
+                return Next::Continue;
+            }
+        };
+        let kind = parsed
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let payload = parsed.get("payload").cloned().unwrap_or(Value::Null);
+        if kind == "heartbeat" {
+            self.heartbeat_seen = true;
+            self.send_text(frame("heartbeat", payload)).await;
+            return Next::Heartbeat;
+        }
+        if !self.heartbeat_seen {
+            self.error(400, "the first frame must be a heartbeat").await;
+            return Next::Close(1008, "heartbeat first");
+        }
+        if kind == "auth" {
+            self.auth(&payload).await;
+            return Next::Continue;
+        }
+        let Some(me) = self.account.clone() else {
+            self.error(401, "authenticate first (an auth frame with a login token)")
+                .await;
+            return Next::Continue;
+        };
+        let result = match kind {
+            "chat" => self.chat(&me, &payload).await,
+            "load" => self.load(&me, &payload).await,
+            "mutual_users" => self.mutual_users(&me, &payload).await,
+            "" => Err((400, "missing field type".to_string())),
+            other => Err((400, format!("unknown frame type {other:?}"))),
+        };
+        if let Err((code, reason)) = result {
+            self.error(code, reason).await;
+        }
+        Next::Continue
+    }
+
+    async fn auth(&mut self, payload: &Value) {
+        if self.account.is_some() {
+            return self.error(400, "already authenticated").await;
+        }
+        let Ok(token) = str_field(payload, "auth") else {
+            return self
+                .error(400, "missing field auth (the login token)")
+                .await;
+        };
+        let db = &self.state.db;
+        let account = match crate::accounts::account_for_token(db, token).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                return self
+                    .error(401, "this token is not valid (expired or logged out)")
+                    .await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "chat auth failed in the database");
+                return self.error(500, "internal error").await;
+            }
+        };
+        let (requests, mutual) = match (
+            incoming_requests(db, account.id).await,
+            friends(db, account.id).await,
+        ) {
+            (Ok(requests), Ok(mutual)) => (requests, mutual),
+            _ => return self.error(500, "internal error").await,
+        };
+        self.subscription = Some(self.state.bus.subscribe(account.id));
+        self.send_text(frame(
+            "auth",
+            json!({
+                "self_user": user_object(&account),
+                "mutual_requests": requests.iter().map(user_object).collect::<Vec<_>>(),
+                "mutual_users": mutual.iter().map(user_object).collect::<Vec<_>>(),
+            }),
+        ))
+        .await;
+        self.account = Some(account);
+    }
+
+    /// The other participant of a DM named by its XOR id, resolved for this requester only.
+    async fn other_party(&self, me: &Account, chat_id: i64) -> Result<Account, (u16, String)> {
+        let other_id = chat_id ^ me.id;
+        match account_by_id(&self.state.db, other_id).await {
+            Ok(Some(other)) if other.id != me.id => Ok(other),
+            Ok(_) => Err((404, "no such chat".into())),
+            Err(_) => Err((500, "internal error".into())),
+        }
+    }
+
+    async fn chat(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
+        let bad = |reason: String| (400u16, reason);
+        let kind = str_field(payload, "type").map_err(bad)?;
+        let chat_id = id_field(payload, "chat_id").map_err(bad)?;
+        let content = str_field(payload, "content").map_err(bad)?.trim();
+        if content.chars().count() > MAX_CONTENT_CHARS {
+            return Err((
+                413,
+                format!("content: at most {MAX_CONTENT_CHARS} characters"),
+            ));
+        }
+        let other = self.other_party(me, chat_id).await?;
+        let db = &self.state.db;
+        let internal = |_| (500u16, "internal error".to_string());
+        match kind {
+            "send" => {
+                if content.is_empty() {
+                    self.ok().await;
+                    return Ok(());
+                }
+                if !are_friends(db, me.id, other.id).await.map_err(internal)? {
+                    return Err((403, "you can only message friends".into()));
+                }
+                let message = store_message(db, &self.state.ids, me.id, other.id, content)
+                    .await
+                    .map_err(internal)?;
+                let text = frame("chat", chat_payload("send", &message, chat_id));
+                self.publish(me.id, text.clone());
+                self.publish(other.id, text);
+                Ok(())
+            }
+            "edit" => {
+                let id = id_field(payload, "id").map_err(bad)?;
+                let (low, high) = pair(me.id, other.id);
+                let Some(found) = find_message(db, low, high, id).await.map_err(internal)? else {
+                    return Err((404, "no such message in this chat".into()));
+                };
+                if found.user_id != me.id {
+                    return Err((403, "only the author may edit or delete a message".into()));
+                }
+                edit_message(db, id, content).await.map_err(internal)?;
+                let edited = ChatMessage {
+                    content: content.to_string(),
+                    ..found
+                };
+                let text = frame("chat", chat_payload("edit", &edited, chat_id));
+                self.publish(me.id, text.clone());
+                self.publish(other.id, text);
+                Ok(())
+            }
+            other => Err(bad(format!("unknown chat type {other:?} (send or edit)"))),
+        }
+    }
+
+    async fn load(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
+        let bad = |reason: String| (400u16, reason);
+        let internal = |_| (500u16, "internal error".to_string());
+        match str_field(payload, "type").map_err(bad)? {
+            "mutual_users" => {
+                let list = friends(&self.state.db, me.id).await.map_err(internal)?;
+                self.send_text(frame("load", json!({"type": "mutual_users", "users": list.iter().map(user_object).collect::<Vec<_>>()})))
+                    .await;
+                Ok(())
+            }
+            "chat" => {
+                let load_id = id_field(payload, "load_id").map_err(bad)?;
+                let encoded = str_field(payload, "datetime").map_err(bad)?;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| {
+                        bad("datetime must be base64 of YYYY-MM-DD HH:MM:SS.ffffff".into())
+                    })?;
+                let before = parse_created_at(&decoded).ok_or_else(|| {
+                    bad("datetime must be base64 of YYYY-MM-DD HH:MM:SS.ffffff".into())
+                })?;
+                let count = payload
+                    .get("count")
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| bad("count must be a number".into()))?;
+                let count = count.clamp(1, 100);
+                let other = self.other_party(me, load_id).await?;
+                let (low, high) = pair(me.id, other.id);
+                for message in history(&self.state.db, low, high, before, count)
+                    .await
+                    .map_err(internal)?
+                {
+                    self.send_text(frame("chat", chat_payload("send", &message, load_id)))
+                        .await;
+                }
+                Ok(())
+            }
+            other => Err(bad(format!(
+                "unknown load type {other:?} (chat or mutual_users)"
+            ))),
+        }
+    }
+
+    async fn mutual_users(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
+        let bad = |reason: String| (400u16, reason);
+        let internal = |_| (500u16, "internal error".to_string());
+        let kind = str_field(payload, "type").map_err(bad)?.to_string();
+        let name = str_field(payload, "name").map_err(bad)?;
+        let db = &self.state.db;
+        let Some(them) = crate::accounts::find_by_name(db, name.trim())
+            .await
+            .map_err(internal)?
+        else {
+            return Err((404, format!("no user named {name:?}")));
+        };
+        let change = match kind.as_str() {
+            "request" => request_friend(db, me.id, them.id).await,
+            "response" => accept_friend(db, me.id, them.id).await,
+            "remove" => withdraw_request(db, me.id, them.id).await,
+            "delete" => delete_friend(db, me.id, them.id).await,
+            other => return Err(bad(format!("unknown mutual_users type {other:?}"))),
+        }
+        .map_err(internal)?;
+        match change {
+            FriendChange::Done => {
+                self.publish(
+                    them.id,
+                    frame(
+                        "mutual_users",
+                        json!({"type": kind, "user": user_object(me)}),
+                    ),
+                );
+                self.ok().await;
+                Ok(())
+            }
+            FriendChange::Nothing(reason) => Err((409, reason.to_string())),
+        }
+    }
+}

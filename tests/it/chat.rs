@@ -1,0 +1,352 @@
+//! Area C chat over a real WebSocket: heartbeat, auth, friends, DMs, edit/delete, history.
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use herald::testkit::fake_smtp::FakeSmtp;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::accounts::sign_up;
+use crate::both_backends;
+use crate::helpers::{TestApp, TestEnv};
+
+both_backends!(
+    friends_chat_edit_delete_and_history,
+    bad_frames_get_errors_and_others_keep_working
+);
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Ws(Stream);
+
+impl Ws {
+    async fn connect(app: &TestApp) -> Ws {
+        let url = format!("{}/ws", app.address.replace("http://", "ws://"));
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
+        Ws(stream)
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.0
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    async fn send_raw(&mut self, text: &str) {
+        self.0
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// The next JSON frame (panics after 5 s or on close).
+    async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), self.0.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("the socket is open")
+                .expect("a message");
+            if let Message::Text(text) = message {
+                return serde_json::from_str(text.as_str()).expect("JSON frame");
+            }
+            assert!(!matches!(message, Message::Close(_)), "closed: {message:?}");
+        }
+    }
+
+    /// Waits for the server to close; returns the close code.
+    async fn closed(&mut self, within: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.next()).await {
+                Err(_) => panic!("not closed within {within:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    async fn start(app: &TestApp, token: &str) -> (Ws, Value) {
+        let mut ws = Ws::connect(app).await;
+        ws.send(json!({"type": "heartbeat", "payload": {"count": 1}}))
+            .await;
+        assert_eq!(
+            ws.recv().await,
+            json!({"type": "heartbeat", "payload": {"count": 1}})
+        );
+        ws.send(json!({"type": "auth", "payload": {"auth": token}}))
+            .await;
+        let auth = ws.recv().await;
+        assert_eq!(auth["type"], json!("auth"), "{auth}");
+        (ws, auth["payload"].clone())
+    }
+}
+
+fn id_of(user: &Value) -> i64 {
+    user["id"]
+        .as_str()
+        .expect("ids are strings")
+        .parse()
+        .expect("an id")
+}
+
+fn b64_time(offset: chrono::Duration) -> String {
+    let text = (chrono::Utc::now() + offset)
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+async fn befriend(a: &mut Ws, b: &mut Ws, b_name: &str, a_name: &str) {
+    a.send(json!({"type": "mutual_users", "payload": {"type": "request", "name": b_name}}))
+        .await;
+    assert_eq!(a.recv().await["type"], json!("ok"));
+    let request = b.recv().await;
+    assert_eq!(request["payload"]["type"], json!("request"), "{request}");
+    assert_eq!(request["payload"]["user"]["name"], json!(a_name));
+    b.send(json!({"type": "mutual_users", "payload": {"type": "response", "name": a_name}}))
+        .await;
+    assert_eq!(b.recv().await["type"], json!("ok"));
+    let response = a.recv().await;
+    assert_eq!(response["payload"]["type"], json!("response"), "{response}");
+}
+
+async fn friends_chat_edit_delete_and_history(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let alice_token = sign_up(
+        &app,
+        &smtp,
+        "alice",
+        "alice@example.com",
+        "alice's password",
+    )
+    .await;
+    let bob_token = sign_up(&app, &smtp, "bob", "bob@example.com", "bob's password").await;
+    let (mut a, alice_auth) = Ws::start(&app, &alice_token).await;
+    assert_eq!(alice_auth["self_user"]["name"], json!("alice"));
+    assert_eq!(alice_auth["self_user"]["profile"], Value::Null);
+    assert_eq!(alice_auth["mutual_users"], json!([]));
+    let (mut b, bob_auth) = Ws::start(&app, &bob_token).await;
+    let alice_id = id_of(&alice_auth["self_user"]);
+    let bob_id = id_of(&bob_auth["self_user"]);
+    befriend(&mut a, &mut b, "bob", "alice").await;
+
+    let chat_id = (alice_id ^ bob_id).to_string();
+    a.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "hi bob"}})).await;
+    let (mine, theirs) = (a.recv().await, b.recv().await);
+    assert_eq!(mine, theirs, "both participants get the same frame");
+    assert_eq!(mine["type"], json!("chat"));
+    let payload = &mine["payload"];
+    assert_eq!(payload["type"], json!("send"));
+    assert_eq!(payload["chat_id"], json!(chat_id));
+    assert_eq!(payload["user_id"], json!(alice_id.to_string()));
+    assert_eq!(payload["content"], json!("hi bob"));
+    let created_at = payload["created_at"].as_str().expect("created_at");
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(created_at, "%Y-%m-%d %H:%M:%S%.6f").is_ok(),
+        "{created_at}"
+    );
+    let first_id = payload["id"].as_str().expect("id").to_string();
+
+    // Several sockets of one user all receive.
+    let (mut a2, _) = Ws::start(&app, &alice_token).await;
+    b.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "hi alice"}})).await;
+    for ws in [&mut a, &mut a2, &mut b] {
+        assert_eq!(ws.recv().await["payload"]["content"], json!("hi alice"));
+    }
+
+    // Edit one's own; not someone else's; empty content deletes.
+    a.send(json!({"type": "chat", "payload": {"type": "edit", "chat_id": chat_id, "id": first_id, "content": "hi bob!"}})).await;
+    assert_eq!(b.recv().await["payload"]["content"], json!("hi bob!"));
+    assert_eq!(a.recv().await["payload"]["type"], json!("edit"));
+    a2.recv().await;
+    b.send(json!({"type": "chat", "payload": {"type": "edit", "chat_id": chat_id, "id": first_id, "content": "mine now"}})).await;
+    let refused = b.recv().await;
+    assert_eq!(
+        (refused["type"].clone(), refused["payload"]["code"].clone()),
+        (json!("error"), json!(403))
+    );
+    a.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "second"}})).await;
+    a.recv().await;
+    a2.recv().await;
+    b.recv().await;
+    a.send(json!({"type": "chat", "payload": {"type": "edit", "chat_id": chat_id, "id": first_id, "content": ""}})).await;
+    let deleted = b.recv().await;
+    assert_eq!(
+        (
+            deleted["payload"]["type"].clone(),
+            deleted["payload"]["content"].clone()
+        ),
+        (json!("edit"), json!(""))
+    );
+    a.recv().await;
+    a2.recv().await;
+
+    // History before now, newest first, without the deleted one.
+    let load = json!({"type": "load", "payload": {"type": "chat", "load_id": chat_id, "datetime": b64_time(chrono::Duration::seconds(1)), "count": 10}});
+    a.send(load.clone()).await;
+    assert_eq!(a.recv().await["payload"]["content"], json!("second"));
+    assert_eq!(a.recv().await["payload"]["content"], json!("hi alice"));
+    a.send(json!({"type": "load", "payload": {"type": "mutual_users"}}))
+        .await;
+    let friends = a.recv().await;
+    assert_eq!(
+        friends["payload"]["users"][0]["name"],
+        json!("bob"),
+        "{friends}"
+    );
+
+    // Messages are in the database: a restart keeps the history.
+    drop((a, a2, b));
+    app.stop().await;
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let (mut a, auth) = Ws::start(&app, &alice_token).await;
+    assert_eq!(auth["mutual_users"][0]["name"], json!("bob"));
+    a.send(load).await;
+    assert_eq!(a.recv().await["payload"]["content"], json!("second"));
+    assert_eq!(a.recv().await["payload"]["content"], json!("hi alice"));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn bad_frames_get_errors_and_others_keep_working(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let alice = sign_up(
+        &app,
+        &smtp,
+        "alice",
+        "alice@example.com",
+        "alice's password",
+    )
+    .await;
+    let bob = sign_up(&app, &smtp, "bob", "bob@example.com", "bob's password").await;
+    let carol = sign_up(
+        &app,
+        &smtp,
+        "carol",
+        "carol@example.com",
+        "carol's password",
+    )
+    .await;
+
+    // Anything before the heartbeat, auth included, closes the socket.
+    for first in [
+        json!({"type": "auth", "payload": {"auth": alice}}),
+        json!({"type": "chat", "payload": {}}),
+    ] {
+        let mut ws = Ws::connect(&app).await;
+        ws.send(first).await;
+        assert_eq!(ws.recv().await["type"], json!("error"));
+        assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(1008));
+    }
+
+    let (mut b, bob_auth) = Ws::start(&app, &bob).await;
+    let (mut c, carol_auth) = Ws::start(&app, &carol).await;
+    befriend(&mut b, &mut c, "carol", "bob").await;
+    let bob_carol = id_of(&bob_auth["self_user"]) ^ id_of(&carol_auth["self_user"]);
+    b.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": bob_carol.to_string(), "content": "secret"}})).await;
+    b.recv().await;
+    c.recv().await;
+
+    let mut a = Ws::connect(&app).await;
+    a.send(json!({"type": "heartbeat", "payload": 1})).await;
+    a.recv().await;
+    let cases = [
+        ("{not json", 400),
+        (r#"{"type": "chat", "payload": {"type": "send"}}"#, 401),
+    ];
+    for (text, code) in cases {
+        a.send_raw(text).await;
+        let error = a.recv().await;
+        assert_eq!(
+            (error["type"].clone(), error["payload"]["code"].clone()),
+            (json!("error"), json!(code)),
+            "{text}"
+        );
+    }
+    a.send(json!({"type": "auth", "payload": {"auth": "made-up"}}))
+        .await;
+    assert_eq!(a.recv().await["payload"]["code"], json!(401));
+    a.send(json!({"type": "auth", "payload": {"auth": alice}}))
+        .await;
+    let alice_auth = a.recv().await;
+    let alice_id = id_of(&alice_auth["payload"]["self_user"]);
+    let bob_id = id_of(&bob_auth["self_user"]);
+    let cases = [
+        (json!({"type": "dance", "payload": {}}), 400),
+        (json!({"payload": {}}), 400),
+        (
+            json!({"type": "chat", "payload": {"type": "send", "content": "x"}}),
+            400,
+        ),
+        (
+            json!({"type": "chat", "payload": {"type": "send", "chat_id": "abc", "content": "x"}}),
+            400,
+        ),
+        (
+            json!({"type": "chat", "payload": {"type": "shout", "chat_id": (alice_id ^ bob_id).to_string(), "content": "x"}}),
+            400,
+        ),
+        // Not friends.
+        (
+            json!({"type": "chat", "payload": {"type": "send", "chat_id": (alice_id ^ bob_id).to_string(), "content": "hello?"}}),
+            403,
+        ),
+        // Somebody else's DM, by its XOR id: it resolves to nobody for alice.
+        (
+            json!({"type": "load", "payload": {"type": "chat", "load_id": bob_carol.to_string(), "datetime": b64_time(chrono::Duration::seconds(1)), "count": 5}}),
+            404,
+        ),
+        (
+            json!({"type": "load", "payload": {"type": "chat", "load_id": (alice_id ^ bob_id).to_string(), "datetime": "not base64!", "count": 5}}),
+            400,
+        ),
+        (
+            json!({"type": "mutual_users", "payload": {"type": "request", "name": "nobody"}}),
+            404,
+        ),
+        (
+            json!({"type": "mutual_users", "payload": {"type": "response", "name": "bob"}}),
+            409,
+        ),
+        (
+            json!({"type": "chat", "payload": {"type": "send", "chat_id": (alice_id ^ bob_id).to_string(), "content": "x".repeat(5000)}}),
+            413,
+        ),
+    ];
+    for (frame, code) in cases {
+        a.send(frame.clone()).await;
+        let error = a.recv().await;
+        assert_eq!(
+            (error["type"].clone(), error["payload"]["code"].clone()),
+            (json!("error"), json!(code)),
+            "{frame}"
+        );
+    }
+
+    // A silent socket is closed after the heartbeat timeout (a second node with a test-sized
+    // timeout); the others go on.
+    let quick = env.spawn(&[("HERALD_WS_HEARTBEAT_TIMEOUT", "1s")]).await;
+    let (mut silent, _) = Ws::start(&quick, &alice).await;
+    assert_eq!(silent.closed(Duration::from_secs(5)).await, Some(4000));
+    quick.stop().await;
+    a.send(json!({"type": "heartbeat", "payload": 3})).await;
+    assert_eq!(a.recv().await["type"], json!("heartbeat"));
+    b.send(json!({"type": "heartbeat", "payload": 2})).await;
+    assert_eq!(b.recv().await["type"], json!("heartbeat"));
+    b.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": bob_carol.to_string(), "content": "still here"}})).await;
+    assert_eq!(c.recv().await["payload"]["content"], json!("still here"));
+
+    app.stop().await;
+    env.cleanup().await;
+}
