@@ -18,6 +18,9 @@ CREATE TABLE chat_messages (
     user_id BIGINT NOT NULL,
     content TEXT NOT NULL,
     created_at_us BIGINT NOT NULL,
-    deleted BIGINT NOT NULL DEFAULT 0
+    deleted BIGINT NOT NULL DEFAULT 0,
+    nonce TEXT
 );
+-- A client nonce makes a send idempotent: the same nonce from the same user is one message.
+CREATE UNIQUE INDEX chat_messages_by_nonce ON chat_messages (user_id, nonce);
 CREATE INDEX chat_messages_by_pair ON chat_messages (low_id, high_id, created_at_us);

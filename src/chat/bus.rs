@@ -21,6 +21,8 @@ pub trait Bus: Send + Sync + 'static {
     fn unsubscribe(&self, user: i64, socket: u64);
     /// Sockets connected to this node.
     fn sockets(&self) -> usize;
+    /// Sockets of one user.
+    fn sockets_of(&self, user: i64) -> usize;
 }
 
 /// The sockets of one user on this node: (socket id, its frames).
@@ -65,6 +67,14 @@ impl Bus for InProcessBus {
                 sockets.remove(&user);
             }
         }
+    }
+
+    fn sockets_of(&self, user: i64) -> usize {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user)
+            .map_or(0, Vec::len)
     }
 
     fn sockets(&self) -> usize {

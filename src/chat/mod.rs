@@ -213,14 +213,16 @@ pub fn chat_payload(kind: &str, message: &Message, chat_id: i64) -> Value {
     })
 }
 
-/// Stores a DM; durable before anyone is told.
+/// Stores a DM; durable before anyone is told. With a client `nonce`, sending the same nonce
+/// again returns the message stored the first time (`true`: it is a repeat) instead of a copy.
 pub async fn store_message(
     db: &Db,
     ids: &IdGenerator,
     from: i64,
     to: i64,
     content: &str,
-) -> Result<Message, StoreError> {
+    nonce: Option<&str>,
+) -> Result<(Message, bool), StoreError> {
     let (low, high) = pair(from, to);
     let message = Message {
         id: ids.next(),
@@ -228,8 +230,9 @@ pub async fn store_message(
         content: content.to_string(),
         created_at_us: now_micros(),
     };
-    sqlx::query(
-        "INSERT INTO chat_messages (id, low_id, high_id, user_id, content, created_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
+    let inserted = sqlx::query(
+        "INSERT INTO chat_messages (id, low_id, high_id, user_id, content, created_at_us, nonce) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, nonce) DO NOTHING",
     )
     .bind(message.id)
     .bind(low)
@@ -237,9 +240,28 @@ pub async fn store_message(
     .bind(from)
     .bind(content)
     .bind(message.created_at_us)
+    .bind(nonce)
     .execute(db.writer())
     .await?;
-    Ok(message)
+    if inserted.rows_affected() == 1 {
+        return Ok((message, false));
+    }
+    let (id, user_id, content, created_at_us): (i64, i64, String, i64) = sqlx::query_as(
+        "SELECT id, user_id, content, created_at_us FROM chat_messages WHERE user_id = $1 AND nonce = $2",
+    )
+    .bind(from)
+    .bind(nonce)
+    .fetch_one(db.writer())
+    .await?;
+    Ok((
+        Message {
+            id,
+            user_id,
+            content,
+            created_at_us,
+        },
+        true,
+    ))
 }
 
 /// A live message of this pair.

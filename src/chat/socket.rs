@@ -143,7 +143,23 @@ impl Drop for Session {
     fn drop(&mut self) {
         if let (Some(account), Some((socket, _))) = (&self.account, &self.subscription) {
             self.state.bus.unsubscribe(account.id, *socket);
+            if self.state.bus.sockets_of(account.id) == 0 {
+                let (state, account) = (self.state.clone(), account.clone());
+                tokio::spawn(async move {
+                    if let Ok(list) = friends(&state.db, account.id).await {
+                        announce_presence(&state, &account, &list, "offline");
+                    }
+                });
+            }
         }
+    }
+}
+
+/// Tells every friend that `account` came online or went offline.
+fn announce_presence(state: &AppState, account: &Account, friends: &[Account], status: &str) {
+    let text: Arc<str> = Arc::from(frame("presence", json!({"user": user_object(account), "status": status})));
+    for friend in friends {
+        state.bus.publish(friend.id, text.clone());
     }
 }
 
@@ -235,6 +251,7 @@ impl Session {
             "chat" => self.chat(&me, &payload).await,
             "load" => self.load(&me, &payload).await,
             "mutual_users" => self.mutual_users(&me, &payload).await,
+            "typing" => self.typing(&me, &payload).await,
             "" => Err((400, "missing field type".to_string())),
             other => Err((400, format!("unknown frame type {other:?}"))),
         };
@@ -274,6 +291,9 @@ impl Session {
             _ => return self.error(500, "internal error").await,
         };
         self.subscription = Some(self.state.bus.subscribe(account.id));
+        if self.state.bus.sockets_of(account.id) == 1 {
+            announce_presence(&self.state, &account, &mutual, "online");
+        }
         self.send_text(frame(
             "auth",
             json!({
@@ -319,12 +339,26 @@ impl Session {
                 if !are_friends(db, me.id, other.id).await.map_err(internal)? {
                     return Err((403, "you can only message friends".into()));
                 }
-                let message = store_message(db, &self.state.ids, me.id, other.id, content)
+                let nonce = match payload.get("nonce") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(n)) if !n.is_empty() && n.len() <= 100 => Some(n.as_str()),
+                    Some(_) => return Err(bad("nonce must be a string of 1 to 100 characters".into())),
+                };
+                let (message, repeat) = store_message(db, &self.state.ids, me.id, other.id, content, nonce)
                     .await
                     .map_err(internal)?;
-                let text = frame("chat", chat_payload("send", &message, chat_id));
-                self.publish(me.id, text.clone());
-                self.publish(other.id, text);
+                let mut body = chat_payload("send", &message, chat_id);
+                if let Some(nonce) = nonce {
+                    body["nonce"] = json!(nonce);
+                }
+                let text = frame("chat", body);
+                if repeat {
+                    // Already delivered to everyone: only this socket needs its answer again.
+                    self.send_text(text).await;
+                } else {
+                    self.publish(me.id, text.clone());
+                    self.publish(other.id, text);
+                }
                 Ok(())
             }
             "edit" => {
@@ -348,6 +382,21 @@ impl Session {
             }
             other => Err(bad(format!("unknown chat type {other:?} (send or edit)"))),
         }
+    }
+
+    /// `{"type":"typing","payload":{"chat_id"}}`: the other participant sees
+    /// `{"type":"typing","payload":{"chat_id","user_id"}}`. Not stored.
+    async fn typing(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
+        let chat_id = id_field(payload, "chat_id").map_err(|reason| (400u16, reason))?;
+        let other = self.other_party(me, chat_id).await?;
+        if !are_friends(&self.state.db, me.id, other.id).await.map_err(|_| (500u16, "internal error".to_string()))? {
+            return Err((403, "you can only message friends".into()));
+        }
+        self.publish(
+            other.id,
+            frame("typing", json!({"chat_id": chat_id.to_string(), "user_id": me.id.to_string()})),
+        );
+        Ok(())
     }
 
     async fn load(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {

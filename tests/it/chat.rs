@@ -350,3 +350,47 @@ async fn bad_frames_get_errors_and_others_keep_working(env: TestEnv) {
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(presence_typing_and_idempotent_send);
+
+async fn presence_typing_and_idempotent_send(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let alice = sign_up(&app, &smtp, "alice", "alice@example.com", "alice's password").await;
+    let bob = sign_up(&app, &smtp, "bob", "bob@example.com", "bob's password").await;
+    let (mut a, alice_auth) = Ws::start(&app, &alice).await;
+    let (mut b, bob_auth) = Ws::start(&app, &bob).await;
+    befriend(&mut a, &mut b, "bob", "alice").await;
+    let chat_id = (id_of(&alice_auth["self_user"]) ^ id_of(&bob_auth["self_user"])).to_string();
+
+    // Bob drops: Alice sees him go offline, then online again.
+    drop(b);
+    let offline = a.recv().await;
+    assert_eq!(offline["type"], json!("presence"), "{offline}");
+    assert_eq!((offline["payload"]["user"]["name"].clone(), offline["payload"]["status"].clone()), (json!("bob"), json!("offline")));
+    let (mut b, _) = Ws::start(&app, &bob).await;
+    let online = a.recv().await;
+    assert_eq!(online["payload"]["status"], json!("online"), "{online}");
+
+    // Typing reaches the other side only.
+    a.send(json!({"type": "typing", "payload": {"chat_id": chat_id}})).await;
+    let typing = b.recv().await;
+    assert_eq!(typing["type"], json!("typing"));
+    assert_eq!(typing["payload"]["user_id"], alice_auth["self_user"]["id"]);
+
+    // The same nonce twice is one message; the repeat is answered to the sender only.
+    let send = json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "once", "nonce": "n-1"}});
+    a.send(send.clone()).await;
+    let first = a.recv().await;
+    assert_eq!(b.recv().await, first);
+    a.send(send).await;
+    let again = a.recv().await;
+    assert_eq!(again["payload"]["id"], first["payload"]["id"]);
+    a.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "next"}})).await;
+    a.recv().await;
+    assert_eq!(b.recv().await["payload"]["content"], json!("next"), "bob got no copy of the repeat");
+    assert_eq!(app.count("SELECT COUNT(*) FROM chat_messages").await, 2);
+
+    app.stop().await;
+    env.cleanup().await;
+}
