@@ -24,3 +24,20 @@ CREATE TABLE chat_messages (
 -- A client nonce makes a send idempotent: the same nonce from the same user is one message.
 CREATE UNIQUE INDEX chat_messages_by_nonce ON chat_messages (user_id, nonce);
 CREATE INDEX chat_messages_by_pair ON chat_messages (low_id, high_id, created_at_us);
+
+-- Group rooms ("guilds"). Their messages live in chat_messages with low_id = room id and
+-- high_id = -1, which no DM pair can have.
+CREATE TABLE rooms (
+    id BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_by BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE room_members (
+    room_id BIGINT NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    account_id BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    joined_at BIGINT NOT NULL,
+    PRIMARY KEY (room_id, account_id)
+);
+CREATE INDEX room_members_by_account ON room_members (account_id);

@@ -31,9 +31,14 @@ pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// The unordered pair of a DM.
+/// The unordered pair of a DM: the key its messages are stored under.
 pub fn pair(a: i64, b: i64) -> (i64, i64) {
     (a.min(b), a.max(b))
+}
+
+/// The key a room's messages are stored under (no DM pair has a negative high id).
+pub fn room_key(room_id: i64) -> (i64, i64) {
+    (room_id, -1)
 }
 
 pub fn user_object(account: &Account) -> Value {
@@ -218,12 +223,11 @@ pub fn chat_payload(kind: &str, message: &Message, chat_id: i64) -> Value {
 pub async fn store_message(
     db: &Db,
     ids: &IdGenerator,
+    (low, high): (i64, i64),
     from: i64,
-    to: i64,
     content: &str,
     nonce: Option<&str>,
 ) -> Result<(Message, bool), StoreError> {
-    let (low, high) = pair(from, to);
     let message = Message {
         id: ids.next(),
         user_id: from,
@@ -333,6 +337,107 @@ pub async fn history(
             created_at_us,
         })
         .collect())
+}
+
+#[derive(Debug, Clone)]
+pub struct Room {
+    pub id: i64,
+    pub name: String,
+}
+
+pub fn room_object(room: &Room, members: &[Account]) -> Value {
+    json!({
+        "id": room.id.to_string(),
+        "name": room.name,
+        "members": members.iter().map(user_object).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn create_room(
+    db: &Db,
+    ids: &IdGenerator,
+    name: &str,
+    members: &[i64],
+) -> Result<Room, StoreError> {
+    let room = Room {
+        id: ids.next(),
+        name: name.to_string(),
+    };
+    let now = crate::ids::now_ms();
+    let mut tx = db.writer().begin().await?;
+    sqlx::query("INSERT INTO rooms (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(room.id)
+        .bind(name)
+        .bind(members.first().copied().unwrap_or_default())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    for member in members {
+        sqlx::query(
+            "INSERT INTO room_members (room_id, account_id, joined_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (room_id, account_id) DO NOTHING",
+        )
+        .bind(room.id)
+        .bind(*member)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(room)
+}
+
+pub async fn find_room(db: &Db, id: i64) -> Result<Option<Room>, StoreError> {
+    let row: Option<(i64, String)> = sqlx::query_as("SELECT id, name FROM rooms WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.reader())
+        .await?;
+    Ok(row.map(|(id, name)| Room { id, name }))
+}
+
+pub async fn room_members(db: &Db, room_id: i64) -> Result<Vec<Account>, StoreError> {
+    accounts_where(
+        db,
+        "SELECT a.id, a.name, a.email, a.profile FROM room_members m JOIN accounts a ON a.id = m.account_id \
+         WHERE m.room_id = $1 ORDER BY m.joined_at, a.id",
+        room_id,
+    )
+    .await
+}
+
+pub async fn rooms_of(db: &Db, account: i64) -> Result<Vec<Room>, StoreError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT r.id, r.name FROM room_members m JOIN rooms r ON r.id = m.room_id WHERE m.account_id = $1 ORDER BY r.id",
+    )
+    .bind(account)
+    .fetch_all(db.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name)| Room { id, name })
+        .collect())
+}
+
+pub async fn add_member(db: &Db, room_id: i64, account: i64) -> Result<bool, StoreError> {
+    let added = sqlx::query(
+        "INSERT INTO room_members (room_id, account_id, joined_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (room_id, account_id) DO NOTHING",
+    )
+    .bind(room_id)
+    .bind(account)
+    .bind(crate::ids::now_ms())
+    .execute(db.writer())
+    .await?;
+    Ok(added.rows_affected() > 0)
+}
+
+pub async fn remove_member(db: &Db, room_id: i64, account: i64) -> Result<bool, StoreError> {
+    let removed = sqlx::query("DELETE FROM room_members WHERE room_id = $1 AND account_id = $2")
+        .bind(room_id)
+        .bind(account)
+        .execute(db.writer())
+        .await?;
+    Ok(removed.rows_affected() > 0)
 }
 
 #[cfg(test)]

@@ -20,9 +20,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    FriendChange, Message as ChatMessage, accept_friend, account_by_id, are_friends, chat_payload,
-    delete_friend, edit_message, find_message, friends, history, incoming_requests, pair,
-    parse_created_at, request_friend, store_message, user_object, withdraw_request,
+    FriendChange, Message as ChatMessage, Room, accept_friend, account_by_id, add_member,
+    are_friends, chat_payload, create_room, delete_friend, edit_message, find_message, find_room,
+    friends, history, incoming_requests, pair, parse_created_at, remove_member, request_friend,
+    room_key, room_members, room_object, rooms_of, store_message, user_object, withdraw_request,
 };
 use crate::accounts::Account;
 use crate::state::AppState;
@@ -53,6 +54,30 @@ fn frame(kind: &str, payload: Value) -> String {
 
 fn error_frame(code: u16, reason: impl Into<String>) -> String {
     frame("error", json!({"code": code, "reason": reason.into()}))
+}
+
+/// What a chat id names for one requester.
+enum Target {
+    Dm { other: Account },
+    Room { room: Room, members: Vec<Account> },
+}
+
+impl Target {
+    /// The key the conversation's messages are stored under.
+    fn key(&self, me: &Account) -> (i64, i64) {
+        match self {
+            Target::Dm { other } => pair(me.id, other.id),
+            Target::Room { room, .. } => room_key(room.id),
+        }
+    }
+
+    /// Everyone whose sockets see the conversation's frames.
+    fn recipients(&self, me: &Account) -> Vec<i64> {
+        match self {
+            Target::Dm { other } => vec![me.id, other.id],
+            Target::Room { members, .. } => members.iter().map(|m| m.id).collect(),
+        }
+    }
 }
 
 /// What to do after a frame.
@@ -157,7 +182,10 @@ impl Drop for Session {
 
 /// Tells every friend that `account` came online or went offline.
 fn announce_presence(state: &AppState, account: &Account, friends: &[Account], status: &str) {
-    let text: Arc<str> = Arc::from(frame("presence", json!({"user": user_object(account), "status": status})));
+    let text: Arc<str> = Arc::from(frame(
+        "presence",
+        json!({"user": user_object(account), "status": status}),
+    ));
     for friend in friends {
         state.bus.publish(friend.id, text.clone());
     }
@@ -252,6 +280,7 @@ impl Session {
             "load" => self.load(&me, &payload).await,
             "mutual_users" => self.mutual_users(&me, &payload).await,
             "typing" => self.typing(&me, &payload).await,
+            "room" => self.room(&me, &payload).await,
             "" => Err((400, "missing field type".to_string())),
             other => Err((400, format!("unknown frame type {other:?}"))),
         };
@@ -283,11 +312,12 @@ impl Session {
                 return self.error(500, "internal error").await;
             }
         };
-        let (requests, mutual) = match (
+        let (requests, mutual, rooms) = match (
             incoming_requests(db, account.id).await,
             friends(db, account.id).await,
+            rooms_of(db, account.id).await,
         ) {
-            (Ok(requests), Ok(mutual)) => (requests, mutual),
+            (Ok(requests), Ok(mutual), Ok(rooms)) => (requests, mutual, rooms),
             _ => return self.error(500, "internal error").await,
         };
         self.subscription = Some(self.state.bus.subscribe(account.id));
@@ -300,6 +330,7 @@ impl Session {
                 "self_user": user_object(&account),
                 "mutual_requests": requests.iter().map(user_object).collect::<Vec<_>>(),
                 "mutual_users": mutual.iter().map(user_object).collect::<Vec<_>>(),
+                "rooms": rooms.iter().map(|r| json!({"id": r.id.to_string(), "name": r.name})).collect::<Vec<_>>(),
             }),
         ))
         .await;
@@ -316,6 +347,23 @@ impl Session {
         }
     }
 
+    /// What a `chat_id` names for this requester: a room it belongs to, or a DM.
+    async fn target(&self, me: &Account, chat_id: i64) -> Result<Target, (u16, String)> {
+        let internal = |_| (500u16, "internal error".to_string());
+        if let Some(room) = find_room(&self.state.db, chat_id).await.map_err(internal)? {
+            let members = room_members(&self.state.db, room.id)
+                .await
+                .map_err(internal)?;
+            if !members.iter().any(|m| m.id == me.id) {
+                return Err((403, "you are not a member of this room".into()));
+            }
+            return Ok(Target::Room { room, members });
+        }
+        Ok(Target::Dm {
+            other: self.other_party(me, chat_id).await?,
+        })
+    }
+
     async fn chat(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
         let bad = |reason: String| (400u16, reason);
         let kind = str_field(payload, "type").map_err(bad)?;
@@ -327,7 +375,7 @@ impl Session {
                 format!("content: at most {MAX_CONTENT_CHARS} characters"),
             ));
         }
-        let other = self.other_party(me, chat_id).await?;
+        let target = self.target(me, chat_id).await?;
         let db = &self.state.db;
         let internal = |_| (500u16, "internal error".to_string());
         match kind {
@@ -336,17 +384,22 @@ impl Session {
                     self.ok().await;
                     return Ok(());
                 }
-                if !are_friends(db, me.id, other.id).await.map_err(internal)? {
-                    return Err((403, "you can only message friends".into()));
+                if let Target::Dm { other } = &target {
+                    if !are_friends(db, me.id, other.id).await.map_err(internal)? {
+                        return Err((403, "you can only message friends".into()));
+                    }
                 }
                 let nonce = match payload.get("nonce") {
                     None | Some(Value::Null) => None,
                     Some(Value::String(n)) if !n.is_empty() && n.len() <= 100 => Some(n.as_str()),
-                    Some(_) => return Err(bad("nonce must be a string of 1 to 100 characters".into())),
+                    Some(_) => {
+                        return Err(bad("nonce must be a string of 1 to 100 characters".into()));
+                    }
                 };
-                let (message, repeat) = store_message(db, &self.state.ids, me.id, other.id, content, nonce)
-                    .await
-                    .map_err(internal)?;
+                let (message, repeat) =
+                    store_message(db, &self.state.ids, target.key(me), me.id, content, nonce)
+                        .await
+                        .map_err(internal)?;
                 let mut body = chat_payload("send", &message, chat_id);
                 if let Some(nonce) = nonce {
                     body["nonce"] = json!(nonce);
@@ -356,14 +409,15 @@ impl Session {
                     // Already delivered to everyone: only this socket needs its answer again.
                     self.send_text(text).await;
                 } else {
-                    self.publish(me.id, text.clone());
-                    self.publish(other.id, text);
+                    for user in target.recipients(me) {
+                        self.publish(user, text.clone());
+                    }
                 }
                 Ok(())
             }
             "edit" => {
                 let id = id_field(payload, "id").map_err(bad)?;
-                let (low, high) = pair(me.id, other.id);
+                let (low, high) = target.key(me);
                 let Some(found) = find_message(db, low, high, id).await.map_err(internal)? else {
                     return Err((404, "no such message in this chat".into()));
                 };
@@ -376,26 +430,35 @@ impl Session {
                     ..found
                 };
                 let text = frame("chat", chat_payload("edit", &edited, chat_id));
-                self.publish(me.id, text.clone());
-                self.publish(other.id, text);
+                for user in target.recipients(me) {
+                    self.publish(user, text.clone());
+                }
                 Ok(())
             }
             other => Err(bad(format!("unknown chat type {other:?} (send or edit)"))),
         }
     }
 
-    /// `{"type":"typing","payload":{"chat_id"}}`: the other participant sees
+    /// `{"type":"typing","payload":{"chat_id"}}`: the other participants see
     /// `{"type":"typing","payload":{"chat_id","user_id"}}`. Not stored.
     async fn typing(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
         let chat_id = id_field(payload, "chat_id").map_err(|reason| (400u16, reason))?;
-        let other = self.other_party(me, chat_id).await?;
-        if !are_friends(&self.state.db, me.id, other.id).await.map_err(|_| (500u16, "internal error".to_string()))? {
-            return Err((403, "you can only message friends".into()));
+        let target = self.target(me, chat_id).await?;
+        if let Target::Dm { other } = &target {
+            let friends = are_friends(&self.state.db, me.id, other.id)
+                .await
+                .map_err(|_| (500u16, "internal error".to_string()))?;
+            if !friends {
+                return Err((403, "you can only message friends".into()));
+            }
         }
-        self.publish(
-            other.id,
-            frame("typing", json!({"chat_id": chat_id.to_string(), "user_id": me.id.to_string()})),
+        let text = frame(
+            "typing",
+            json!({"chat_id": chat_id.to_string(), "user_id": me.id.to_string()}),
         );
+        for user in target.recipients(me).into_iter().filter(|u| *u != me.id) {
+            self.publish(user, text.clone());
+        }
         Ok(())
     }
 
@@ -405,30 +468,32 @@ impl Session {
         match str_field(payload, "type").map_err(bad)? {
             "mutual_users" => {
                 let list = friends(&self.state.db, me.id).await.map_err(internal)?;
-                self.send_text(frame("load", json!({"type": "mutual_users", "users": list.iter().map(user_object).collect::<Vec<_>>()})))
-                    .await;
+                let users: Vec<Value> = list.iter().map(user_object).collect();
+                self.send_text(frame(
+                    "load",
+                    json!({"type": "mutual_users", "users": users}),
+                ))
+                .await;
                 Ok(())
             }
             "chat" => {
                 let load_id = id_field(payload, "load_id").map_err(bad)?;
                 let encoded = str_field(payload, "datetime").map_err(bad)?;
+                let format_error =
+                    || bad("datetime must be base64 of YYYY-MM-DD HH:MM:SS.ffffff".into());
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(encoded.trim())
                     .ok()
                     .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(|| {
-                        bad("datetime must be base64 of YYYY-MM-DD HH:MM:SS.ffffff".into())
-                    })?;
-                let before = parse_created_at(&decoded).ok_or_else(|| {
-                    bad("datetime must be base64 of YYYY-MM-DD HH:MM:SS.ffffff".into())
-                })?;
+                    .ok_or_else(format_error)?;
+                let before = parse_created_at(&decoded).ok_or_else(format_error)?;
                 let count = payload
                     .get("count")
                     .and_then(Value::as_i64)
-                    .ok_or_else(|| bad("count must be a number".into()))?;
-                let count = count.clamp(1, 100);
-                let other = self.other_party(me, load_id).await?;
-                let (low, high) = pair(me.id, other.id);
+                    .ok_or_else(|| bad("count must be a number".into()))?
+                    .clamp(1, 100);
+                let target = self.target(me, load_id).await?;
+                let (low, high) = target.key(me);
                 for message in history(&self.state.db, low, high, before, count)
                     .await
                     .map_err(internal)?
@@ -442,6 +507,109 @@ impl Session {
                 "unknown load type {other:?} (chat or mutual_users)"
             ))),
         }
+    }
+
+    /// Group rooms: `{"type":"room","payload":{"type":"create"|"invite"|"leave"|"members", …}}`.
+    async fn room(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
+        let bad = |reason: String| (400u16, reason);
+        let internal = |_| (500u16, "internal error".to_string());
+        let db = &self.state.db;
+        match str_field(payload, "type").map_err(bad)? {
+            "create" => {
+                let name = str_field(payload, "name").map_err(bad)?.trim();
+                if name.is_empty() || name.chars().count() > 100 {
+                    return Err(bad("name: 1 to 100 characters".into()));
+                }
+                let names: Vec<&str> = match payload.get("members") {
+                    None => Vec::new(),
+                    Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+                    Some(_) => return Err(bad("members must be a list of user names".into())),
+                };
+                let friends_now = friends(db, me.id).await.map_err(internal)?;
+                let mut members = vec![me.id];
+                for name in names {
+                    let Some(friend) = friends_now.iter().find(|f| f.name == name) else {
+                        return Err((403, format!("{name:?} is not your friend")));
+                    };
+                    if !members.contains(&friend.id) {
+                        members.push(friend.id);
+                    }
+                }
+                let room = create_room(db, &self.state.ids, name, &members)
+                    .await
+                    .map_err(internal)?;
+                self.announce_room(&room, "created", None).await
+            }
+            "invite" => {
+                let room = self.member_room(me, payload).await?;
+                let name = str_field(payload, "name").map_err(bad)?;
+                let friends_now = friends(db, me.id).await.map_err(internal)?;
+                let Some(friend) = friends_now.into_iter().find(|f| f.name == name) else {
+                    return Err((403, format!("{name:?} is not your friend")));
+                };
+                if !add_member(db, room.id, friend.id).await.map_err(internal)? {
+                    return Err((409, format!("{name:?} is already a member")));
+                }
+                self.announce_room(&room, "joined", Some(&friend)).await
+            }
+            "leave" => {
+                let room = self.member_room(me, payload).await?;
+                remove_member(db, room.id, me.id).await.map_err(internal)?;
+                let text = frame(
+                    "room",
+                    json!({"type": "left", "room_id": room.id.to_string(), "user": user_object(me)}),
+                );
+                for member in room_members(db, room.id).await.map_err(internal)? {
+                    self.publish(member.id, text.clone());
+                }
+                self.publish(me.id, text);
+                Ok(())
+            }
+            "members" => {
+                let room = self.member_room(me, payload).await?;
+                let members = room_members(db, room.id).await.map_err(internal)?;
+                self.send_text(frame(
+                    "room",
+                    json!({"type": "members", "room": room_object(&room, &members)}),
+                ))
+                .await;
+                Ok(())
+            }
+            other => Err(bad(format!(
+                "unknown room type {other:?} (create, invite, leave, members)"
+            ))),
+        }
+    }
+
+    /// The room named by `room_id`, if the requester is a member.
+    async fn member_room(&self, me: &Account, payload: &Value) -> Result<Room, (u16, String)> {
+        let room_id = id_field(payload, "room_id").map_err(|reason| (400u16, reason))?;
+        match self.target(me, room_id).await {
+            Ok(Target::Room { room, .. }) => Ok(room),
+            Ok(Target::Dm { .. }) | Err((404, _)) => Err((404, "no such room".into())),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Tells every member about a new room or member.
+    async fn announce_room(
+        &self,
+        room: &Room,
+        kind: &str,
+        user: Option<&Account>,
+    ) -> Result<(), (u16, String)> {
+        let members = room_members(&self.state.db, room.id)
+            .await
+            .map_err(|_| (500u16, "internal error".to_string()))?;
+        let mut body = json!({"type": kind, "room": room_object(room, &members)});
+        if let Some(user) = user {
+            body["user"] = user_object(user);
+        }
+        let text = frame("room", body);
+        for member in &members {
+            self.publish(member.id, text.clone());
+        }
+        Ok(())
     }
 
     async fn mutual_users(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {

@@ -356,7 +356,14 @@ both_backends!(presence_typing_and_idempotent_send);
 async fn presence_typing_and_idempotent_send(env: TestEnv) {
     let smtp = FakeSmtp::start().await;
     let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
-    let alice = sign_up(&app, &smtp, "alice", "alice@example.com", "alice's password").await;
+    let alice = sign_up(
+        &app,
+        &smtp,
+        "alice",
+        "alice@example.com",
+        "alice's password",
+    )
+    .await;
     let bob = sign_up(&app, &smtp, "bob", "bob@example.com", "bob's password").await;
     let (mut a, alice_auth) = Ws::start(&app, &alice).await;
     let (mut b, bob_auth) = Ws::start(&app, &bob).await;
@@ -367,13 +374,20 @@ async fn presence_typing_and_idempotent_send(env: TestEnv) {
     drop(b);
     let offline = a.recv().await;
     assert_eq!(offline["type"], json!("presence"), "{offline}");
-    assert_eq!((offline["payload"]["user"]["name"].clone(), offline["payload"]["status"].clone()), (json!("bob"), json!("offline")));
+    assert_eq!(
+        (
+            offline["payload"]["user"]["name"].clone(),
+            offline["payload"]["status"].clone()
+        ),
+        (json!("bob"), json!("offline"))
+    );
     let (mut b, _) = Ws::start(&app, &bob).await;
     let online = a.recv().await;
     assert_eq!(online["payload"]["status"], json!("online"), "{online}");
 
     // Typing reaches the other side only.
-    a.send(json!({"type": "typing", "payload": {"chat_id": chat_id}})).await;
+    a.send(json!({"type": "typing", "payload": {"chat_id": chat_id}}))
+        .await;
     let typing = b.recv().await;
     assert_eq!(typing["type"], json!("typing"));
     assert_eq!(typing["payload"]["user_id"], alice_auth["self_user"]["id"]);
@@ -386,10 +400,121 @@ async fn presence_typing_and_idempotent_send(env: TestEnv) {
     a.send(send).await;
     let again = a.recv().await;
     assert_eq!(again["payload"]["id"], first["payload"]["id"]);
-    a.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "next"}})).await;
+    a.send(
+        json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "next"}}),
+    )
+    .await;
     a.recv().await;
-    assert_eq!(b.recv().await["payload"]["content"], json!("next"), "bob got no copy of the repeat");
+    assert_eq!(
+        b.recv().await["payload"]["content"],
+        json!("next"),
+        "bob got no copy of the repeat"
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM chat_messages").await, 2);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+both_backends!(a_group_room_of_three);
+
+async fn a_group_room_of_three(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let mut tokens = Vec::new();
+    for name in ["alice", "bob", "carol", "dave"] {
+        tokens.push(
+            sign_up(
+                &app,
+                &smtp,
+                name,
+                &format!("{name}@example.com"),
+                "a long password",
+            )
+            .await,
+        );
+    }
+    let (mut a, _) = Ws::start(&app, &tokens[0]).await;
+    let (mut b, _) = Ws::start(&app, &tokens[1]).await;
+    let (mut c, _) = Ws::start(&app, &tokens[2]).await;
+    let (mut d, _) = Ws::start(&app, &tokens[3]).await;
+    befriend(&mut a, &mut b, "bob", "alice").await;
+    // Alice and Carol become friends; the presence frames of the others are not in the way.
+    befriend(&mut a, &mut c, "carol", "alice").await;
+
+    a.send(
+        json!({"type": "room", "payload": {"type": "create", "name": "team", "members": ["bob"]}}),
+    )
+    .await;
+    let created = a.recv().await;
+    assert_eq!(created["payload"]["type"], json!("created"), "{created}");
+    assert_eq!(b.recv().await, created);
+    let room_id = created["payload"]["room"]["id"]
+        .as_str()
+        .expect("room id")
+        .to_string();
+    assert_eq!(
+        created["payload"]["room"]["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    a.send(
+        json!({"type": "room", "payload": {"type": "invite", "room_id": room_id, "name": "carol"}}),
+    )
+    .await;
+    for ws in [&mut a, &mut b, &mut c] {
+        let joined = ws.recv().await;
+        assert_eq!(
+            (
+                joined["payload"]["type"].clone(),
+                joined["payload"]["user"]["name"].clone()
+            ),
+            (json!("joined"), json!("carol"))
+        );
+    }
+
+    c.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": room_id, "content": "hello team"}})).await;
+    for ws in [&mut a, &mut b, &mut c] {
+        let message = ws.recv().await;
+        assert_eq!(
+            (
+                message["payload"]["content"].clone(),
+                message["payload"]["chat_id"].clone()
+            ),
+            (json!("hello team"), json!(room_id))
+        );
+    }
+    // Dave is no member: he can neither write nor read.
+    d.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": room_id, "content": "let me in"}})).await;
+    assert_eq!(d.recv().await["payload"]["code"], json!(403));
+    d.send(json!({"type": "load", "payload": {"type": "chat", "load_id": room_id, "datetime": b64_time(chrono::Duration::seconds(1)), "count": 5}})).await;
+    assert_eq!(d.recv().await["payload"]["code"], json!(403));
+
+    b.send(json!({"type": "load", "payload": {"type": "chat", "load_id": room_id, "datetime": b64_time(chrono::Duration::seconds(1)), "count": 5}})).await;
+    assert_eq!(b.recv().await["payload"]["content"], json!("hello team"));
+    b.send(json!({"type": "room", "payload": {"type": "members", "room_id": room_id}}))
+        .await;
+    let members = b.recv().await;
+    assert_eq!(
+        members["payload"]["room"]["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{members}"
+    );
+
+    c.send(json!({"type": "room", "payload": {"type": "leave", "room_id": room_id}}))
+        .await;
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(ws.recv().await["payload"]["type"], json!("left"));
+    }
+    c.send(
+        json!({"type": "chat", "payload": {"type": "send", "chat_id": room_id, "content": "gone"}}),
+    )
+    .await;
+    assert_eq!(c.recv().await["payload"]["code"], json!(403));
 
     app.stop().await;
     env.cleanup().await;
