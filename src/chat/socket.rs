@@ -384,10 +384,10 @@ impl Session {
                     self.ok().await;
                     return Ok(());
                 }
-                if let Target::Dm { other } = &target {
-                    if !are_friends(db, me.id, other.id).await.map_err(internal)? {
-                        return Err((403, "you can only message friends".into()));
-                    }
+                if let Target::Dm { other } = &target
+                    && !are_friends(db, me.id, other.id).await.map_err(internal)?
+                {
+                    return Err((403, "you can only message friends".into()));
                 }
                 let nonce = match payload.get("nonce") {
                     None | Some(Value::Null) => None,
