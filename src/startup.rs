@@ -136,6 +136,7 @@ impl Application {
             metrics: crate::http::ops::metrics_handle(),
             login_limits: crate::accounts::http::login_limits(),
             bus: Arc::new(crate::chat::bus::InProcessBus::default()),
+            sessions: Arc::default(),
             settings,
         });
         Ok(Application {

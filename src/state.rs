@@ -34,6 +34,8 @@ pub struct AppInner {
     pub login_limits: Arc<crate::accounts::http::LoginLimits>,
     /// Carries chat frames to every socket of a user.
     pub bus: Arc<dyn crate::chat::bus::Bus>,
+    /// Chat sessions whose socket dropped, waiting for `resume`.
+    pub sessions: Arc<crate::chat::resume::Sessions>,
 }
 
 impl AppState {

@@ -23,6 +23,9 @@ pub trait Bus: Send + Sync + 'static {
     fn sockets(&self) -> usize;
     /// Sockets of one user.
     fn sockets_of(&self, user: i64) -> usize;
+    /// A socket of `user` came (`+1`) or went (`-1`); returns how many are live now. Detached
+    /// sessions waiting for `resume` keep their subscription but are not live.
+    fn live(&self, user: i64, change: i64) -> usize;
 }
 
 /// The sockets of one user on this node: (socket id, its frames).
@@ -32,6 +35,7 @@ type UserSockets = Vec<(u64, mpsc::Sender<Arc<str>>)>;
 pub struct InProcessBus {
     next: AtomicU64,
     sockets: Mutex<HashMap<i64, UserSockets>>,
+    live: Mutex<HashMap<i64, usize>>,
 }
 
 impl Bus for InProcessBus {
@@ -75,6 +79,17 @@ impl Bus for InProcessBus {
             .unwrap_or_else(|p| p.into_inner())
             .get(&user)
             .map_or(0, Vec::len)
+    }
+
+    fn live(&self, user: i64, change: i64) -> usize {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let count = live.entry(user).or_default();
+        *count = (*count as i64 + change).max(0) as usize;
+        let now = *count;
+        if now == 0 {
+            live.remove(&user);
+        }
+        now
     }
 
     fn sockets(&self) -> usize {

@@ -5,6 +5,7 @@
 //! derives as `chat_id XOR requester`; a client can only ever name pairs it belongs to.
 
 pub mod bus;
+pub mod resume;
 pub mod socket;
 
 use serde_json::{Value, json};

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::resume::{FrameLog, SessionState};
 use super::{
     FriendChange, Message as ChatMessage, Room, accept_friend, account_by_id, add_member,
     are_friends, chat_payload, create_room, delete_friend, edit_message, find_message, find_room,
@@ -95,6 +96,9 @@ struct Session {
     account: Option<Account>,
     subscription: Option<(u64, mpsc::Receiver<Arc<str>>)>,
     limiter: DefaultDirectRateLimiter,
+    /// After `auth`: the session id, and the log that numbers every frame sent.
+    session_id: Option<String>,
+    log: std::sync::Mutex<Option<FrameLog>>,
 }
 
 async fn connection(state: AppState, socket: WebSocket) {
@@ -116,6 +120,8 @@ async fn connection(state: AppState, socket: WebSocket) {
         heartbeat_seen: false,
         account: None,
         subscription: None,
+        session_id: None,
+        log: std::sync::Mutex::new(None),
         limiter: RateLimiter::direct(
             Quota::per_second(NonZeroU32::new(FRAMES_PER_SECOND).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(FRAMES_PER_SECOND * 2).unwrap_or(NonZeroU32::MIN)),
@@ -163,20 +169,39 @@ async fn connection(state: AppState, socket: WebSocket) {
     metrics::gauge!("herald_chat_sockets").decrement(1.0);
 }
 
-/// Unsubscribing on the way out, whatever ended the connection.
+/// On the way out, whatever ended the connection: the session is kept for `resume` for a while
+/// (its frames keep being logged), and friends hear the user went offline if this was its last
+/// live socket.
 impl Drop for Session {
     fn drop(&mut self) {
-        if let (Some(account), Some((socket, _))) = (&self.account, &self.subscription) {
-            self.state.bus.unsubscribe(account.id, *socket);
-            if self.state.bus.sockets_of(account.id) == 0 {
-                let (state, account) = (self.state.clone(), account.clone());
-                tokio::spawn(async move {
-                    if let Ok(list) = friends(&state.db, account.id).await {
-                        announce_presence(&state, &account, &list, "offline");
-                    }
-                });
-            }
+        let Some(account) = self.account.take() else {
+            return;
+        };
+        if self.state.bus.live(account.id, -1) == 0 {
+            let (state, account) = (self.state.clone(), account.clone());
+            tokio::spawn(async move {
+                if let Ok(list) = friends(&state.db, account.id).await {
+                    announce_presence(&state, &account, &list, "offline");
+                }
+            });
         }
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (Some((socket_id, receiver)), Some(session), Some(log)) =
+            (self.subscription.take(), self.session_id.take(), log)
+        else {
+            return;
+        };
+        let bus = self.state.bus.clone();
+        self.state.sessions.detach(
+            session,
+            SessionState {
+                account_id: account.id,
+                socket_id,
+                receiver,
+                log,
+            },
+            move |account_id, socket_id| bus.unsubscribe(account_id, socket_id),
+        );
     }
 }
 
@@ -210,8 +235,18 @@ fn str_field<'p>(payload: &'p Value, name: &str) -> Result<&'p str, String> {
 }
 
 impl Session {
+    /// Sends a frame, numbered and logged once the session is authenticated.
     async fn send_text(&self, text: String) {
-        let _ = self.out.send(Message::Text(text.into())).await;
+        let stamped = match self.log.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(log) => log.stamp(&text).to_string(),
+            None => text,
+        };
+        let _ = self.out.send(Message::Text(stamped.into())).await;
+    }
+
+    /// Sends a frame that was numbered already (a replay).
+    async fn send_stamped(&self, text: &str) {
+        let _ = self.out.send(Message::Text(text.to_string().into())).await;
     }
 
     async fn close(&self, code: u16, reason: &'static str) {
@@ -270,6 +305,10 @@ impl Session {
             self.auth(&payload).await;
             return Next::Continue;
         }
+        if kind == "resume" {
+            self.resume(&payload).await;
+            return Next::Continue;
+        }
         let Some(me) = self.account.clone() else {
             self.error(401, "authenticate first (an auth frame with a login token)")
                 .await;
@@ -321,9 +360,12 @@ impl Session {
             _ => return self.error(500, "internal error").await,
         };
         self.subscription = Some(self.state.bus.subscribe(account.id));
-        if self.state.bus.sockets_of(account.id) == 1 {
+        if self.state.bus.live(account.id, 1) == 1 {
             announce_presence(&self.state, &account, &mutual, "online");
         }
+        let session = crate::accounts::random_secret();
+        *self.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(FrameLog::default());
+        self.session_id = Some(session.clone());
         self.send_text(frame(
             "auth",
             json!({
@@ -331,10 +373,65 @@ impl Session {
                 "mutual_requests": requests.iter().map(user_object).collect::<Vec<_>>(),
                 "mutual_users": mutual.iter().map(user_object).collect::<Vec<_>>(),
                 "rooms": rooms.iter().map(|r| json!({"id": r.id.to_string(), "name": r.name})).collect::<Vec<_>>(),
+                "session": session,
             }),
         ))
         .await;
         self.account = Some(account);
+    }
+
+    /// `{"type":"resume","payload":{"session","auth","last_seq"}}` on a fresh socket (after its
+    /// heartbeat): replays the frames after `last_seq` in order and carries the session on, or
+    /// answers 410 when it cannot (then authenticate and load history as usual).
+    async fn resume(&mut self, payload: &Value) {
+        if self.account.is_some() {
+            return self.error(400, "already authenticated").await;
+        }
+        let (Ok(session), Ok(token)) = (str_field(payload, "session"), str_field(payload, "auth"))
+        else {
+            return self
+                .error(400, "resume needs session, auth and last_seq")
+                .await;
+        };
+        let Some(last_seq) = payload.get("last_seq").and_then(Value::as_u64) else {
+            return self.error(400, "last_seq must be a number").await;
+        };
+        let account = match crate::accounts::account_for_token(&self.state.db, token).await {
+            Ok(Some(account)) => account,
+            Ok(None) => {
+                return self
+                    .error(401, "this token is not valid (expired or logged out)")
+                    .await;
+            }
+            Err(_) => return self.error(500, "internal error").await,
+        };
+        let cannot = "cannot resume this session; send auth and load the history";
+        let Some(state) = self.state.sessions.resume(session, account.id).await else {
+            return self.error(410, cannot).await;
+        };
+        let Some(missed) = state.log.since(last_seq) else {
+            self.state
+                .bus
+                .unsubscribe(state.account_id, state.socket_id);
+            return self.error(410, cannot).await;
+        };
+        for frame_text in &missed {
+            self.send_stamped(frame_text).await;
+        }
+        if self.state.bus.live(account.id, 1) == 1
+            && let Ok(list) = friends(&self.state.db, account.id).await
+        {
+            announce_presence(&self.state, &account, &list, "online");
+        }
+        self.subscription = Some((state.socket_id, state.receiver));
+        *self.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.log);
+        self.session_id = Some(session.to_string());
+        self.account = Some(account);
+        self.send_text(frame(
+            "resumed",
+            json!({"session": session, "replayed": missed.len()}),
+        ))
+        .await;
     }
 
     /// The other participant of a DM named by its XOR id, resolved for this requester only.

@@ -60,6 +60,16 @@ impl Ws {
         }
     }
 
+    /// The next frame that is not a presence update.
+    async fn recv_not_presence(&mut self) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] != json!("presence") {
+                return frame;
+            }
+        }
+    }
+
     /// Waits for the server to close; returns the close code.
     async fn closed(&mut self, within: Duration) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + within;
@@ -142,7 +152,10 @@ async fn friends_chat_edit_delete_and_history(env: TestEnv) {
     let chat_id = (alice_id ^ bob_id).to_string();
     a.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "hi bob"}})).await;
     let (mine, theirs) = (a.recv().await, b.recv().await);
-    assert_eq!(mine, theirs, "both participants get the same frame");
+    assert_eq!(
+        mine["payload"], theirs["payload"],
+        "both participants get the same frame"
+    );
     assert_eq!(mine["type"], json!("chat"));
     let payload = &mine["payload"];
     assert_eq!(payload["type"], json!("send"));
@@ -396,7 +409,7 @@ async fn presence_typing_and_idempotent_send(env: TestEnv) {
     let send = json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "once", "nonce": "n-1"}});
     a.send(send.clone()).await;
     let first = a.recv().await;
-    assert_eq!(b.recv().await, first);
+    assert_eq!(b.recv().await["payload"], first["payload"]);
     a.send(send).await;
     let again = a.recv().await;
     assert_eq!(again["payload"]["id"], first["payload"]["id"]);
@@ -448,7 +461,7 @@ async fn a_group_room_of_three(env: TestEnv) {
     .await;
     let created = a.recv().await;
     assert_eq!(created["payload"]["type"], json!("created"), "{created}");
-    assert_eq!(b.recv().await, created);
+    assert_eq!(b.recv().await["payload"], created["payload"]);
     let room_id = created["payload"]["room"]["id"]
         .as_str()
         .expect("room id")
@@ -515,6 +528,83 @@ async fn a_group_room_of_three(env: TestEnv) {
     )
     .await;
     assert_eq!(c.recv().await["payload"]["code"], json!(403));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+both_backends!(a_dropped_socket_resumes_with_exactly_the_missed_frames);
+
+async fn a_dropped_socket_resumes_with_exactly_the_missed_frames(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let alice = sign_up(
+        &app,
+        &smtp,
+        "alice",
+        "alice@example.com",
+        "alice's password",
+    )
+    .await;
+    let bob = sign_up(&app, &smtp, "bob", "bob@example.com", "bob's password").await;
+    let (mut a, alice_auth) = Ws::start(&app, &alice).await;
+    let (mut b, bob_auth) = Ws::start(&app, &bob).await;
+    befriend(&mut a, &mut b, "bob", "alice").await;
+    let session = alice_auth["session"]
+        .as_str()
+        .expect("a session id")
+        .to_string();
+    let chat_id = (id_of(&alice_auth["self_user"]) ^ id_of(&bob_auth["self_user"])).to_string();
+    let say = |text: &str| json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": text}});
+
+    b.send(say("one")).await;
+    b.recv_not_presence().await;
+    let seen = a.recv().await;
+    assert_eq!(seen["payload"]["content"], json!("one"));
+    let last_seq = seen["seq"].as_u64().expect("server frames carry seq");
+
+    // Alice's connection drops; Bob writes twice meanwhile.
+    drop(a);
+    b.send(say("two")).await;
+    b.send(say("three")).await;
+    b.recv_not_presence().await;
+    b.recv_not_presence().await;
+
+    let mut a = Ws::connect(&app).await;
+    a.send(json!({"type": "heartbeat", "payload": 1})).await;
+    a.recv().await;
+    a.send(json!({"type": "resume", "payload": {"session": session, "auth": alice, "last_seq": last_seq}})).await;
+    let two = a.recv().await;
+    let three = a.recv().await;
+    assert_eq!(
+        (two["payload"]["content"].clone(), two["seq"].clone()),
+        (json!("two"), json!(last_seq + 1))
+    );
+    assert_eq!(
+        (three["payload"]["content"].clone(), three["seq"].clone()),
+        (json!("three"), json!(last_seq + 2))
+    );
+    let resumed = a.recv().await;
+    assert_eq!(
+        (
+            resumed["type"].clone(),
+            resumed["payload"]["replayed"].clone()
+        ),
+        (json!("resumed"), json!(2))
+    );
+    b.send(say("four")).await;
+    let four = a.recv().await;
+    assert_eq!(four["payload"]["content"], json!("four"));
+    assert!(four["seq"].as_u64().expect("seq") > last_seq + 2);
+
+    // An unknown session, or one already taken over, cannot be resumed.
+    let mut other = Ws::connect(&app).await;
+    other.send(json!({"type": "heartbeat", "payload": 1})).await;
+    other.recv().await;
+    other.send(json!({"type": "resume", "payload": {"session": session, "auth": alice, "last_seq": 0}})).await;
+    assert_eq!(other.recv().await["payload"]["code"], json!(410));
+    other.send(json!({"type": "resume", "payload": {"session": "made-up", "auth": alice, "last_seq": 0}})).await;
+    assert_eq!(other.recv().await["payload"]["code"], json!(410));
 
     app.stop().await;
     env.cleanup().await;
