@@ -116,6 +116,16 @@ impl Application {
         .context("could not build the webhook HTTP client")?;
         channels.insert("webhook", webhooks);
 
+        let ids = Arc::new(IdGenerator::new(worker_id));
+        let bus: Arc<dyn crate::chat::bus::Bus> =
+            Arc::new(crate::chat::bus::InProcessBus::default());
+        let bot_id = crate::channels::chat::ensure_bot_account(&db, &ids)
+            .await
+            .context("could not create the herald bot account")?;
+        channels.insert(
+            "chat",
+            crate::channels::chat::ChatChannel::new(db.clone(), ids.clone(), bus.clone(), bot_id),
+        );
         let (local_queue, local_receiver) = crate::outbox::LocalQueue::new(
             LOCAL_QUEUE_CAPACITY,
             crate::outbox::lease_for(settings.delivery_timeout),
@@ -130,12 +140,12 @@ impl Application {
             ),
             git: GitRemotes::new(&settings.data_dir),
             db,
-            ids: Arc::new(IdGenerator::new(worker_id)),
+            ids,
             http,
             outbox_wake: Arc::new(Notify::new()),
             metrics: crate::http::ops::metrics_handle(),
             login_limits: crate::accounts::http::login_limits(),
-            bus: Arc::new(crate::chat::bus::InProcessBus::default()),
+            bus,
             sessions: Arc::default(),
             settings,
         });

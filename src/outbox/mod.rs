@@ -124,7 +124,7 @@ pub async fn enqueue_leased(
 
 /// Channels whose deliveries may skip the claim round trip: no global pacing, so a leased row
 /// never waits in memory longer than its lease.
-pub const FAST_PATH_CHANNELS: &[&str] = &["webhook", "email"];
+pub const FAST_PATH_CHANNELS: &[&str] = &["webhook", "email", "chat"];
 
 /// Deliveries enqueued by this node, leased to it in the same transaction and handed to its
 /// dispatcher in memory — no claim query in between. Bounded: when the dispatcher is behind,

@@ -281,7 +281,8 @@ async fn sign_up_and_login_refuse_bad_input(env: TestEnv) {
         }
     }
     assert!(limited, "login attempts are rate-limited");
-    assert_eq!(app.count("SELECT COUNT(*) FROM accounts").await, 1);
+    // bob, and the herald bot account.
+    assert_eq!(app.count("SELECT COUNT(*) FROM accounts").await, 2);
 
     app.stop().await;
     env.cleanup().await;

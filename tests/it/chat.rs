@@ -609,3 +609,66 @@ async fn a_dropped_socket_resumes_with_exactly_the_missed_frames(env: TestEnv) {
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(push_notifications_arrive_as_chat_messages_from_the_bot);
+
+async fn push_notifications_arrive_as_chat_messages_from_the_bot(env: TestEnv) {
+    use herald::testkit::git_repo::GitRepo;
+    use reqwest::Method;
+    let smtp = FakeSmtp::start().await;
+    let repo = GitRepo::new();
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let alice = sign_up(
+        &app,
+        &smtp,
+        "alice",
+        "alice@example.com",
+        "alice's password",
+    )
+    .await;
+    let (mut a, auth) = Ws::start(&app, &alice).await;
+    let alice_id = id_of(&auth["self_user"]);
+
+    let (status, contact) = app
+        .admin(
+            Method::POST,
+            "/api/v1/contacts",
+            Some(json!({"channel": "chat", "address": alice_id.to_string()})),
+        )
+        .await;
+    assert_eq!(status, 201, "{contact}");
+    let (status, answer) = app
+        .admin(
+            Method::POST,
+            "/api/v1/subscriptions",
+            Some(json!({"contact_id": contact["id"], "repository": repo.url(), "branch": "main"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let sha = repo.commit("a.txt", "1", "Ship chat notifications");
+    app.wait_for_head("main", &sha).await;
+
+    let message = a.recv_not_presence().await;
+    assert_eq!(message["type"], json!("chat"), "{message}");
+    assert!(
+        message["payload"]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("Ship chat notifications")),
+        "{message}"
+    );
+    let bot_id: i64 = message["payload"]["user_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("id");
+    assert_eq!(
+        message["payload"]["chat_id"],
+        json!((bot_id ^ alice_id).to_string())
+    );
+    // It is a DM like any other: in the history.
+    a.send(json!({"type": "load", "payload": {"type": "chat", "load_id": (bot_id ^ alice_id).to_string(), "datetime": b64_time(chrono::Duration::seconds(1)), "count": 5}})).await;
+    assert_eq!(a.recv().await["payload"]["id"], message["payload"]["id"]);
+
+    app.stop().await;
+    env.cleanup().await;
+}
