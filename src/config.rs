@@ -159,6 +159,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "45s",
         "close a chat socket silent this long (40 s + 5 s grace)",
     ),
+    (
+        "HERALD_LOGIN_ATTEMPTS_PER_MINUTE",
+        "30",
+        "login attempts allowed per client address per minute",
+    ),
 ];
 
 /// Settings that exist only to pick the file; they are read before the file is.
@@ -237,6 +242,7 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     pub log_format: LogFormat,
     pub ws_heartbeat_timeout: Duration,
+    pub login_attempts_per_minute: u32,
 }
 
 impl Settings {
@@ -407,6 +413,7 @@ impl Settings {
                 "45s",
                 parse_duration,
             )?,
+            login_attempts_per_minute: rate("HERALD_LOGIN_ATTEMPTS_PER_MINUTE", "30")?,
         })
     }
 

@@ -144,7 +144,7 @@ impl Application {
             http,
             outbox_wake: Arc::new(Notify::new()),
             metrics: crate::http::ops::metrics_handle(),
-            login_limits: crate::accounts::http::login_limits(),
+            login_limits: crate::accounts::http::login_limits(settings.login_attempts_per_minute),
             bus,
             sessions: Arc::default(),
             settings,

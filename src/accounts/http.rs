@@ -98,11 +98,12 @@ pub struct LoginLimits {
     per_account: DefaultKeyedRateLimiter<String>,
 }
 
-impl Default for LoginLimits {
-    fn default() -> Self {
+impl LoginLimits {
+    /// `per_address` attempts per minute from one client address; ten per account.
+    pub fn new(per_address: u32) -> LoginLimits {
         let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         LoginLimits {
-            per_address: RateLimiter::keyed(per_minute(30)),
+            per_address: RateLimiter::keyed(per_minute(per_address)),
             per_account: RateLimiter::keyed(per_minute(10)),
         }
     }
@@ -337,8 +338,8 @@ async fn me(current: CurrentAccount) -> Json<Value> {
 }
 
 /// Shared limits live in the app state; this builds them.
-pub fn login_limits() -> Arc<LoginLimits> {
-    Arc::new(LoginLimits::default())
+pub fn login_limits(per_address: u32) -> Arc<LoginLimits> {
+    Arc::new(LoginLimits::new(per_address))
 }
 
 #[cfg(test)]

@@ -91,6 +91,27 @@ enum Scenario {
         #[arg(long)]
         with_hanging: bool,
     },
+    /// Idle authenticated chat sockets: memory per socket, CPU at rest with heartbeats.
+    ChatSockets {
+        #[arg(long, default_value_t = 10_000)]
+        sockets: usize,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// DM sender → recipient latency at a fixed rate across pairs of friends.
+    ChatLatency {
+        #[arg(long, default_value_t = 1000)]
+        pairs: usize,
+        #[arg(long, default_value_t = 2000)]
+        rate: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// argon2id password checks per second (what a login costs), with herald's parameters.
+    Login {
+        #[arg(long, default_value_t = 200)]
+        checks: usize,
+    },
     /// One push to a branch with many subscribers.
     Fanout {
         #[arg(long, default_value_t = 10_000)]
@@ -855,6 +876,319 @@ async fn webhook_delivery_latency(
     describe("push sent → delivery received", samples);
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Signs up `name` through the API and the (fake) mail, and logs in; returns (token, account id).
+async fn bench_account(
+    herald: &Herald,
+    smtp: &herald::testkit::fake_smtp::FakeSmtp,
+    name: &str,
+) -> String {
+    let email = format!("{name}@example.com");
+    let response = herald
+        .client
+        .post(format!("{}/api/v1/auth/register", herald.url))
+        .json(&json!({"name": name, "email": email, "password": "bench password"}))
+        .send()
+        .await
+        .expect("register");
+    assert!(response.status().is_success(), "register {name}");
+    let link = loop {
+        if let Some(mail) = smtp.last_mail_to(&email) {
+            let text = mail.body_text();
+            let start = text.find("http://").expect("link");
+            break text[start..]
+                .split_whitespace()
+                .next()
+                .expect("link")
+                .to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    herald.client.get(&link).send().await.expect("verify");
+    let answer: Value = herald
+        .client
+        .post(format!("{}/api/v1/auth/login", herald.url))
+        .json(&json!({"email": email, "password": "bench password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    answer["payload"]["token"]
+        .as_str()
+        .expect("token")
+        .to_string()
+}
+
+/// Opens a socket, sends heartbeat and auth, and returns it with the auth payload.
+async fn chat_socket(url: &str, token: &str) -> (Ws, Value) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket");
+    ws.send(Message::text(r#"{"type":"heartbeat","payload":0}"#))
+        .await
+        .expect("send");
+    ws.send(Message::text(
+        json!({"type": "auth", "payload": {"auth": token}}).to_string(),
+    ))
+    .await
+    .expect("send");
+    let mut auth = Value::Null;
+    while auth.is_null() {
+        if let Some(Ok(Message::Text(text))) = ws.next().await {
+            let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+            if frame["type"] == json!("auth") {
+                auth = frame["payload"].clone();
+            }
+        }
+    }
+    (ws, auth)
+}
+
+async fn chat_sockets(args: &Args, sockets: usize, seconds: u64) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let smtp = herald::testkit::fake_smtp::FakeSmtp::start().await;
+    let herald = Herald::start(args, &[("HERALD_SMTP_URL", smtp.url.clone())]).await;
+    let token = bench_account(&herald, &smtp, "bench").await;
+    let url = format!("{}/ws", herald.url.replace("http://", "ws://"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, rss0) = herald.usage();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for batch in 0..sockets.div_ceil(100) {
+        let mut handshakes = tokio::task::JoinSet::new();
+        for _ in 0..100.min(sockets - batch * 100) {
+            let (url, token) = (url.clone(), token.clone());
+            handshakes.spawn(async move { chat_socket(&url, &token).await.0 });
+        }
+        while let Some(Ok(mut ws)) = handshakes.join_next().await {
+            opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Each client heartbeats every 30 s, as the reference clients do, and reads what comes.
+            tasks.spawn(async move {
+                let mut ticker = tokio::time::interval(Duration::from_secs(30));
+                ticker.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => {
+                            if ws.send(Message::text(r#"{"type":"heartbeat","payload":1}"#)).await.is_err() { break; }
+                        }
+                        frame = ws.next() => if frame.is_none() { break },
+                    }
+                }
+            });
+        }
+    }
+    let connect_time = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (cpu0, rss1) = herald.usage();
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (cpu1, rss2) = herald.usage();
+    let n = opened.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "backend: {:?}; {n} authenticated sockets opened in {:.1} s",
+        args.backend,
+        connect_time.as_secs_f64()
+    );
+    println!(
+        "herald RSS: {} MiB before, {} MiB with the sockets: {:.1} KiB per idle socket",
+        rss0 / 1024,
+        rss1 / 1024,
+        (rss1.saturating_sub(rss0)) as f64 / n.max(1) as f64
+    );
+    println!(
+        "at rest with a heartbeat per socket every 30 s ({:.0}/s): herald CPU {:.1}% of one core; RSS after {} s: {} MiB",
+        n as f64 / 30.0,
+        100.0 * (cpu1 - cpu0) / t0.elapsed().as_secs_f64(),
+        seconds,
+        rss2 / 1024
+    );
+    tasks.abort_all();
+}
+
+async fn chat_latency(args: &Args, pairs: usize, rate: usize, seconds: u64) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let smtp = herald::testkit::fake_smtp::FakeSmtp::start().await;
+    let herald = Arc::new(
+        Herald::start(
+            args,
+            &[
+                ("HERALD_SMTP_URL", smtp.url.clone()),
+                // Every bench client logs in from 127.0.0.1.
+                ("HERALD_LOGIN_ATTEMPTS_PER_MINUTE", "1000000".into()),
+            ],
+        )
+        .await,
+    );
+    let url = format!("{}/ws", herald.url.replace("http://", "ws://"));
+    let setup = Instant::now();
+    let mut senders = Vec::new();
+    let epoch = Instant::now();
+    let samples: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
+    let mut readers = tokio::task::JoinSet::new();
+    // Pairs are set up 16 at a time (each sign-up costs two argon2 hashes).
+    let smtp = Arc::new(smtp);
+    let mut setups = tokio::task::JoinSet::new();
+    let mut next = 0;
+    let mut made = Vec::new();
+    while made.len() < pairs {
+        while setups.len() < 16 && next < pairs {
+            let (herald, smtp, url) = (herald.clone(), smtp.clone(), url.clone());
+            let p = next;
+            next += 1;
+            setups.spawn(async move {
+                let (left, right) = (format!("s{p}"), format!("r{p}"));
+                let (left_token, right_token) = tokio::join!(
+                    bench_account(&herald, &smtp, &left),
+                    bench_account(&herald, &smtp, &right)
+                );
+                let (mut a, a_auth) = chat_socket(&url, &left_token).await;
+                let (mut b, b_auth) = chat_socket(&url, &right_token).await;
+                a.send(Message::text(
+                    json!({"type": "mutual_users", "payload": {"type": "request", "name": right}})
+                        .to_string(),
+                ))
+                .await
+                .expect("send");
+                // The request must be stored before it can be accepted.
+                while let Some(Ok(Message::Text(text))) = a.next().await {
+                    if text.as_str().contains("\"ok\"") {
+                        break;
+                    }
+                }
+                b.send(Message::text(
+                    json!({"type": "mutual_users", "payload": {"type": "response", "name": left}})
+                        .to_string(),
+                ))
+                .await
+                .expect("send");
+                let id = |auth: &Value| {
+                    auth["self_user"]["id"]
+                        .as_str()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .expect("id")
+                };
+                let chat_id = (id(&a_auth) ^ id(&b_auth)).to_string();
+                // The friendship is done when the "response" reaches the requester.
+                while let Some(Ok(Message::Text(text))) = a.next().await {
+                    if text.as_str().contains("\"response\"") {
+                        break;
+                    }
+                }
+                (a, b, chat_id)
+            });
+        }
+        if let Some(Ok(pair)) = setups.join_next().await {
+            made.push(pair);
+        }
+    }
+    for (a, mut b, chat_id) in made {
+        senders.push((a, chat_id));
+        let samples = samples.clone();
+        readers.spawn(async move {
+            while let Some(Ok(message)) = b.next().await {
+                if let Message::Text(text) = message {
+                    let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                    if let Some(sent) = frame["payload"]["content"]
+                        .as_str()
+                        .and_then(|c| c.strip_prefix("t="))
+                        .and_then(|n| n.parse::<u64>().ok())
+                    {
+                        let latency = epoch.elapsed().saturating_sub(Duration::from_nanos(sent));
+                        samples.lock().expect("lock").push(latency);
+                    }
+                }
+            }
+        });
+    }
+    println!(
+        "backend: {:?}; {pairs} pairs of friends set up in {:.1} s",
+        args.backend,
+        setup.elapsed().as_secs_f64()
+    );
+    // Each sender writes at rate / pairs messages per second; senders start spread evenly.
+    let per_pair = (rate as f64 / pairs as f64).max(0.01);
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (ws, chat_id)) in senders.into_iter().enumerate() {
+        let sent = sent.clone();
+        tasks.spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            // The sender's own copies come back; read and drop them.
+            let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+            tokio::time::sleep(Duration::from_secs_f64(index as f64 / rate as f64)).await;
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / per_pair));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let stop = Instant::now() + Duration::from_secs(seconds);
+            while Instant::now() < stop {
+                ticker.tick().await;
+                let content = format!("t={}", epoch.elapsed().as_nanos());
+                let frame = json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": content}});
+                if sink.send(Message::text(frame.to_string())).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            drain.abort();
+        });
+    }
+    let (cpu0, _) = herald.usage();
+    let t0 = Instant::now();
+    while tasks.join_next().await.is_some() {}
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (cpu1, _) = herald.usage();
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let wait = Instant::now();
+    while samples.lock().expect("lock").len() < sent && wait.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    readers.abort_all();
+    let samples = samples.lock().expect("lock").clone();
+    println!(
+        "{} messages sent at {:.0}/s, {} received; herald CPU {:.0}% of one core",
+        sent,
+        sent as f64 / elapsed,
+        samples.len(),
+        100.0 * (cpu1 - cpu0) / elapsed
+    );
+    describe("DM sender → recipient", samples);
+}
+
+/// argon2id checks per second on this machine, with the parameters herald uses.
+async fn login_cost(checks: usize) {
+    let hash = herald::accounts::hash_password("bench password".into())
+        .await
+        .expect("hash");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per_task = checks.div_ceil(2);
+    for _ in 0..2 {
+        let hash = hash.clone();
+        tasks.spawn(async move {
+            for _ in 0..per_task {
+                assert!(
+                    herald::accounts::verify_password("bench password".into(), hash.clone()).await
+                );
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "argon2id (m=19456 KiB, t=2, p=1): {:.0} password checks/s on 2 cores ({:.1} ms each on one core)",
+        (per_task * 2) as f64 / elapsed,
+        elapsed * 1000.0 * 2.0 / (per_task * 2) as f64
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -872,6 +1206,13 @@ async fn main() {
             seconds,
         } => git_polling(&args, *remotes, interval, *seconds).await,
         Scenario::Fanout { subscribers, rate } => fanout(&args, *subscribers, *rate).await,
+        Scenario::ChatSockets { sockets, seconds } => chat_sockets(&args, *sockets, *seconds).await,
+        Scenario::ChatLatency {
+            pairs,
+            rate,
+            seconds,
+        } => chat_latency(&args, *pairs, *rate, *seconds).await,
+        Scenario::Login { checks } => login_cost(*checks).await,
         Scenario::WebhookThroughput {
             endpoints,
             seconds,

@@ -75,6 +75,17 @@ impl FakeSmtp {
         }
     }
 
+    /// The newest mail to `address`, without copying the others.
+    pub fn last_mail_to(&self, address: &str) -> Option<Mail> {
+        self.mails
+            .lock()
+            .expect("lock")
+            .iter()
+            .rev()
+            .find(|m| m.to.iter().any(|t| t == address))
+            .cloned()
+    }
+
     pub fn mails(&self) -> Vec<Mail> {
         self.mails.lock().expect("lock").clone()
     }
