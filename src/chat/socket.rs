@@ -146,7 +146,16 @@ async fn connection(state: AppState, socket: WebSocket) {
                 None => break,
             },
             received = stream.next() => match received {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                None | Some(Ok(Message::Close(_))) => break,
+                Some(Err(error)) => {
+                    let text = error.to_string();
+                    if text.contains("too long") || text.contains("Space limit") {
+                        session.close(1009, "frame too large (at most 64 KiB)").await;
+                    } else {
+                        session.close(1002, "protocol error").await;
+                    }
+                    break;
+                }
                 Some(Ok(Message::Text(text))) => {
                     match session.on_text(text.as_str()).await {
                         Next::Continue => {}

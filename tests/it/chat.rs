@@ -347,6 +347,23 @@ async fn bad_frames_get_errors_and_others_keep_working(env: TestEnv) {
         );
     }
 
+    // More than 20 frames a second (burst 40) are refused with 429; the socket stays usable.
+    for i in 0..60 {
+        b.send(json!({"type": "heartbeat", "payload": i})).await;
+    }
+    let mut limited = 0;
+    for _ in 0..60 {
+        let frame = b.recv().await;
+        if frame["type"] == json!("error") && frame["payload"]["code"] == json!(429) {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "per-connection rate limit");
+    // A frame over 64 KiB closes that socket (1009, message too big) and no other.
+    let (mut big, _) = Ws::start(&app, &alice).await;
+    big.send_raw(&"x".repeat(70 * 1024)).await;
+    assert_eq!(big.closed(Duration::from_secs(5)).await, Some(1009));
+
     // A silent socket is closed after the heartbeat timeout (a second node with a test-sized
     // timeout); the others go on.
     let quick = env.spawn(&[("HERALD_WS_HEARTBEAT_TIMEOUT", "1s")]).await;
