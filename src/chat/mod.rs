@@ -116,6 +116,17 @@ pub enum FriendChange {
     Nothing(&'static str),
 }
 
+impl FriendChange {
+    /// `Done` if the statement changed a row, else `Nothing` with the reason to tell the user.
+    fn from_rows(rows: u64, nothing: &'static str) -> FriendChange {
+        if rows > 0 {
+            FriendChange::Done
+        } else {
+            FriendChange::Nothing(nothing)
+        }
+    }
+}
+
 pub async fn request_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange, StoreError> {
     if me == them {
         return Ok(FriendChange::Nothing("you cannot befriend yourself"));
@@ -143,11 +154,10 @@ pub async fn request_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange,
     .bind(crate::ids::now_ms())
     .execute(db.writer())
     .await?;
-    Ok(if inserted.rows_affected() > 0 {
-        FriendChange::Done
-    } else {
-        FriendChange::Nothing("the request was already sent")
-    })
+    Ok(FriendChange::from_rows(
+        inserted.rows_affected(),
+        "the request was already sent",
+    ))
 }
 
 /// Accepts `them`'s pending request.
@@ -159,11 +169,10 @@ pub async fn accept_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange, 
     .bind(me)
     .execute(db.writer())
     .await?;
-    Ok(if accepted.rows_affected() > 0 {
-        FriendChange::Done
-    } else {
-        FriendChange::Nothing("there is no request from that user")
-    })
+    Ok(FriendChange::from_rows(
+        accepted.rows_affected(),
+        "there is no request from that user",
+    ))
 }
 
 /// Withdraws my own pending request to `them`.
@@ -175,11 +184,10 @@ pub async fn withdraw_request(db: &Db, me: i64, them: i64) -> Result<FriendChang
     .bind(them)
     .execute(db.writer())
     .await?;
-    Ok(if deleted.rows_affected() > 0 {
-        FriendChange::Done
-    } else {
-        FriendChange::Nothing("there is no request to that user")
-    })
+    Ok(FriendChange::from_rows(
+        deleted.rows_affected(),
+        "there is no request to that user",
+    ))
 }
 
 /// Declines `them`'s request, or ends a friendship (for both sides).
@@ -192,11 +200,10 @@ pub async fn delete_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange, 
     .bind(me)
     .execute(db.writer())
     .await?;
-    Ok(if deleted.rows_affected() > 0 {
-        FriendChange::Done
-    } else {
-        FriendChange::Nothing("that user is neither a friend nor asking to be one")
-    })
+    Ok(FriendChange::from_rows(
+        deleted.rows_affected(),
+        "that user is neither a friend nor asking to be one",
+    ))
 }
 
 #[derive(Debug, Clone)]
