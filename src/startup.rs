@@ -228,6 +228,13 @@ impl Application {
         }
 
         let app = crate::http::router(state.clone());
+        // Small frames (chat, webhook answers) must not wait for Nagle's algorithm.
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(%error, "could not set TCP_NODELAY");
+                }
+            });
         let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -132,14 +132,7 @@ pub async fn request_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange,
         return Ok(FriendChange::Nothing("you cannot befriend yourself"));
     }
     // If they already asked me, asking back accepts.
-    let accepted = sqlx::query(
-        "UPDATE friendships SET accepted = 1 WHERE requester_id = $1 AND addressee_id = $2 AND accepted = 0",
-    )
-    .bind(them)
-    .bind(me)
-    .execute(db.writer())
-    .await?;
-    if accepted.rows_affected() > 0 {
+    if accept_friend(db, me, them).await? == FriendChange::Done {
         return Ok(FriendChange::Done);
     }
     if are_friends(db, me, them).await? {
@@ -160,50 +153,48 @@ pub async fn request_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange,
     ))
 }
 
+/// Runs one friendship statement over (`first`, `second`) and says whether it changed anything.
+async fn change_pair(
+    db: &Db,
+    sql: &'static str,
+    first: i64,
+    second: i64,
+    nothing: &'static str,
+) -> Result<FriendChange, StoreError> {
+    let result = sqlx::query(sql)
+        .bind(first)
+        .bind(second)
+        .execute(db.writer())
+        .await?;
+    Ok(FriendChange::from_rows(result.rows_affected(), nothing))
+}
+
+const ACCEPT: &str = "UPDATE friendships SET accepted = 1 WHERE requester_id = $1 AND addressee_id = $2 AND accepted = 0";
+
 /// Accepts `them`'s pending request.
 pub async fn accept_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange, StoreError> {
-    let accepted = sqlx::query(
-        "UPDATE friendships SET accepted = 1 WHERE requester_id = $1 AND addressee_id = $2 AND accepted = 0",
-    )
-    .bind(them)
-    .bind(me)
-    .execute(db.writer())
-    .await?;
-    Ok(FriendChange::from_rows(
-        accepted.rows_affected(),
-        "there is no request from that user",
-    ))
+    change_pair(db, ACCEPT, them, me, "there is no request from that user").await
 }
 
 /// Withdraws my own pending request to `them`.
 pub async fn withdraw_request(db: &Db, me: i64, them: i64) -> Result<FriendChange, StoreError> {
-    let deleted = sqlx::query(
-        "DELETE FROM friendships WHERE requester_id = $1 AND addressee_id = $2 AND accepted = 0",
-    )
-    .bind(me)
-    .bind(them)
-    .execute(db.writer())
-    .await?;
-    Ok(FriendChange::from_rows(
-        deleted.rows_affected(),
-        "there is no request to that user",
-    ))
+    let sql =
+        "DELETE FROM friendships WHERE requester_id = $1 AND addressee_id = $2 AND accepted = 0";
+    change_pair(db, sql, me, them, "there is no request to that user").await
 }
 
 /// Declines `them`'s request, or ends a friendship (for both sides).
 pub async fn delete_friend(db: &Db, me: i64, them: i64) -> Result<FriendChange, StoreError> {
-    let deleted = sqlx::query(
-        "DELETE FROM friendships WHERE (requester_id = $1 AND addressee_id = $2) \
-         OR (requester_id = $2 AND addressee_id = $1 AND accepted = 1)",
-    )
-    .bind(them)
-    .bind(me)
-    .execute(db.writer())
-    .await?;
-    Ok(FriendChange::from_rows(
-        deleted.rows_affected(),
+    let sql = "DELETE FROM friendships WHERE (requester_id = $1 AND addressee_id = $2) \
+               OR (requester_id = $2 AND addressee_id = $1 AND accepted = 1)";
+    change_pair(
+        db,
+        sql,
+        them,
+        me,
         "that user is neither a friend nor asking to be one",
-    ))
+    )
+    .await
 }
 
 #[derive(Debug, Clone)]
