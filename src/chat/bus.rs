@@ -19,10 +19,6 @@ pub trait Bus: Send + Sync + 'static {
     /// A new socket of `user`: its id and its frames.
     fn subscribe(&self, user: i64) -> (u64, mpsc::Receiver<Arc<str>>);
     fn unsubscribe(&self, user: i64, socket: u64);
-    /// Sockets connected to this node.
-    fn sockets(&self) -> usize;
-    /// Sockets of one user.
-    fn sockets_of(&self, user: i64) -> usize;
     /// A socket of `user` came (`+1`) or went (`-1`); returns how many are live now. Detached
     /// sessions waiting for `resume` keep their subscription but are not live.
     fn live(&self, user: i64, change: i64) -> usize;
@@ -73,14 +69,6 @@ impl Bus for InProcessBus {
         }
     }
 
-    fn sockets_of(&self, user: i64) -> usize {
-        self.sockets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&user)
-            .map_or(0, Vec::len)
-    }
-
     fn live(&self, user: i64, change: i64) -> usize {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let count = live.entry(user).or_default();
@@ -90,14 +78,5 @@ impl Bus for InProcessBus {
             live.remove(&user);
         }
         now
-    }
-
-    fn sockets(&self) -> usize {
-        self.sockets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(Vec::len)
-            .sum()
     }
 }

@@ -51,20 +51,6 @@ pub fn is_admin(parts: &Parts, state: &AppState) -> bool {
         .any(|given| bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())))
 }
 
-/// For pages and reference routes where strangers must learn nothing: the operator, or `None`.
-pub struct MaybeAdmin(pub bool);
-
-impl FromRequestParts<AppState> for MaybeAdmin {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(MaybeAdmin(is_admin(parts, state)))
-    }
-}
-
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
