@@ -970,3 +970,106 @@ async fn projects_belong_to_accounts_and_owners_hear_of_disabled_hooks(env: Test
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(a_hook_failing_for_five_days_is_disabled_and_its_owner_told);
+
+async fn a_hook_failing_for_five_days_is_disabled_and_its_owner_told(env: TestEnv) {
+    use herald::testkit::fake_smtp::FakeSmtp;
+    let smtp = FakeSmtp::start().await;
+    let failing = Receiver::start().await;
+    failing.set_always(Some(Reply::Status(500)));
+    let repo = GitRepo::new();
+    let app = env
+        .spawn(&[
+            ("HERALD_SMTP_URL", smtp.url.as_str()),
+            (
+                "HERALD_RETRY_SCHEDULE",
+                "300ms,300ms,300ms,300ms,300ms,300ms",
+            ),
+        ])
+        .await;
+    let alice = crate::accounts::sign_up(
+        &app,
+        &smtp,
+        "alice",
+        "alice@example.com",
+        "alice's password",
+    )
+    .await;
+    let post = |path: &str, body: Value| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(&alice)
+            .json(&body)
+            .send()
+    };
+    let response = post(
+        "/api/v1/projects",
+        json!({"name": "app", "repository": repo.url()}),
+    )
+    .await
+    .expect("project");
+    assert_eq!(response.status().as_u16(), 201);
+    let hook: Value = post(
+        "/api/v1/projects/alice/app/webhooks",
+        json!({"payload_url": failing.url}),
+    )
+    .await
+    .expect("hook")
+    .json()
+    .await
+    .expect("json");
+    let hook_id: i64 = hook["id"].as_str().expect("id").parse().expect("id");
+
+    // The first failure starts the streak; pretend it started six days ago.
+    wait_until("a failed attempt", WAIT, || async { failing.count() >= 1 }).await;
+    wait_until("the streak recorded", WAIT, || async {
+        app.count("SELECT COUNT(*) FROM webhooks WHERE failing_since IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM webhooks WHERE active = 1")
+            .await,
+        1,
+        "one bad day is not enough"
+    );
+    let six_days_ago = herald::ids::now_ms() - 6 * 24 * 3600 * 1000;
+    sqlx::query("UPDATE webhooks SET failing_since = $1 WHERE id = $2")
+        .bind(six_days_ago)
+        .bind(hook_id)
+        .execute(app.state.db.writer())
+        .await
+        .expect("age the streak");
+
+    // The next failure disables the hook, cancels what waits, and mails the owner.
+    wait_until("the hook disabled", WAIT, || async {
+        app.count("SELECT COUNT(*) FROM webhooks WHERE active = 0")
+            .await
+            == 1
+    })
+    .await;
+    let reason: String = sqlx::query_scalar("SELECT disabled_reason FROM webhooks WHERE id = $1")
+        .bind(hook_id)
+        .fetch_one(app.state.db.reader())
+        .await
+        .expect("reason");
+    assert!(reason.contains("five days"), "{reason}");
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM deliveries WHERE webhook_id IS NOT NULL AND status = 'pending'"
+        )
+        .await,
+        0
+    );
+    wait_until("the owner's mail", WAIT, || async {
+        smtp.mails().iter().any(|m| {
+            m.to == ["alice@example.com".to_string()] && m.body_text().contains("five days")
+        })
+    })
+    .await;
+
+    app.stop().await;
+    env.cleanup().await;
+}
