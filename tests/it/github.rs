@@ -529,3 +529,57 @@ async fn telegram_pace_per_chat_is_kept(env: TestEnv) {
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(a_poll_that_lags_a_webhook_is_not_a_force_push);
+
+async fn a_poll_that_lags_a_webhook_is_not_a_force_push(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/hello", &repo);
+    let app = github_app(&env, &telegram, &github, &[("HERALD_POLL_INTERVAL", "1h")]).await;
+    app.subscribe_reference("telegram", "99", "octo/hello", "main")
+        .await;
+
+    // The webhook announces a push GitHub's API does not show yet.
+    let before = repo.head("main");
+    let after = repo.commit("a", "1", "Announced by webhook");
+    let body =
+        push_payload(&repo, &before, &after, &[(&after, "Announced by webhook")]).to_string();
+    let (status, _) = send_hook(&app, "lag-1", &body, Some(sign(&body))).await;
+    assert_eq!(status, 202);
+    wait_until("the webhook's message", WAIT, || async {
+        telegram.delivered().len() == 1
+    })
+    .await;
+
+    // Now the poller reads the branch and still sees the old head.
+    let requests_before = github.requests().len();
+    sqlx::query("UPDATE watches SET next_check_at = 0, etag = NULL")
+        .execute(app.state.db.writer())
+        .await
+        .expect("make the watch due");
+    wait_until("a poll of the stale head", WAIT, || async {
+        github
+            .requests()
+            .iter()
+            .skip(requests_before)
+            .any(|r| r.path.contains("/compare/"))
+    })
+    .await;
+    app.wait_for_outbox_drained().await;
+    assert_eq!(
+        telegram.delivered().len(),
+        1,
+        "no force-push back to the old head"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM push_events WHERE forced = 1")
+            .await,
+        0
+    );
+    app.wait_for_head("main", &after).await;
+
+    app.stop().await;
+    env.cleanup().await;
+}
