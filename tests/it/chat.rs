@@ -99,6 +99,32 @@ impl Ws {
     }
 }
 
+/// Alice and Bob, signed up, connected and friends: their tokens, sockets and auth payloads.
+struct Friends {
+    alice: String,
+    bob: String,
+    a: Ws,
+    b: Ws,
+    alice_auth: Value,
+    bob_auth: Value,
+}
+
+async fn alice_and_bob_as_friends(app: &TestApp, smtp: &FakeSmtp) -> Friends {
+    let alice = sign_up(app, smtp, "alice", "alice@example.com", "alice's password").await;
+    let bob = sign_up(app, smtp, "bob", "bob@example.com", "bob's password").await;
+    let (mut a, alice_auth) = Ws::start(app, &alice).await;
+    let (mut b, bob_auth) = Ws::start(app, &bob).await;
+    befriend(&mut a, &mut b, "bob", "alice").await;
+    Friends {
+        alice,
+        bob,
+        a,
+        b,
+        alice_auth,
+        bob_auth,
+    }
+}
+
 fn id_of(user: &Value) -> i64 {
     user["id"]
         .as_str()
@@ -386,18 +412,14 @@ both_backends!(presence_typing_and_idempotent_send);
 async fn presence_typing_and_idempotent_send(env: TestEnv) {
     let smtp = FakeSmtp::start().await;
     let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
-    let alice = sign_up(
-        &app,
-        &smtp,
-        "alice",
-        "alice@example.com",
-        "alice's password",
-    )
-    .await;
-    let bob = sign_up(&app, &smtp, "bob", "bob@example.com", "bob's password").await;
-    let (mut a, alice_auth) = Ws::start(&app, &alice).await;
-    let (mut b, bob_auth) = Ws::start(&app, &bob).await;
-    befriend(&mut a, &mut b, "bob", "alice").await;
+    let Friends {
+        alice: _,
+        bob,
+        mut a,
+        mut b,
+        alice_auth,
+        bob_auth,
+    } = alice_and_bob_as_friends(&app, &smtp).await;
     let chat_id = (id_of(&alice_auth["self_user"]) ^ id_of(&bob_auth["self_user"])).to_string();
 
     // Bob drops: Alice sees him go offline, then online again.
@@ -555,18 +577,14 @@ both_backends!(a_dropped_socket_resumes_with_exactly_the_missed_frames);
 async fn a_dropped_socket_resumes_with_exactly_the_missed_frames(env: TestEnv) {
     let smtp = FakeSmtp::start().await;
     let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
-    let alice = sign_up(
-        &app,
-        &smtp,
-        "alice",
-        "alice@example.com",
-        "alice's password",
-    )
-    .await;
-    let bob = sign_up(&app, &smtp, "bob", "bob@example.com", "bob's password").await;
-    let (mut a, alice_auth) = Ws::start(&app, &alice).await;
-    let (mut b, bob_auth) = Ws::start(&app, &bob).await;
-    befriend(&mut a, &mut b, "bob", "alice").await;
+    let Friends {
+        alice,
+        bob: _,
+        mut a,
+        mut b,
+        alice_auth,
+        bob_auth,
+    } = alice_and_bob_as_friends(&app, &smtp).await;
     let session = alice_auth["session"]
         .as_str()
         .expect("a session id")
