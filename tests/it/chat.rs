@@ -416,7 +416,7 @@ async fn presence_typing_and_idempotent_send(env: TestEnv) {
         alice: _,
         bob,
         mut a,
-        mut b,
+        b,
         alice_auth,
         bob_auth,
     } = alice_and_bob_as_friends(&app, &smtp).await;
