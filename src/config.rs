@@ -112,6 +112,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Kakao REST key for the Event API",
     ),
     (
+        "HERALD_KAKAO_EVENT_NAME",
+        "herald_notification",
+        "the Event API event (block) that carries herald's notifications",
+    ),
+    (
         "HERALD_WEBEX_API",
         "https://webexapis.com/v1",
         "Webex API base URL",
@@ -202,6 +207,8 @@ pub struct KakaoSettings {
     pub api: Url,
     pub bot_id: Option<String>,
     pub rest_key: Option<Secret>,
+    /// The event name of the Open Builder block that shows `{{#event.data.text}}`.
+    pub event_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -382,6 +389,8 @@ impl Settings {
                 api: url_or("HERALD_KAKAO_API", "https://bot-api.kakao.com")?,
                 bot_id: get("HERALD_KAKAO_BOT_ID"),
                 rest_key: secret("HERALD_KAKAO_REST_KEY"),
+                event_name: get("HERALD_KAKAO_EVENT_NAME")
+                    .unwrap_or_else(|| "herald_notification".into()),
             },
             webex: WebexSettings {
                 api: url_or("HERALD_WEBEX_API", "https://webexapis.com/v1")?,

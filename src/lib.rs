@@ -3,12 +3,15 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod accounts;
+pub mod bot;
 pub mod channels;
 pub mod chat;
 pub mod config;
+pub mod connectors;
 pub mod contacts;
 pub mod http;
 pub mod ids;
+pub mod kb;
 pub mod notify;
 pub mod outbox;
 pub mod projects;

@@ -100,6 +100,30 @@ impl Application {
             }
             None => tracing::info!("Telegram is disabled: HERALD_TELEGRAM_BOT_TOKEN is not set"),
         }
+        match crate::channels::kakao::KakaoChannel::new(http.clone(), &settings.kakao) {
+            Some(kakao) => {
+                channels.insert("kakao", kakao);
+            }
+            None => tracing::info!(
+                "Kakao notifications are disabled: HERALD_KAKAO_BOT_ID and HERALD_KAKAO_REST_KEY are not both set"
+            ),
+        }
+        channels.insert(
+            "kakao-callback",
+            crate::channels::kakao::KakaoCallbackChannel::new(
+                crate::channels::webhook::guarded_client(
+                    settings.delivery_timeout,
+                    settings.allow_private_targets,
+                )
+                .context("could not build the Kakao callback HTTP client")?,
+            ),
+        );
+        match crate::channels::webex::WebexChannel::new(http.clone(), &settings.webex) {
+            Some(webex) => {
+                channels.insert("webex", webex);
+            }
+            None => tracing::info!("Webex is disabled: HERALD_WEBEX_BOT_TOKEN is not set"),
+        }
         let email = EmailChannel::new(&settings)?;
         if email.is_spool() {
             tracing::info!(
@@ -147,6 +171,9 @@ impl Application {
             login_limits: crate::accounts::http::login_limits(settings.login_attempts_per_minute),
             bus,
             sessions: Arc::default(),
+            kb: Arc::default(),
+            bot_account_id: bot_id,
+            webex_me: Arc::default(),
             settings,
         });
         Ok(Application {
@@ -199,6 +226,18 @@ impl Application {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(dispatcher.run(shutdown.clone(), local_receiver, state.local_queue.clone()));
         tasks.spawn(crate::watch::poller::run(state.clone(), shutdown.clone()));
+        if state.settings.telegram.bot_token.is_some() {
+            tasks.spawn(crate::connectors::telegram::run(
+                state.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if state.settings.webex.bot_token.is_some() {
+            tasks.spawn(crate::connectors::webex::run(
+                state.clone(),
+                shutdown.clone(),
+            ));
+        }
         if state.db.backend == crate::store::Backend::Sqlite {
             let db = state.db.clone();
             tasks.spawn(every(Duration::from_secs(1), shutdown.clone(), move || {

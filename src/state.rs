@@ -36,6 +36,12 @@ pub struct AppInner {
     pub bus: Arc<dyn crate::chat::bus::Bus>,
     /// Chat sessions whose socket dropped, waiting for `resume`.
     pub sessions: Arc<crate::chat::resume::Sessions>,
+    /// The knowledge base's search index (the documents themselves are in the database).
+    pub kb: Arc<crate::kb::KnowledgeBase>,
+    /// The account of the herald bot in chat.
+    pub bot_account_id: i64,
+    /// The Webex bot's own identity, read once from the API.
+    pub webex_me: Arc<tokio::sync::OnceCell<crate::connectors::webex::WebexMe>>,
 }
 
 impl AppState {

@@ -2,5 +2,7 @@
 
 pub mod chat;
 pub mod email;
+pub mod kakao;
 pub mod telegram;
+pub mod webex;
 pub mod webhook;

@@ -69,24 +69,30 @@ impl Resolve for PublicOnlyResolver {
     }
 }
 
+/// An HTTP client for URLs that came from users: no redirects, and unless `allow_private`,
+/// a resolver that refuses loopback and private addresses (the SSRF check after DNS).
+pub fn guarded_client(timeout: Duration, allow_private: bool) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("herald-Hookshot/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64);
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+    }
+    builder.build()
+}
+
 impl WebhookChannel {
     pub fn new(
         db: Db,
         timeout: Duration,
         allow_private: bool,
     ) -> Result<Arc<WebhookChannel>, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("herald-Hookshot/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(10).min(timeout))
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64);
-        if !allow_private {
-            builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
-        }
         Ok(Arc::new(WebhookChannel {
             db,
-            http: builder.build()?,
+            http: guarded_client(timeout, allow_private)?,
             allow_private,
             hooks: Mutex::new(HashMap::new()),
         }))

@@ -4,6 +4,7 @@
 //! **Invariant**: a DM is found by the unordered pair of its participants, which the server
 //! derives as `chat_id XOR requester`; a client can only ever name pairs it belongs to.
 
+pub mod bot;
 pub mod bus;
 pub mod resume;
 pub mod socket;

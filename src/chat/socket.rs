@@ -490,7 +490,10 @@ impl Session {
                     self.ok().await;
                     return Ok(());
                 }
+                // Anyone may write to the herald bot; people only to their friends.
+                let to_bot = matches!(&target, Target::Dm { other } if other.id == self.state.bot_account_id);
                 if let Target::Dm { other } = &target
+                    && !to_bot
                     && !are_friends(db, me.id, other.id).await.map_err(internal)?
                 {
                     return Err((403, "you can only message friends".into()));
@@ -517,6 +520,14 @@ impl Session {
                 } else {
                     for user in target.recipients(me) {
                         self.publish(user, text.clone());
+                    }
+                    if to_bot {
+                        crate::chat::bot::answer(
+                            self.state.clone(),
+                            me.clone(),
+                            message.id,
+                            content.to_string(),
+                        );
                     }
                 }
                 Ok(())
@@ -738,6 +749,22 @@ impl Session {
             other => return Err(bad(format!("unknown mutual_users type {other:?}"))),
         }
         .map_err(internal)?;
+        if kind == "request"
+            && them.id == self.state.bot_account_id
+            && matches!(change, FriendChange::Done)
+        {
+            // The bot accepts every friend request at once.
+            accept_friend(db, them.id, me.id).await.map_err(internal)?;
+            self.ok().await;
+            self.publish(
+                me.id,
+                frame(
+                    "mutual_users",
+                    json!({"type": "response", "user": user_object(&them)}),
+                ),
+            );
+            return Ok(());
+        }
         match change {
             FriendChange::Done => {
                 self.publish(

@@ -73,7 +73,7 @@ pub struct Contact {
     pub created_at: String,
 }
 
-fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -458,4 +458,28 @@ pub async fn update_subscription(
         found = false;
     }
     Ok(found)
+}
+
+/// The contact blocked the bot or left the conversation (a platform said so): nothing more is
+/// sent to it, including what is already queued, until it writes again or re-adds the bot.
+/// Returns whether such a contact exists.
+pub async fn block_contact(db: &Db, channel: &str, address: &str) -> Result<bool, StoreError> {
+    let mut tx = db.writer().begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(
+        "UPDATE contacts SET blocked = 1 WHERE channel = $1 AND address = $2 RETURNING id",
+    )
+    .bind(channel)
+    .bind(address)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(id) = id {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled' WHERE contact_id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(id.is_some())
 }

@@ -45,6 +45,8 @@ struct Inner {
     requests: Vec<Request>,
     record: bool,
     counts: Counts,
+    /// Every answer waits this long (a slow GitHub).
+    delay: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -84,12 +86,21 @@ impl FakeGithub {
             .route("/repos/{owner}/{name}/commits", get(commits))
             .route("/repos/{owner}/{name}", get(repository))
             .fallback(|| async { not_found() })
+            .layer(axum::middleware::from_fn_with_state(
+                inner.clone(),
+                slow_down,
+            ))
             .with_state(inner.clone());
         let address = super::serve(router).await;
         FakeGithub {
             base_url: format!("http://{address}"),
             inner,
         }
+    }
+
+    /// Makes every later answer wait `delay` first.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.inner.lock().expect("lock").delay = delay;
     }
 
     /// Publishes a repository as `full_name` and pushes all its branches.
@@ -151,6 +162,18 @@ impl FakeGithub {
 }
 
 type Shared = Arc<Mutex<Inner>>;
+
+async fn slow_down(
+    State(inner): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let delay = inner.lock().expect("lock").delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    next.run(request).await
+}
 
 fn not_found() -> Response {
     (

@@ -1,6 +1,9 @@
 //! A fake Telegram Bot API: `POST /bot<token>/sendMessage` answering exactly as Telegram does —
 //! `{"ok":true,"result":{message}}`, or `{"ok":false,"error_code":…,"description":…}` with
-//! `parameters.retry_after` on 429 — with scripted failures.
+//! `parameters.retry_after` on 429 — with scripted failures; and the bot side of updates:
+//! `getUpdates` long polling over updates a test queues with [`FakeTelegram::push_update`]
+//! (refused with 409 while a webhook is set, as Telegram does), `setWebhook`, `deleteWebhook`
+//! and `answerCallbackQuery`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,7 @@ pub struct Received {
     pub chat_id: Value,
     pub text: String,
     pub parse_mode: Option<String>,
+    pub reply_markup: Option<Value>,
     pub at: std::time::Instant,
 }
 
@@ -41,6 +45,13 @@ struct Inner {
     script: VecDeque<Behaviour>,
     delivered: Vec<Received>,
     requests: usize,
+    updates: Vec<Value>,
+    next_update_id: i64,
+    arrived: Arc<tokio::sync::Notify>,
+    webhook: Option<(String, String)>,
+    webhook_calls: usize,
+    answered_callbacks: Vec<String>,
+    polls: usize,
 }
 
 #[derive(Clone)]
@@ -90,6 +101,130 @@ impl FakeTelegram {
     pub fn requests(&self) -> usize {
         self.inner.lock().expect("lock").requests
     }
+
+    /// Queues an update for `getUpdates`, giving it the next `update_id`; returns the update.
+    pub fn push_update(&self, mut update: Value) -> Value {
+        let mut inner = self.inner.lock().expect("lock");
+        inner.next_update_id += 1;
+        update["update_id"] = json!(1000 + inner.next_update_id);
+        inner.updates.push(update.clone());
+        inner.arrived.notify_waiters();
+        update
+    }
+
+    /// A text message from a private chat, as Telegram sends it.
+    pub fn text_update(chat_id: i64, text: &str) -> Value {
+        json!({
+            "message": {
+                "message_id": 1,
+                "from": {"id": chat_id, "is_bot": false, "first_name": "Ann", "username": "ann", "language_code": "ko"},
+                "chat": {"id": chat_id, "first_name": "Ann", "type": "private"},
+                "date": chrono::Utc::now().timestamp(),
+                "text": text,
+            }
+        })
+    }
+
+    /// A press on an inline keyboard button.
+    pub fn callback_update(chat_id: i64, query_id: &str, data: &str) -> Value {
+        json!({
+            "callback_query": {
+                "id": query_id,
+                "from": {"id": chat_id, "is_bot": false, "first_name": "Ann"},
+                "message": {"message_id": 2, "chat": {"id": chat_id, "type": "private"}, "date": chrono::Utc::now().timestamp(), "text": "…"},
+                "chat_instance": "-1",
+                "data": data,
+            }
+        })
+    }
+
+    /// The webhook herald set: (url, secret_token).
+    pub fn webhook(&self) -> Option<(String, String)> {
+        self.inner.lock().expect("lock").webhook.clone()
+    }
+
+    pub fn webhook_calls(&self) -> usize {
+        self.inner.lock().expect("lock").webhook_calls
+    }
+
+    pub fn answered_callbacks(&self) -> Vec<String> {
+        self.inner.lock().expect("lock").answered_callbacks.clone()
+    }
+
+    /// How many `getUpdates` calls were answered.
+    pub fn polls(&self) -> usize {
+        self.inner.lock().expect("lock").polls
+    }
+}
+
+async fn bot_side(inner: &Arc<Mutex<Inner>>, method: &str, body: &Value) -> Option<Response> {
+    let ok = |result: Value| Json(json!({"ok": true, "result": result})).into_response();
+    match method {
+        "setWebhook" => {
+            let url = body["url"].as_str().unwrap_or_default().to_string();
+            let secret = body["secret_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let valid = secret.len() <= 256
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Some(error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: secret token contains unallowed characters",
+                    None,
+                ));
+            }
+            let mut inner = inner.lock().expect("lock");
+            inner.webhook_calls += 1;
+            inner.webhook = (!url.is_empty()).then_some((url, secret));
+            Some(ok(json!(true)))
+        }
+        "deleteWebhook" => {
+            inner.lock().expect("lock").webhook = None;
+            Some(ok(json!(true)))
+        }
+        "answerCallbackQuery" => {
+            let id = body["callback_query_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            inner.lock().expect("lock").answered_callbacks.push(id);
+            Some(ok(json!(true)))
+        }
+        "getUpdates" => {
+            let offset = body["offset"].as_i64().unwrap_or(0);
+            let timeout = Duration::from_secs(body["timeout"].as_u64().unwrap_or(0).min(50));
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let arrived = {
+                    let mut inner = inner.lock().expect("lock");
+                    if inner.webhook.is_some() {
+                        return Some(error(
+                            StatusCode::CONFLICT,
+                            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook first",
+                            None,
+                        ));
+                    }
+                    // Asking from `offset` confirms every earlier update.
+                    inner
+                        .updates
+                        .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
+                    if !inner.updates.is_empty() || tokio::time::Instant::now() >= deadline {
+                        inner.polls += 1;
+                        return Some(ok(Value::Array(inner.updates.clone())));
+                    }
+                    inner.arrived.clone()
+                };
+                // Re-checked every 50 ms too: a notification between unlock and wait is missed.
+                let slice = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+                let _ = tokio::time::timeout_at(slice, arrived.notified()).await;
+            }
+        }
+        _ => None,
+    }
 }
 
 type FakeState = (String, Arc<Mutex<Inner>>, Arc<Mutex<Option<Behaviour>>>);
@@ -111,7 +246,11 @@ async fn handle(
         return error(StatusCode::UNAUTHORIZED, "Unauthorized", None);
     }
     if method != "sendMessage" {
-        return error(StatusCode::NOT_FOUND, "Not Found: method not found", None);
+        let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
+        return match bot_side(&inner, &method, &body).await {
+            Some(response) => response,
+            None => error(StatusCode::NOT_FOUND, "Not Found: method not found", None),
+        };
     }
     let behaviour = {
         let mut inner = inner.lock().expect("lock");
@@ -179,6 +318,7 @@ async fn handle(
             .get("parse_mode")
             .and_then(Value::as_str)
             .map(str::to_string),
+        reply_markup: body.get("reply_markup").cloned(),
         at: std::time::Instant::now(),
     };
     let message_id = {

@@ -3,8 +3,10 @@
 //! integration tests and the benchmark binary; nothing in herald itself depends on them.
 
 pub mod fake_github;
+pub mod fake_kakao;
 pub mod fake_smtp;
 pub mod fake_telegram;
+pub mod fake_webex;
 pub mod git_repo;
 pub mod receiver;
 

@@ -14,7 +14,8 @@ use crate::helpers::{TestApp, TestEnv};
 
 both_backends!(
     friends_chat_edit_delete_and_history,
-    bad_frames_get_errors_and_others_keep_working
+    bad_frames_get_errors_and_others_keep_working,
+    a_dm_to_the_herald_bot_gets_an_answer,
 );
 
 type Stream =
@@ -703,6 +704,40 @@ async fn push_notifications_arrive_as_chat_messages_from_the_bot(env: TestEnv) {
     // It is a DM like any other: in the history.
     a.send(json!({"type": "load", "payload": {"type": "chat", "load_id": (bot_id ^ alice_id).to_string(), "datetime": b64_time(chrono::Duration::seconds(1)), "count": 5}})).await;
     assert_eq!(a.recv().await["payload"]["id"], message["payload"]["id"]);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn a_dm_to_the_herald_bot_gets_an_answer(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let app = env.spawn(&[("HERALD_SMTP_URL", smtp.url.as_str())]).await;
+    let dana = sign_up(&app, &smtp, "dana", "dana@example.com", "dana's password").await;
+    let (mut ws, auth) = Ws::start(&app, &dana).await;
+    let dana_id = id_of(&auth["self_user"]);
+
+    // The bot accepts a friend request at once.
+    ws.send(json!({"type": "mutual_users", "payload": {"type": "request", "name": "herald"}}))
+        .await;
+    assert_eq!(ws.recv_not_presence().await["type"], json!("ok"));
+    let accepted = ws.recv_not_presence().await;
+    assert_eq!(accepted["payload"]["type"], json!("response"), "{accepted}");
+    let bot_id = id_of(&accepted["payload"]["user"]);
+
+    let chat_id = (bot_id ^ dana_id).to_string();
+    ws.send(json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id, "content": "도움말"}}))
+        .await;
+    let echo = ws.recv_not_presence().await;
+    assert_eq!(echo["payload"]["content"], json!("도움말"), "{echo}");
+    let answer = ws.recv_not_presence().await;
+    assert_eq!(answer["type"], json!("chat"), "{answer}");
+    assert_eq!(answer["payload"]["user_id"], json!(bot_id.to_string()));
+    assert!(
+        answer["payload"]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("herald 봇")),
+        "{answer}"
+    );
 
     app.stop().await;
     env.cleanup().await;

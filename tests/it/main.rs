@@ -4,6 +4,7 @@
 mod helpers;
 
 mod accounts;
+mod bot;
 mod chat;
 mod delivery;
 mod git_watch;

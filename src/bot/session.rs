@@ -1,0 +1,146 @@
+//! Per-contact conversation state, kept in the database so that a conversation survives a
+//! restart and may continue on any node: the language chosen, the question the bot is waiting
+//! for an answer to, and the commands behind the last buttons offered.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::reply::Lang;
+use crate::contacts::Contact;
+use crate::ids::now_ms;
+use crate::store::{Db, StoreError};
+
+/// How long the bot keeps waiting for the answer to a question.
+pub const PENDING_FOR_MS: i64 = 10 * 60 * 1000;
+
+/// The question the bot asked and is waiting for an answer to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "waiting_for", rename_all = "snake_case")]
+pub enum Pending {
+    /// `구독` alone: which repository?
+    SubscribeRepository,
+    /// Which branch of this repository?
+    SubscribeBranch { repository: String },
+    /// `검색` alone: what to search for?
+    SearchQuery,
+    /// `연결` alone: which code?
+    LinkCode,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub lang: Option<Lang>,
+    pub pending: Option<Pending>,
+    /// The commands behind the last buttons offered, for `#n` button payloads.
+    pub offered: Vec<String>,
+    pub expires_at: i64,
+    /// Whether this differs from what is stored.
+    pub dirty: bool,
+}
+
+impl Session {
+    pub fn pending_now(&self) -> Option<&Pending> {
+        self.pending.as_ref().filter(|_| self.expires_at > now_ms())
+    }
+
+    pub fn set_pending(&mut self, pending: Option<Pending>) {
+        if pending.is_none() && self.pending.is_none() {
+            return;
+        }
+        self.pending = pending;
+        self.expires_at = if self.pending.is_some() {
+            now_ms() + PENDING_FOR_MS
+        } else {
+            0
+        };
+        self.dirty = true;
+    }
+
+    pub fn set_lang(&mut self, lang: Lang) {
+        if self.lang != Some(lang) {
+            self.lang = Some(lang);
+            self.dirty = true;
+        }
+    }
+
+    pub fn set_offered(&mut self, offered: Vec<String>) {
+        if self.offered != offered {
+            self.offered = offered;
+            self.dirty = true;
+        }
+    }
+}
+
+/// A contact and its conversation, read together in one query.
+pub async fn load(
+    db: &Db,
+    channel: &str,
+    address: &str,
+) -> Result<Option<(Contact, Session)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT c.id, c.channel, c.address, c.nick_name, c.muted, c.blocked, c.created_at, \
+         s.lang, s.pending, s.offered, s.expires_at \
+         FROM contacts c LEFT JOIN bot_sessions s ON s.contact_id = c.id \
+         WHERE c.channel = $1 AND c.address = $2",
+    )
+    .bind(channel)
+    .bind(address)
+    .fetch_optional(db.reader())
+    .await?;
+    Ok(row.map(|row| {
+        let contact = Contact {
+            id: row.get(0),
+            channel: row.get(1),
+            address: row.get(2),
+            nick_name: row.get(3),
+            muted: row.get::<i64, _>(4) != 0,
+            blocked: row.get::<i64, _>(5) != 0,
+            created_at: crate::contacts::rfc3339(row.get(6)),
+        };
+        let session = Session {
+            lang: row
+                .get::<Option<String>, _>(7)
+                .as_deref()
+                .and_then(Lang::parse),
+            pending: row
+                .get::<Option<String>, _>(8)
+                .filter(|p| !p.is_empty())
+                .and_then(|p| serde_json::from_str(&p).ok()),
+            offered: row
+                .get::<Option<String>, _>(9)
+                .and_then(|o| serde_json::from_str(&o).ok())
+                .unwrap_or_default(),
+            expires_at: row.get::<Option<i64>, _>(10).unwrap_or(0),
+            dirty: false,
+        };
+        (contact, session)
+    }))
+}
+
+/// Stores the conversation if it changed.
+pub async fn save(db: &Db, contact_id: i64, session: &Session) -> Result<(), StoreError> {
+    if !session.dirty {
+        return Ok(());
+    }
+    let pending = session
+        .pending
+        .as_ref()
+        .and_then(|p| serde_json::to_string(p).ok())
+        .unwrap_or_default();
+    let offered = serde_json::to_string(&session.offered).unwrap_or_else(|_| "[]".into());
+    sqlx::query(
+        "INSERT INTO bot_sessions (contact_id, lang, pending, offered, expires_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (contact_id) DO UPDATE SET \
+         lang = excluded.lang, pending = excluded.pending, offered = excluded.offered, \
+         expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+    )
+    .bind(contact_id)
+    .bind(session.lang.map(Lang::as_str).unwrap_or_default())
+    .bind(pending)
+    .bind(offered)
+    .bind(session.expires_at)
+    .bind(now_ms())
+    .execute(db.writer())
+    .await?;
+    Ok(())
+}
