@@ -154,6 +154,9 @@ impl Application {
             LOCAL_QUEUE_CAPACITY,
             crate::outbox::lease_for(settings.delivery_timeout),
         );
+        let bot_sessions = Arc::new(crate::bot::session::SessionCache::new(
+            db.backend == crate::store::Backend::Sqlite,
+        ));
         let state = AppState::new(AppInner {
             local_queue,
             public_url: settings.public_url_for(address),
@@ -173,6 +176,7 @@ impl Application {
             sessions: Arc::default(),
             kb: Arc::default(),
             bot_account_id: bot_id,
+            bot_sessions,
             webex_me: Arc::default(),
             settings,
         });

@@ -40,6 +40,8 @@ pub struct AppInner {
     pub kb: Arc<crate::kb::KnowledgeBase>,
     /// The account of the herald bot in chat.
     pub bot_account_id: i64,
+    /// Bot conversations between messages (SQLite only; see `bot::session::SessionCache`).
+    pub bot_sessions: Arc<crate::bot::session::SessionCache>,
     /// The Webex bot's own identity, read once from the API.
     pub webex_me: Arc<tokio::sync::OnceCell<crate::connectors::webex::WebexMe>>,
 }

@@ -112,6 +112,26 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         checks: usize,
     },
+    /// `POST /kakao/skill` with a command reply under closed-loop load from this process (raw
+    /// HTTP/1.1 keep-alive connections), next to a bare axum handler that only parses the
+    /// SkillPayload and echoes it, measured the same way.
+    KakaoSkill {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Distinct Kakao users the requests come from.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value = "도움말")]
+        text: String,
+    },
+    /// (internal) The bare axum echo handler the kakao-skill scenario compares against.
+    #[command(hide = true)]
+    EchoServer {
+        #[arg(long)]
+        port: u16,
+    },
     /// One push to a branch with many subscribers.
     Fanout {
         #[arg(long, default_value_t = 10_000)]
@@ -1163,6 +1183,224 @@ async fn chat_latency(args: &Args, pairs: usize, rate: usize, seconds: u64) {
 }
 
 /// argon2id checks per second on this machine, with the parameters herald uses.
+fn skill_request(host: &str, user: &str, text: &str) -> Vec<u8> {
+    let body = json!({
+        "intent": {"id": "block", "name": "fallback"},
+        "userRequest": {"timezone": "Asia/Seoul", "params": {}, "block": {"id": "block", "name": "fallback"},
+                        "utterance": text, "lang": "ko",
+                        "user": {"id": user, "type": "botUserKey", "properties": {"botUserKey": user}}},
+        "bot": {"id": "bench-bot", "name": "herald"},
+        "action": {"id": "skill", "name": "herald", "params": {}, "detailParams": {}, "clientExtra": {}}
+    })
+    .to_string();
+    format!(
+        "POST /kakao/skill HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; returns its status code.
+async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    use tokio::io::AsyncReadExt;
+    let broken = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad response");
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buffer[..end]).map_err(|_| broken())?;
+            let status: u16 = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(broken)?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())
+                        .flatten()
+                })
+                .ok_or_else(broken)?;
+            let total = end + 4 + length;
+            while buffer.len() < total {
+                let mut chunk = [0u8; 16 * 1024];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(broken());
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            buffer.drain(..total);
+            return Ok(status);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(broken());
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Closed-loop load: each connection sends its next request as soon as the last answer is in.
+/// Returns (answers with status 200, other answers or errors, latencies).
+async fn http_load(
+    address: std::net::SocketAddr,
+    requests: Arc<Vec<Vec<u8>>>,
+    connections: usize,
+    duration: Duration,
+) -> (u64, u64, Vec<Duration>) {
+    use tokio::io::AsyncWriteExt;
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let requests = requests.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+            let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+                return (0, 1, latencies);
+            };
+            let _ = stream.set_nodelay(true);
+            let mut buffer = Vec::with_capacity(16 * 1024);
+            let mut i = c;
+            while Instant::now() < deadline {
+                let request = &requests[i % requests.len()];
+                i += connections;
+                let started = Instant::now();
+                if stream.write_all(request).await.is_err() {
+                    failed += 1;
+                    break;
+                }
+                match read_response(&mut stream, &mut buffer).await {
+                    Ok(200) => {
+                        ok += 1;
+                        latencies.push(started.elapsed());
+                    }
+                    Ok(_) => failed += 1,
+                    Err(_) => {
+                        failed += 1;
+                        break;
+                    }
+                }
+            }
+            (ok, failed, latencies)
+        }));
+    }
+    let (mut ok, mut failed, mut latencies) = (0, 0, Vec::new());
+    for task in tasks {
+        if let Ok((o, f, l)) = task.await {
+            ok += o;
+            failed += f;
+            latencies.extend(l);
+        }
+    }
+    (ok, failed, latencies)
+}
+
+async fn echo_server(port: u16) {
+    async fn echo(axum::Json(payload): axum::Json<Value>) -> axum::Json<Value> {
+        let text = payload["userRequest"]["utterance"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        axum::Json(
+            json!({"version": "2.0", "template": {"outputs": [{"simpleText": {"text": text}}]}}),
+        )
+    }
+    let router = axum::Router::new().route("/kakao/skill", axum::routing::post(echo));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    axum::serve(listener, router).await.expect("serve");
+}
+
+async fn kakao_skill(args: &Args, connections: usize, seconds: u64, users: usize, text: &str) {
+    let report = |name: &str, ok: u64, failed: u64, latencies: Vec<Duration>, cpu: Option<f64>| {
+        println!(
+            "{name}: {:.0} req/s ({ok} answered 200, {failed} other) over {seconds} s with {connections} connections{}",
+            ok as f64 / seconds as f64,
+            cpu.map(|c| format!(", server CPU {:.0} %", c * 100.0 / seconds as f64))
+                .unwrap_or_default()
+        );
+        describe(name, latencies);
+    };
+    // The bare handler first, in its own process like herald.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        listener.local_addr().expect("addr").port()
+    };
+    let mut echo = tokio::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["echo-server", "--port", &port.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the echo server");
+    let echo_address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(echo_address).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "echo server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..users)
+            .map(|u| skill_request(&echo_address.to_string(), &format!("bench-user-{u}"), text))
+            .collect(),
+    );
+    http_load(
+        echo_address,
+        requests.clone(),
+        connections,
+        Duration::from_secs(2),
+    )
+    .await;
+    let (ok, failed, latencies) = http_load(
+        echo_address,
+        requests,
+        connections,
+        Duration::from_secs(seconds),
+    )
+    .await;
+    report("bare axum echo", ok, failed, latencies, None);
+    let _ = echo.kill().await;
+
+    let herald = Herald::start(args, &[]).await;
+    let address: std::net::SocketAddr = herald
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..users)
+            .map(|u| skill_request(&address.to_string(), &format!("bench-user-{u}"), text))
+            .collect(),
+    );
+    // Warm-up: every user talks once (creating its contact), then a short closed loop.
+    http_load(
+        address,
+        requests.clone(),
+        connections.min(users),
+        Duration::from_secs(3),
+    )
+    .await;
+    let (cpu_before, _) = herald.usage();
+    let (ok, failed, latencies) =
+        http_load(address, requests, connections, Duration::from_secs(seconds)).await;
+    let (cpu_after, rss) = herald.usage();
+    report(
+        &format!("herald /kakao/skill {text:?}"),
+        ok,
+        failed,
+        latencies,
+        Some(cpu_after - cpu_before),
+    );
+    println!("herald RSS {} MiB", rss / 1024);
+}
+
 async fn login_cost(checks: usize) {
     let hash = herald::accounts::hash_password("bench password".into())
         .await
@@ -1213,6 +1451,13 @@ async fn main() {
             seconds,
         } => chat_latency(&args, *pairs, *rate, *seconds).await,
         Scenario::Login { checks } => login_cost(*checks).await,
+        Scenario::KakaoSkill {
+            connections,
+            seconds,
+            users,
+            text,
+        } => kakao_skill(&args, *connections, *seconds, *users, text).await,
+        Scenario::EchoServer { port } => echo_server(*port).await,
         Scenario::WebhookThroughput {
             endpoints,
             seconds,

@@ -51,8 +51,12 @@ pub struct Answer {
 /// blocked the bot and came back), the conversation state is read and, if it changed, stored.
 pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer, StoreError> {
     let db = &state.db;
-    let (contact, mut session) = match session::load(db, incoming.channel, incoming.address).await?
-    {
+    let cached = state.bot_sessions.get(incoming.channel, incoming.address);
+    let found = match cached {
+        Some(found) => Some(found),
+        None => session::load(db, incoming.channel, incoming.address).await?,
+    };
+    let (contact, mut session) = match found {
         Some((contact, session)) if !contact.blocked => (contact, session),
         found => {
             let contact = crate::contacts::upsert_contact(
@@ -92,7 +96,17 @@ pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer
     } else {
         Vec::new()
     });
-    session::save(db, contact.id, &session).await?;
+    if let Err(error) = session::save(db, contact.id, &session).await {
+        // The contact may have been deleted meanwhile: read it again next time.
+        state
+            .bot_sessions
+            .forget(incoming.channel, incoming.address);
+        return Err(error);
+    }
+    session.dirty = false;
+    state
+        .bot_sessions
+        .put(incoming.channel, incoming.address, &contact, &session);
     Ok(Answer {
         reply,
         lang,

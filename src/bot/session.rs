@@ -144,3 +144,85 @@ pub async fn save(db: &Db, contact_id: i64, session: &Session) -> Result<(), Sto
     .await?;
     Ok(())
 }
+
+/// Conversations kept in memory between messages, so that a command costs no database read.
+/// Only on SQLite, where herald is one node by construction: every change to a conversation
+/// goes through this node, which writes it to the database and to the cache together. Contact
+/// flags changed elsewhere (mute by API, a block reported by a platform) are picked up when an
+/// entry is older than [`CACHE_TTL`]. On PostgreSQL, where any node may take the next message,
+/// the cache is off and every message reads the database.
+pub struct SessionCache {
+    enabled: bool,
+    entries: std::sync::Mutex<std::collections::HashMap<(String, String), Cached>>,
+}
+
+struct Cached {
+    contact: Contact,
+    session: Session,
+    at: std::time::Instant,
+}
+
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// At most this many conversations are kept; past it the cache starts over.
+const CACHE_CAPACITY: usize = 100_000;
+
+impl SessionCache {
+    pub fn new(enabled: bool) -> SessionCache {
+        SessionCache {
+            enabled,
+            entries: Default::default(),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Cached>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, channel: &str, address: &str) -> Option<(Contact, Session)> {
+        if !self.enabled {
+            return None;
+        }
+        let entries = self.lock();
+        let cached = entries.get(&(channel.to_string(), address.to_string()))?;
+        (cached.at.elapsed() < CACHE_TTL).then(|| (cached.contact.clone(), cached.session.clone()))
+    }
+
+    pub fn put(&self, channel: &str, address: &str, contact: &Contact, session: &Session) {
+        if !self.enabled {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_CAPACITY {
+            entries.clear();
+        }
+        let key = (channel.to_string(), address.to_string());
+        match entries.get_mut(&key) {
+            // A fresh entry keeps its age, so that flags changed elsewhere still show within
+            // the TTL; an expired one was just read from the database again.
+            Some(cached) => {
+                cached.contact = contact.clone();
+                cached.session = session.clone();
+                if cached.at.elapsed() >= CACHE_TTL {
+                    cached.at = std::time::Instant::now();
+                }
+            }
+            None => {
+                entries.insert(
+                    key,
+                    Cached {
+                        contact: contact.clone(),
+                        session: session.clone(),
+                        at: std::time::Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn forget(&self, channel: &str, address: &str) {
+        self.lock()
+            .remove(&(channel.to_string(), address.to_string()));
+    }
+}
