@@ -9,6 +9,7 @@ pub mod config;
 pub mod contacts;
 pub mod http;
 pub mod ids;
+pub mod kb;
 pub mod notify;
 pub mod outbox;
 pub mod projects;

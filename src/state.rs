@@ -36,6 +36,8 @@ pub struct AppInner {
     pub bus: Arc<dyn crate::chat::bus::Bus>,
     /// Chat sessions whose socket dropped, waiting for `resume`.
     pub sessions: Arc<crate::chat::resume::Sessions>,
+    /// Knowledge search: the database's documents through this node's index (`kb/`).
+    pub kb: Arc<crate::kb::KnowledgeBase>,
 }
 
 impl AppState {
