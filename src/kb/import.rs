@@ -107,7 +107,8 @@ pub async fn import(settings: &Settings, request: &ImportRequest) -> anyhow::Res
         .context("could not write the knowledge base")?
         .unwrap_or_default();
     let total_documents = store::count(&db).await?;
-    let indexed = match KnowledgeBase::open(&settings.data_dir.join("kb-index"), &db).await {
+    let indexed = match KnowledgeBase::open_on_disk(&settings.data_dir.join("kb-index"), &db).await
+    {
         Ok(kb) => Some(kb.indexed_documents()),
         Err(KbError::Locked(_)) => None,
         Err(error) => {

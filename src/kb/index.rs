@@ -116,6 +116,12 @@ impl SearchIndex {
         Self::from_index(index, fields)
     }
 
+    /// A new empty index in memory, for a process that cannot have the directory.
+    pub fn in_memory() -> Result<SearchIndex, KbError> {
+        let (schema, fields) = schema();
+        Self::from_index(Index::create_in_ram(schema), fields)
+    }
+
     fn open_existing(
         dir: &Path,
         expected: &Schema,
@@ -143,7 +149,8 @@ impl SearchIndex {
             Ok(writer) => writer,
             Err(tantivy::TantivyError::LockFailure(_, _)) => {
                 return Err(KbError::Locked(
-                    "another process (a running herald?) holds the knowledge-base index".into(),
+                    "another herald using the same data directory holds the knowledge-base index"
+                        .into(),
                 ));
             }
             Err(error) => return Err(error.into()),
@@ -488,6 +495,20 @@ mod tests {
             SearchIndex::open(dir.path()),
             Err(KbError::Locked(_))
         ));
+    }
+
+    #[test]
+    fn an_index_in_memory_works_alike() {
+        let index = SearchIndex::in_memory().expect("in memory");
+        assert_eq!(index.mark().expect("mark"), None);
+        index
+            .upsert(&[document("a", "휴가 신청", "", &[])])
+            .expect("upsert");
+        index.commit(&CommitMark::new("e", 1)).expect("commit");
+        let hits = index
+            .search(&Synonyms::default(), "휴가", 10)
+            .expect("search");
+        assert_eq!(ids(&hits), ["a"]);
     }
 
     #[test]

@@ -89,10 +89,33 @@ pub struct KnowledgeBase {
 
 impl KnowledgeBase {
     /// Opens (or makes) the index in `dir` and brings it up to date with the database,
-    /// rebuilding it when it is missing, unreadable, or not this database's.
+    /// rebuilding it when it is missing, unreadable, or not this database's. When another
+    /// process holds `dir` (two nodes given one data directory), this one keeps its index in
+    /// memory instead, rebuilt from the database: slower to start, just as correct.
     pub async fn open(dir: &Path, db: &Db) -> Result<KnowledgeBase, KbError> {
+        match Self::open_on_disk(dir, db).await {
+            Err(KbError::Locked(reason)) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    %reason,
+                    "the knowledge-base index directory is in use; keeping this node's index in memory"
+                );
+                let index = tokio::task::spawn_blocking(SearchIndex::in_memory).await??;
+                Self::with_index(index, db).await
+            }
+            other => other,
+        }
+    }
+
+    /// Like [`KnowledgeBase::open`], but fails with [`KbError::Locked`] when another process
+    /// holds `dir` (what `herald kb import` wants to know).
+    pub async fn open_on_disk(dir: &Path, db: &Db) -> Result<KnowledgeBase, KbError> {
         let path = dir.to_path_buf();
         let index = tokio::task::spawn_blocking(move || SearchIndex::open(&path)).await??;
+        Self::with_index(index, db).await
+    }
+
+    async fn with_index(index: SearchIndex, db: &Db) -> Result<KnowledgeBase, KbError> {
         let mark = index.mark()?;
         let (epoch, revision) = match mark {
             Some(mark) => (mark.epoch, mark.revision),
@@ -115,6 +138,7 @@ impl KnowledgeBase {
     /// The best `limit` (at most [`MAX_LIMIT`]) documents for `query`, after catching up with
     /// the database if it changed.
     pub async fn search(&self, db: &Db, query: &str, limit: usize) -> Result<Vec<Hit>, KbError> {
+        let started = std::time::Instant::now();
         let revision = store::revision(db).await?;
         let mut view = self.view();
         if !view.loaded || view.revision != revision {
@@ -123,7 +147,10 @@ impl KnowledgeBase {
         let index = self.index.clone();
         let query = query.to_string();
         let limit = limit.min(MAX_LIMIT);
-        tokio::task::spawn_blocking(move || index.search(&view.synonyms, &query, limit)).await?
+        let hits = tokio::task::spawn_blocking(move || index.search(&view.synonyms, &query, limit))
+            .await??;
+        metrics::histogram!("herald_kb_search_seconds").record(started.elapsed().as_secs_f64());
+        Ok(hits)
     }
 
     /// Inserts or replaces documents (all or none), then updates this node's index.

@@ -485,6 +485,15 @@ async fn kb_nodes_sharing_a_database_catch_up(env: TestEnv) {
     let (status, _) = post_documents(&second, json!({"id": "j2", "title": "잼 보관법"})).await;
     assert_eq!(status, 200);
     assert_eq!(search(&first, "marmalade").await, ["j2"]);
+
+    // A third node given the first one's data directory cannot have its index directory; it
+    // keeps its index in memory and answers all the same.
+    let third = env.spawn(&[]).await;
+    assert_eq!(search(&third, "marmalade").await, ["j2"]);
+    let (status, _) = post_documents(&third, json!({"id": "t", "title": "Tangerine peel"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(search(&first, "tangerine").await, ["t"]);
+    third.stop().await;
     first.stop().await;
     second.stop().await;
     env.cleanup().await;
