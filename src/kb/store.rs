@@ -167,6 +167,33 @@ pub async fn apply(db: &Db, change: Change<'_>) -> Result<Option<i64>, StoreErro
 
 /// Rows per statement: SQLite binds `$n` names in quadratic time, so statements stay small.
 const UPSERT_CHUNK: usize = 64;
+/// Text bytes per statement. sqlx does not set `TCP_NODELAY`, so a statement that needs a
+/// second TCP segment (over ~64 KiB on loopback) waits for the server's delayed ACK, ~40 ms on
+/// PostgreSQL; 64 documents of a few KiB each would hit that on every statement.
+const UPSERT_CHUNK_BYTES: usize = 32 * 1024;
+
+/// `documents` cut into runs of at most `UPSERT_CHUNK` rows and about `UPSERT_CHUNK_BYTES` of
+/// text (a single larger document is a run of its own).
+fn upsert_chunks(documents: &[Document]) -> Vec<&[Document]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, document) in documents.iter().enumerate() {
+        let size = document.id.as_str().len()
+            + document.title.len()
+            + document.body.len()
+            + document.tags.iter().map(|t| t.len() + 3).sum::<usize>()
+            + document.url.as_ref().map_or(0, |u| u.as_str().len());
+        if at > start && (at - start == UPSERT_CHUNK || bytes + size > UPSERT_CHUNK_BYTES) {
+            chunks.push(&documents[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += size;
+    }
+    if start < documents.len() {
+        chunks.push(&documents[start..]);
+    }
+    chunks
+}
 
 async fn upsert_documents(
     conn: &mut AnyConnection,
@@ -174,17 +201,18 @@ async fn upsert_documents(
     revision: i64,
     now: i64,
 ) -> Result<(), StoreError> {
-    for chunk in documents.chunks(UPSERT_CHUNK) {
+    for chunk in upsert_chunks(documents) {
         let mut sql = String::from(
             "INSERT INTO kb_documents (id, title, body, tags, url, updated_at, revision) VALUES ",
         );
+        // $1 and $2 are the time and revision, shared by every row; each row has five more.
         for i in 0..chunk.len() {
-            let p = i * 5;
+            let p = 2 + i * 5;
             if i > 0 {
                 sql.push(',');
             }
             sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, {now}, {revision})",
+                "(${}, ${}, ${}, ${}, ${}, $1, $2)",
                 p + 1,
                 p + 2,
                 p + 3,
@@ -197,7 +225,7 @@ async fn upsert_documents(
              tags = excluded.tags, url = excluded.url, updated_at = excluded.updated_at, \
              revision = excluded.revision",
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now).bind(revision);
         for document in chunk {
             query = query
                 .bind(document.id.as_str().to_string())
@@ -249,4 +277,35 @@ pub async fn delete(db: &Db, id: &DocId) -> Result<Option<i64>, StoreError> {
     .await?;
     tx.commit().await?;
     Ok(Some(revision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kb::document::parse_batch;
+
+    fn documents(sizes: &[usize]) -> Vec<Document> {
+        let items: Vec<serde_json::Value> = sizes
+            .iter()
+            .enumerate()
+            .map(|(n, size)| serde_json::json!({"id": n.to_string(), "title": "t", "body": "x".repeat(*size)}))
+            .collect();
+        parse_batch(serde_json::Value::Array(items)).expect("valid")
+    }
+
+    #[test]
+    fn upserts_are_cut_by_rows_and_by_bytes() {
+        let lengths = |docs: &[Document]| {
+            upsert_chunks(docs)
+                .iter()
+                .map(|c| c.len())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lengths(&documents(&[10; 150])), [64, 64, 22]);
+        assert_eq!(
+            lengths(&documents(&[20_000, 20_000, 100, 60_000, 10])),
+            [1, 2, 1, 1]
+        );
+        assert!(lengths(&[]).is_empty());
+    }
 }
