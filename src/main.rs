@@ -30,6 +30,28 @@ enum Command {
     Migrate,
     /// Check the settings and print the values in effect (secrets hidden).
     CheckConfig,
+    /// Manage the knowledge base (knowledge search).
+    Kb {
+        #[command(subcommand)]
+        command: KbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KbCommand {
+    /// Import documents from JSON (an array or one object) or NDJSON files into the database of
+    /// the configured settings, then into this data directory's search index. Documents with
+    /// an existing id replace it.
+    Import {
+        /// Document files; each document is {"id","title","body"?,"tags"?,"url"?}.
+        files: Vec<PathBuf>,
+        /// A synonym file (Elasticsearch/Solr syntax) replacing the stored one.
+        #[arg(long)]
+        synonyms: Option<PathBuf>,
+        /// Delete every document that is not in these files (e.g. the sample).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +79,23 @@ fn main() -> ExitCode {
             Command::Migrate => {
                 open_database(&settings).await?.close().await;
                 println!("migrations applied");
+                Ok(())
+            }
+            Command::Kb {
+                command:
+                    KbCommand::Import {
+                        files,
+                        synonyms,
+                        replace,
+                    },
+            } => {
+                let request = herald::kb::import::ImportRequest {
+                    files,
+                    synonyms,
+                    replace,
+                };
+                let report = herald::kb::import::import(&settings, &request).await?;
+                println!("{report}");
                 Ok(())
             }
             Command::CheckConfig => {

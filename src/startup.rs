@@ -150,6 +150,20 @@ impl Application {
             "chat",
             crate::channels::chat::ChatChannel::new(db.clone(), ids.clone(), bus.clone(), bot_id),
         );
+        if let Some(count) = crate::kb::sample::import_if_new(&db)
+            .await
+            .context("could not import the sample knowledge base")?
+        {
+            tracing::info!(
+                documents = count,
+                "the knowledge base was empty: imported the sample (replace it with `herald kb import --replace`)"
+            );
+        }
+        let kb = Arc::new(
+            crate::kb::KnowledgeBase::open(&settings.data_dir.join("kb-index"), &db)
+                .await
+                .context("could not open the knowledge-base index")?,
+        );
         let (local_queue, local_receiver) = crate::outbox::LocalQueue::new(
             LOCAL_QUEUE_CAPACITY,
             crate::outbox::lease_for(settings.delivery_timeout),
@@ -174,7 +188,7 @@ impl Application {
             login_limits: crate::accounts::http::login_limits(settings.login_attempts_per_minute),
             bus,
             sessions: Arc::default(),
-            kb: Arc::default(),
+            kb,
             bot_account_id: bot_id,
             bot_sessions,
             webex_me: Arc::default(),

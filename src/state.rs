@@ -36,7 +36,7 @@ pub struct AppInner {
     pub bus: Arc<dyn crate::chat::bus::Bus>,
     /// Chat sessions whose socket dropped, waiting for `resume`.
     pub sessions: Arc<crate::chat::resume::Sessions>,
-    /// The knowledge base's search index (the documents themselves are in the database).
+    /// Knowledge search: the database's documents through this node's index (`kb/`).
     pub kb: Arc<crate::kb::KnowledgeBase>,
     /// The account of the herald bot in chat.
     pub bot_account_id: i64,

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::chat::socket::router())
         .merge(crate::projects::api::router())
         .merge(crate::projects::pages::router())
+        .merge(crate::kb::http::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

@@ -715,3 +715,166 @@ async fn a_contact_is_linked_to_an_account_with_a_one_time_code(env: TestEnv) {
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(the_same_conversation_through_every_connector);
+
+/// One messenger as a test user sees it: say something, read the answer and its buttons (the
+/// text each button would send back).
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    KakaoSkill,
+    PlusFriend,
+    Telegram,
+    Webex,
+}
+
+struct Platforms {
+    telegram: FakeTelegram,
+    webex: FakeWebex,
+}
+
+const WEBEX_SECRET: &str = "conversation-secret";
+
+impl Via {
+    async fn say(self, app: &TestApp, platforms: &Platforms, text: &str) -> (String, Vec<String>) {
+        match self {
+            Via::KakaoSkill => {
+                let response = skill(app, "conversation-user", text).await;
+                let buttons = quick_replies(&response)
+                    .into_iter()
+                    .map(|(_, send)| send)
+                    .collect();
+                (texts(&response), buttons)
+            }
+            Via::PlusFriend => {
+                let response: Value = app
+                    .client
+                    .post(app.url("/plusfriend/message"))
+                    .json(&json!({"user_key": "conversation-key", "type": "text", "content": text}))
+                    .send()
+                    .await
+                    .expect("request")
+                    .json()
+                    .await
+                    .expect("JSON");
+                let buttons = response["keyboard"]["buttons"]
+                    .as_array()
+                    .map(|b| {
+                        b.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (
+                    response["message"]["text"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    buttons,
+                )
+            }
+            Via::Telegram => {
+                let telegram = &platforms.telegram;
+                let before = telegram.delivered().len();
+                // A button's text is pressed as a callback; anything else is typed.
+                let is_button = text.starts_with('#') || text.starts_with("구독 /");
+                if is_button {
+                    telegram.push_update(FakeTelegram::callback_update(55, "cbq", text));
+                } else {
+                    telegram.push_update(FakeTelegram::text_update(55, text));
+                }
+                let message = wait_for_telegram(telegram, 55, before + 1).await;
+                let buttons = message
+                    .reply_markup
+                    .as_ref()
+                    .and_then(|m| m["inline_keyboard"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+                    .filter_map(|key| key["callback_data"].as_str().map(str::to_string))
+                    .collect();
+                (message.text, buttons)
+            }
+            Via::Webex => {
+                let webex = &platforms.webex;
+                let before = webex.posted().len();
+                let body = webex
+                    .person_writes("conversation-room", "direct", "eve@example.com", text)
+                    .to_string();
+                let status =
+                    post_webex(app, &body, Some(&signature(WEBEX_SECRET, body.as_bytes()))).await;
+                assert_eq!(status, 200);
+                wait_until("a Webex answer", WAIT, || async {
+                    webex.posted().len() > before
+                })
+                .await;
+                let markdown = webex.posted()[before].body["markdown"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                // Webex has no buttons: the commands are listed as `code`.
+                let buttons = markdown
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("- `").and_then(|l| l.strip_suffix('`')))
+                    .map(str::to_string)
+                    .collect();
+                (markdown, buttons)
+            }
+        }
+    }
+}
+
+async fn the_same_conversation_through_every_connector(env: TestEnv) {
+    let platforms = Platforms {
+        telegram: FakeTelegram::start().await,
+        webex: FakeWebex::start().await,
+    };
+    let repo = repo_with_two_branches();
+    let url = repo.url();
+    let app = env
+        .spawn(&[
+            ("HERALD_TELEGRAM_API", platforms.telegram.base_url.as_str()),
+            (
+                "HERALD_TELEGRAM_BOT_TOKEN",
+                platforms.telegram.token.as_str(),
+            ),
+            ("HERALD_WEBEX_API", platforms.webex.base_url.as_str()),
+            ("HERALD_WEBEX_BOT_TOKEN", fake_webex::TOKEN),
+            ("HERALD_WEBEX_WEBHOOK_SECRET", WEBEX_SECRET),
+        ])
+        .await;
+    wait_until("the Webex webhook", WAIT, || async {
+        !platforms.webex.webhooks().is_empty()
+    })
+    .await;
+
+    for via in [Via::KakaoSkill, Via::PlusFriend, Via::Telegram, Via::Webex] {
+        let (text, _) = via.say(&app, &platforms, "구독").await;
+        assert!(text.contains("어떤 저장소"), "{via:?}: {text}");
+        let (text, buttons) = via.say(&app, &platforms, &url).await;
+        assert!(text.contains("브랜치"), "{via:?}: {text}");
+        // The second button is `dev` (the default branch comes first).
+        let dev = buttons
+            .get(1)
+            .cloned()
+            .unwrap_or_else(|| panic!("{via:?}: no dev button in {buttons:?}"));
+        let (text, _) = via.say(&app, &platforms, &dev).await;
+        assert!(
+            text.contains("구독했어요") && text.contains("(dev)"),
+            "{via:?}: {text}"
+        );
+        let (text, _) = via.say(&app, &platforms, "목록").await;
+        assert!(text.contains("— dev"), "{via:?}: {text}");
+        let (text, _) = via.say(&app, &platforms, "커밋").await;
+        assert!(text.contains("Dev work"), "{via:?}: {text}");
+        let (text, _) = via.say(&app, &platforms, "검색 연차 신청").await;
+        assert!(text.contains("휴가 신청 방법"), "{via:?}: {text}");
+        let (text, _) = via
+            .say(&app, &platforms, &format!("구독취소 {url} dev"))
+            .await;
+        assert!(text.contains("구독을 취소했어요"), "{via:?}: {text}");
+    }
+
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -9,6 +9,7 @@ mod chat;
 mod delivery;
 mod git_watch;
 mod github;
+mod kb;
 mod ops;
 mod reference_api;
 mod webhooks;
