@@ -167,32 +167,21 @@ pub async fn apply(db: &Db, change: Change<'_>) -> Result<Option<i64>, StoreErro
 
 /// Rows per statement: SQLite binds `$n` names in quadratic time, so statements stay small.
 const UPSERT_CHUNK: usize = 64;
-/// Text bytes per statement. sqlx writes a message in 16 KiB pieces without `TCP_NODELAY`, so
-/// the last piece of a larger statement waits for PostgreSQL's delayed ACK, ~40 ms (seen with
-/// strace: 16406 + 16406 + 532 bytes, answer 42 ms later). Statements stay under one piece.
-const UPSERT_CHUNK_BYTES: usize = 12 * 1024;
-
-/// `documents` cut into runs of at most `UPSERT_CHUNK` rows and about `UPSERT_CHUNK_BYTES` of
-/// text (a single larger document is a run of its own).
+/// `documents` cut into runs of at most `UPSERT_CHUNK` rows and about
+/// [`crate::store::STATEMENT_TEXT_BYTES`] of text (a single larger document is a run of its own).
 fn upsert_chunks(documents: &[Document]) -> Vec<&[Document]> {
-    let mut chunks = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (at, document) in documents.iter().enumerate() {
-        let size = document.id.as_str().len()
-            + document.title.len()
-            + document.body.len()
-            + document.tags.iter().map(|t| t.len() + 3).sum::<usize>()
-            + document.url.as_ref().map_or(0, |u| u.as_str().len());
-        if at > start && (at - start == UPSERT_CHUNK || bytes + size > UPSERT_CHUNK_BYTES) {
-            chunks.push(&documents[start..at]);
-            (start, bytes) = (at, 0);
-        }
-        bytes += size;
-    }
-    if start < documents.len() {
-        chunks.push(&documents[start..]);
-    }
-    chunks
+    crate::store::statement_chunks(
+        documents,
+        UPSERT_CHUNK,
+        crate::store::STATEMENT_TEXT_BYTES,
+        |document| {
+            document.id.as_str().len()
+                + document.title.len()
+                + document.body.len()
+                + document.tags.iter().map(|t| t.len() + 3).sum::<usize>()
+                + document.url.as_ref().map_or(0, |u| u.as_str().len())
+        },
+    )
 }
 
 async fn upsert_documents(

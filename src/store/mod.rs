@@ -230,3 +230,47 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// Text bytes per multi-row statement. sqlx writes a message in 16 KiB pieces without
+/// `TCP_NODELAY`, so the last piece of a larger statement waits for PostgreSQL's delayed ACK,
+/// ~40 ms (seen with strace: 16406 + 16406 + 532 bytes, answer 42 ms later). Statements that
+/// carry bulky rows stay under one piece.
+pub const STATEMENT_TEXT_BYTES: usize = 12 * 1024;
+
+/// `items` cut into runs of at most `max_rows` and about `max_bytes` (by `size`); an item larger
+/// than `max_bytes` is a run of its own.
+pub fn statement_chunks<T>(
+    items: &[T],
+    max_rows: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, item) in items.iter().enumerate() {
+        let item_size = size(item);
+        if at > start && (at - start == max_rows || bytes + item_size > max_bytes) {
+            chunks.push(&items[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += item_size;
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::statement_chunks;
+
+    #[test]
+    fn chunks_respect_rows_and_bytes() {
+        let sizes = [5, 5, 5, 20, 1, 1, 1, 1];
+        let chunks = statement_chunks(&sizes, 3, 12, |s| *s);
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, vec![2, 1, 1, 3, 1]);
+        assert!(statement_chunks::<usize>(&[], 3, 12, |s| *s).is_empty());
+    }
+}
