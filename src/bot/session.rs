@@ -88,15 +88,8 @@ pub async fn load(
     .fetch_optional(db.reader())
     .await?;
     Ok(row.map(|row| {
-        let contact = Contact {
-            id: row.get(0),
-            channel: row.get(1),
-            address: row.get(2),
-            nick_name: row.get(3),
-            muted: row.get::<i64, _>(4) != 0,
-            blocked: row.get::<i64, _>(5) != 0,
-            created_at: crate::contacts::rfc3339(row.get(6)),
-        };
+        // Columns 0..=6 are the contact's, in `contacts::CONTACT_COLUMNS` order.
+        let contact = crate::contacts::contact_from_row(&row);
         let session = Session {
             lang: row
                 .get::<Option<String>, _>(7)

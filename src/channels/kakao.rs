@@ -84,7 +84,7 @@ impl KakaoChannel {
             Err(error) => return Attempt::from_transport_error(&error),
         };
         let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
+        let retry_after = crate::outbox::channel::retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match status {
@@ -183,14 +183,6 @@ impl KakaoChannel {
         }
         Attempt::delivered(Some(status), Some(accepted))
     }
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }
 
 impl Channel for KakaoChannel {

@@ -72,12 +72,7 @@ impl WebexChannel {
             Err(error) => return Attempt::from_transport_error(&error),
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::outbox::channel::retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
         let description = serde_json::from_str::<Value>(&text)
             .ok()

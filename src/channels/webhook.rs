@@ -229,11 +229,7 @@ impl WebhookChannel {
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = crate::outbox::channel::retry_after(response.headers());
         let mut logged = Vec::new();
         while logged.len() < RESPONSE_LOG_BYTES {
             match response.chunk().await {
@@ -258,17 +254,6 @@ impl WebhookChannel {
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds.min(86_400)));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.timestamp() - chrono::Utc::now().timestamp();
-    Some(Duration::from_secs(wait.clamp(0, 86_400) as u64))
-}
-
 impl Channel for WebhookChannel {
     fn name(&self) -> &'static str {
         "webhook"
@@ -282,6 +267,7 @@ impl Channel for WebhookChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::channel::parse_retry_after;
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {

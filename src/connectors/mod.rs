@@ -45,15 +45,7 @@ pub async fn queue_replies(
     let queued = deliveries.len();
     let leased =
         outbox::enqueue_local_first(&mut tx, &state.ids, &state.local_queue, deliveries).await?;
-    let leased_count = leased.len();
-    if let Err(error) = tx.commit().await {
-        state.local_queue.release(leased_count);
-        return Err(error);
-    }
-    state.local_queue.push(leased);
-    if queued > leased_count {
-        state.outbox_wake.notify_one();
-    }
+    outbox::commit_and_dispatch(tx, &state.local_queue, &state.outbox_wake, queued, leased).await?;
     Ok(true)
 }
 

@@ -81,7 +81,8 @@ pub fn rfc3339(ms: i64) -> String {
 
 const CONTACT_COLUMNS: &str = "id, channel, address, nick_name, muted, blocked, created_at";
 
-fn contact_from_row(row: &sqlx::any::AnyRow) -> Contact {
+/// A contact from a row whose first columns are [`CONTACT_COLUMNS`].
+pub fn contact_from_row(row: &sqlx::any::AnyRow) -> Contact {
     Contact {
         id: row.get(0),
         channel: row.get(1),

@@ -129,3 +129,22 @@ pub trait Channel: Send + Sync + 'static {
     /// a `Permanent` failure.
     fn send<'a>(&'a self, message: OutgoingMessage<'a>) -> BoxFuture<'a, Attempt>;
 }
+
+/// A response's `Retry-After`, as seconds or as an HTTP date, capped at a day.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(86_400)));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.timestamp() - chrono::Utc::now().timestamp();
+    Some(Duration::from_secs(wait.clamp(0, 86_400) as u64))
+}

@@ -236,6 +236,28 @@ pub async fn enqueue_local_first(
     result
 }
 
+/// Commits the transaction that enqueued `queued` deliveries (`leased` of them through
+/// [`enqueue_local_first`]), then hands the leased ones to this node's dispatcher and wakes the
+/// worker for the rest. If the commit fails, the local queue's room is given back.
+pub async fn commit_and_dispatch(
+    tx: sqlx::Transaction<'_, sqlx::Any>,
+    local: &LocalQueue,
+    wake: &tokio::sync::Notify,
+    queued: usize,
+    leased: Vec<ClaimedDelivery>,
+) -> Result<(), StoreError> {
+    let leased_count = leased.len();
+    if let Err(error) = tx.commit().await {
+        local.release(leased_count);
+        return Err(error);
+    }
+    local.push(leased);
+    if queued > leased_count {
+        wake.notify_one();
+    }
+    Ok(())
+}
+
 /// Frees leases of deliveries that were handed over but never sent (at shutdown).
 pub async fn release_leases(db: &Db, ids: &[i64]) -> Result<(), StoreError> {
     for chunk in ids.chunks(RECORD_CHUNK) {

@@ -171,17 +171,9 @@ pub async fn accept_push(
     let queued = deliveries.len();
     let leased =
         outbox::enqueue_local_first(&mut tx, &state.ids, &state.local_queue, deliveries).await?;
-    let leased_count = leased.len();
-    if let Err(error) = tx.commit().await {
-        state.local_queue.release(leased_count);
-        return Err(error);
-    }
-    state.local_queue.push(leased);
+    outbox::commit_and_dispatch(tx, &state.local_queue, &state.outbox_wake, queued, leased).await?;
 
     metrics::counter!("herald_push_events_total", "source" => event.source.as_str()).increment(1);
-    if queued > leased_count {
-        state.outbox_wake.notify_one();
-    }
     tracing::info!(
         repository = %repository.url.key,
         branch = %branch,
