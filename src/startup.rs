@@ -244,6 +244,7 @@ impl Application {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(dispatcher.run(shutdown.clone(), local_receiver, state.local_queue.clone()));
         tasks.spawn(crate::watch::poller::run(state.clone(), shutdown.clone()));
+        tasks.spawn(crate::chat::bot::answer_missed(state.clone()));
         if state.settings.telegram.bot_token.is_some() {
             tasks.spawn(crate::connectors::telegram::run(
                 state.clone(),

@@ -16,6 +16,7 @@ both_backends!(
     friends_chat_edit_delete_and_history,
     bad_frames_get_errors_and_others_keep_working,
     a_dm_to_the_herald_bot_gets_an_answer,
+    a_dm_to_the_bot_stored_before_a_crash_is_answered_after_restart,
 );
 
 type Stream =
@@ -739,6 +740,52 @@ async fn a_dm_to_the_herald_bot_gets_an_answer(env: TestEnv) {
         "{answer}"
     );
 
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn a_dm_to_the_bot_stored_before_a_crash_is_answered_after_restart(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let settings = [("HERALD_SMTP_URL", smtp.url.as_str())];
+    let app = env.spawn(&settings).await;
+    let token = sign_up(&app, &smtp, "erin", "erin@example.com", "erin's password").await;
+    let (_ws, auth) = Ws::start(&app, &token).await;
+    let erin = id_of(&auth["self_user"]);
+    let bot = app.state.bot_account_id;
+    // What a node does when it acknowledges a DM; it dies before queueing the bot's answer.
+    herald::chat::store_message(
+        &app.state.db,
+        &app.state.ids,
+        herald::chat::pair(bot, erin),
+        erin,
+        "목록",
+        None,
+    )
+    .await
+    .expect("store the DM");
+    app.stop().await;
+
+    let app = env.spawn(&settings).await;
+    let db = app.state.db.clone();
+    crate::helpers::wait_until(
+        "the bot's answer after the restart",
+        crate::helpers::WAIT,
+        || {
+            let db = db.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM chat_messages WHERE user_id = $1 AND high_id = $2",
+                )
+                .bind(bot)
+                .bind(erin)
+                .fetch_one(db.reader())
+                .await
+                .unwrap_or(0)
+                    == 1
+            }
+        },
+    )
+    .await;
     app.stop().await;
     env.cleanup().await;
 }
