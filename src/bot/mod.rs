@@ -378,7 +378,8 @@ impl Engine<'_> {
             Ok(url) => url,
             Err(error) => return Ok(self.subscribe_error(&SubscribeError::Repository(error))),
         };
-        let heads = match crate::contacts::probe_heads(self.state, &url, "*").await {
+        // `**`: every branch, `feature/x` too (`*` stops at a slash, as in subscriptions).
+        let heads = match crate::contacts::probe_heads(self.state, &url, "**").await {
             Ok(heads) => heads,
             Err(SubscribeError::Store(error)) => return Err(error),
             Err(error) => return Ok(self.subscribe_error(&error)),

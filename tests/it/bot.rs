@@ -151,6 +151,31 @@ async fn kakao_skill_conversation_and_event_api_notifications(env: TestEnv) {
         vec![("botUserKey".to_string(), "user-1".to_string())]
     );
 
+    // Kakao's task result says it no longer knows the user: the contact is marked blocked.
+    kakao.forget_user("user-1");
+    let sha = repo.commit("m.txt", "m", "Nobody hears this");
+    app.wait_for_head("main", &sha).await;
+    let db = app.state.db.clone();
+    wait_until("the contact to be marked blocked", WAIT, || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT blocked FROM contacts WHERE channel = 'kakao' AND address = 'user-1'",
+            )
+            .fetch_one(db.reader())
+            .await
+            .unwrap_or(0)
+                == 1
+        }
+    })
+    .await;
+    assert!(
+        !kakao
+            .events()
+            .iter()
+            .any(|e| e.text.contains("Nobody hears this"))
+    );
+
     let gone = skill(&app, "user-1", &format!("구독취소 {url} main")).await;
     assert!(texts(&gone).contains("구독을 취소했어요"), "{gone}");
     // English in, English out.
@@ -187,9 +212,24 @@ async fn wait_for_telegram(
         .expect("message")
 }
 
+/// A branch whose subscribe command does not fit Telegram's 64-byte `callback_data`.
+const LONG_BRANCH: &str = "feature/a-branch-name-long-enough-to-overflow-callback-data";
+
+fn inline_keys(message: &herald::testkit::fake_telegram::Received) -> Vec<Value> {
+    message.reply_markup.clone().expect("an inline keyboard")["inline_keyboard"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
 async fn telegram_conversation_by_long_polling_with_inline_keyboards(env: TestEnv) {
     let telegram = FakeTelegram::start().await;
     let repo = repo_with_two_branches();
+    repo.checkout_new_branch(LONG_BRANCH);
+    repo.commit("long.txt", "l", "Long branch work");
+    repo.checkout("main");
     let app = env
         .spawn(&[
             ("HERALD_TELEGRAM_API", telegram.base_url.as_str()),
@@ -206,12 +246,8 @@ async fn telegram_conversation_by_long_polling_with_inline_keyboards(env: TestEn
     ));
     let question = wait_for_telegram(&telegram, 77, 2).await;
     assert!(question.text.contains("Which branch"), "{question:?}");
-    let keyboard = question.reply_markup.clone().expect("an inline keyboard");
-    let dev = keyboard["inline_keyboard"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+    let dev = inline_keys(&question)
+        .into_iter()
         .find(|key| key["text"] == "dev")
         .expect("a dev button");
     let data = dev["callback_data"].as_str().expect("callback_data");
@@ -233,6 +269,27 @@ async fn telegram_conversation_by_long_polling_with_inline_keyboards(env: TestEn
         "{list:?}"
     );
     assert!(telegram.webhook().is_none(), "polling mode sets no webhook");
+
+    // A command longer than `callback_data`'s 64 bytes is sent as `#n`, which the bot resolves
+    // against the buttons it offered last.
+    telegram.push_update(FakeTelegram::text_update(
+        77,
+        &format!("/subscribe {}", repo.url()),
+    ));
+    let question = wait_for_telegram(&telegram, 77, 5).await;
+    let long = inline_keys(&question)
+        .into_iter()
+        .find(|key| {
+            key["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("feature/"))
+        })
+        .unwrap_or_else(|| panic!("a button for the long branch: {question:?}"));
+    let data = long["callback_data"].as_str().expect("callback_data");
+    assert!(data.starts_with('#') && data.len() <= 64, "{data}");
+    telegram.push_update(FakeTelegram::callback_update(77, "cbq-2", data));
+    let done = wait_for_telegram(&telegram, 77, 6).await;
+    assert!(done.text.contains(&format!("({LONG_BRANCH})")), "{done:?}");
 
     app.stop().await;
     env.cleanup().await;
