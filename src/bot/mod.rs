@@ -52,6 +52,8 @@ pub struct Answer {
 pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer, StoreError> {
     let db = &state.db;
     let cached = state.bot_sessions.get(incoming.channel, incoming.address);
+    // Whether the cache must learn this conversation afresh after the message.
+    let mut refresh = cached.is_none();
     let found = match cached {
         Some(found) => Some(found),
         None => session::load(db, incoming.channel, incoming.address).await?,
@@ -59,6 +61,7 @@ pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer
     let (contact, mut session) = match found {
         Some((contact, session)) if !contact.blocked => (contact, session),
         found => {
+            refresh = true;
             let contact = crate::contacts::upsert_contact(
                 db,
                 &state.ids,
@@ -84,9 +87,10 @@ pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer
         contact: &contact,
         session: &mut session,
         lang: Lang::Ko,
+        contact_changed: false,
     };
     let reply = engine.respond(&text).await;
-    let lang = engine.lang;
+    let (lang, contact_changed) = (engine.lang, engine.contact_changed);
     let long_buttons = reply
         .buttons
         .iter()
@@ -96,6 +100,7 @@ pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer
     } else {
         Vec::new()
     });
+    let changed = session.dirty;
     if let Err(error) = session::save(db, contact.id, &session).await {
         // The contact may have been deleted meanwhile: read it again next time.
         state
@@ -104,9 +109,16 @@ pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer
         return Err(error);
     }
     session.dirty = false;
-    state
-        .bot_sessions
-        .put(incoming.channel, incoming.address, &contact, &session);
+    if contact_changed {
+        // Muted or unmuted: the cached contact is stale; read it again next time.
+        state
+            .bot_sessions
+            .forget(incoming.channel, incoming.address);
+    } else if refresh || changed {
+        state
+            .bot_sessions
+            .put(incoming.channel, incoming.address, &contact, &session);
+    }
     Ok(Answer {
         reply,
         lang,
@@ -129,6 +141,8 @@ struct Engine<'a> {
     contact: &'a Contact,
     session: &'a mut Session,
     lang: Lang,
+    /// The command changed the contact's own row (mute/unmute).
+    contact_changed: bool,
 }
 
 impl Engine<'_> {
@@ -203,6 +217,7 @@ impl Engine<'_> {
             Command::Mute | Command::Unmute => {
                 let mute = command == Command::Mute;
                 crate::contacts::set_contact_muted(&self.state.db, self.contact.id, mute).await?;
+                self.contact_changed = true;
                 Ok(if mute {
                     Reply::text(self.t(
                         "🔕 알림을 껐어요. 다시 받으려면 \u{201c}알림켜기\u{201d}라고 보내 주세요.",

@@ -49,9 +49,7 @@ struct Inner {
     next_update_id: i64,
     arrived: Arc<tokio::sync::Notify>,
     webhook: Option<(String, String)>,
-    webhook_calls: usize,
     answered_callbacks: Vec<String>,
-    polls: usize,
 }
 
 #[derive(Clone)]
@@ -143,17 +141,8 @@ impl FakeTelegram {
         self.inner.lock().expect("lock").webhook.clone()
     }
 
-    pub fn webhook_calls(&self) -> usize {
-        self.inner.lock().expect("lock").webhook_calls
-    }
-
     pub fn answered_callbacks(&self) -> Vec<String> {
         self.inner.lock().expect("lock").answered_callbacks.clone()
-    }
-
-    /// How many `getUpdates` calls were answered.
-    pub fn polls(&self) -> usize {
-        self.inner.lock().expect("lock").polls
     }
 }
 
@@ -178,7 +167,6 @@ async fn bot_side(inner: &Arc<Mutex<Inner>>, method: &str, body: &Value) -> Opti
                 ));
             }
             let mut inner = inner.lock().expect("lock");
-            inner.webhook_calls += 1;
             inner.webhook = (!url.is_empty()).then_some((url, secret));
             Some(ok(json!(true)))
         }
@@ -213,7 +201,6 @@ async fn bot_side(inner: &Arc<Mutex<Inner>>, method: &str, body: &Value) -> Opti
                         .updates
                         .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);
                     if !inner.updates.is_empty() || tokio::time::Instant::now() >= deadline {
-                        inner.polls += 1;
                         return Some(ok(Value::Array(inner.updates.clone())));
                     }
                     inner.arrived.clone()

@@ -134,6 +134,13 @@ async fn kakao_skill_conversation_and_event_api_notifications(env: TestEnv) {
     let commits = skill(&app, "user-1", "커밋").await;
     assert!(texts(&commits).contains("Initial commit"), "{commits}");
 
+    // Muting shows at once in the next answer (the conversation cache forgets the contact).
+    let muted = skill(&app, "user-1", "알림끄기").await;
+    assert!(texts(&muted).contains("알림을 껐어요"), "{muted}");
+    let list = skill(&app, "user-1", "목록").await;
+    assert!(texts(&list).contains("모든 알림이 꺼져"), "{list}");
+    skill(&app, "user-1", "알림켜기").await;
+
     // A push reaches this Kakao user through the Event API.
     let sha = repo.commit("n.txt", "n", "Notify the Kakao user");
     app.wait_for_head("main", &sha).await;
