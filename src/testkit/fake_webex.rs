@@ -60,6 +60,11 @@ impl FakeWebex {
         }
     }
 
+    /// A webhook that already exists on Webex (registered by an earlier run, say).
+    pub fn add_webhook(&self, hook: Value) {
+        self.inner.lock().expect("lock").webhooks.push(hook);
+    }
+
     pub fn webhooks(&self) -> Vec<Value> {
         self.inner.lock().expect("lock").webhooks.clone()
     }

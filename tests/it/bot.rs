@@ -780,7 +780,67 @@ async fn a_contact_is_linked_to_an_account_with_a_one_time_code(env: TestEnv) {
     env.cleanup().await;
 }
 
-both_backends!(the_same_conversation_through_every_connector);
+both_backends!(
+    the_same_conversation_through_every_connector,
+    a_disabled_webex_webhook_is_reactivated_with_the_current_secret,
+    kakao_slow_command_without_callback_is_answered_by_push,
+);
+
+async fn kakao_slow_command_without_callback_is_answered_by_push(env: TestEnv) {
+    let kakao = FakeKakao::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/slow", &repo);
+    let kakao_settings = kakao.settings();
+    let mut settings = owned(&kakao_settings);
+    settings.extend([
+        ("HERALD_GITHUB_API", github.base_url.as_str()),
+        ("HERALD_DELIVERY_TIMEOUT", "10s"),
+    ]);
+    let app = env.spawn(&settings).await;
+    // Slower than the 4 s the skill waits when Kakao gave no callback URL.
+    github.set_delay(std::time::Duration::from_millis(4500));
+    let answer = skill(&app, "push-user", "구독 octo/slow main").await;
+    assert!(texts(&answer).contains("끝나면 알려 드릴게요"), "{answer}");
+    wait_until("the answer as an Event API message", WAIT, || async {
+        kakao.events().iter().any(|e| e.text.contains("구독했어요"))
+    })
+    .await;
+    let event = kakao.events().into_iter().last().expect("event");
+    assert_eq!(
+        event.users,
+        vec![("botUserKey".to_string(), "push-user".to_string())]
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn a_disabled_webex_webhook_is_reactivated_with_the_current_secret(env: TestEnv) {
+    let webex = FakeWebex::start().await;
+    let target = "https://herald.example.com/webex/webhook";
+    webex.add_webhook(json!({
+        "id": "webhook-old", "name": "herald", "targetUrl": target, "resource": "messages",
+        "event": "created", "secret": "an old secret", "status": "disabled",
+    }));
+    let app = env
+        .spawn(&[
+            ("HERALD_WEBEX_API", webex.base_url.as_str()),
+            ("HERALD_WEBEX_BOT_TOKEN", fake_webex::TOKEN),
+            ("HERALD_WEBEX_WEBHOOK_SECRET", "the current secret"),
+            ("HERALD_PUBLIC_URL", "https://herald.example.com"),
+        ])
+        .await;
+    wait_until("the webhook to be re-activated", WAIT, || async {
+        webex.webhooks()[0]["status"] == "active"
+    })
+    .await;
+    let hooks = webex.webhooks();
+    assert_eq!(hooks.len(), 1, "found, not created again: {hooks:?}");
+    assert_eq!(hooks[0]["secret"], "the current secret");
+    assert_eq!(hooks[0]["targetUrl"], target);
+    app.stop().await;
+    env.cleanup().await;
+}
 
 /// One messenger as a test user sees it: say something, read the answer and its buttons (the
 /// text each button would send back).
