@@ -110,6 +110,54 @@ pub async fn are_friends(db: &Db, a: i64, b: i64) -> Result<bool, StoreError> {
     Ok(found.is_some())
 }
 
+/// What a chat id names for one requester, read in a single query (a chat frame is the hot
+/// path: one database round trip instead of one each for room, account and friendship).
+#[derive(Debug)]
+pub enum ChatTarget {
+    /// A group room with this id exists (membership is checked by the caller).
+    Room(i64),
+    /// The id is the XOR of the requester's id and `other`'s; `friends` says whether they are.
+    Dm { other: Account, friends: bool },
+    /// Neither a room nor a DM of this requester.
+    Nothing,
+}
+
+pub async fn resolve_chat(db: &Db, me: i64, chat_id: i64) -> Result<ChatTarget, StoreError> {
+    let other_id = chat_id ^ me;
+    type Row = (
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        i64,
+    );
+    let (rooms, id, name, email, profile, friends): Row = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM rooms WHERE id = $1), a.id, a.name, a.email, a.profile, \
+         (SELECT COUNT(*) FROM friendships f WHERE f.accepted = 1 AND \
+          ((f.requester_id = $2 AND f.addressee_id = $3) OR (f.requester_id = $3 AND f.addressee_id = $2))) \
+         FROM (SELECT 1 AS one) AS one LEFT JOIN accounts a ON a.id = $2",
+    )
+    .bind(chat_id)
+    .bind(other_id)
+    .bind(me)
+    .fetch_one(db.reader())
+    .await?;
+    Ok(match (rooms, id, name, email) {
+        (1.., _, _, _) => ChatTarget::Room(chat_id),
+        (_, Some(id), Some(name), Some(email)) if id != me => ChatTarget::Dm {
+            other: Account {
+                id,
+                name,
+                email,
+                profile,
+            },
+            friends: friends > 0,
+        },
+        _ => ChatTarget::Nothing,
+    })
+}
+
 /// What a friendship operation did, for the caller to tell the other side.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FriendChange {

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use super::resume::{FrameLog, SessionState};
 use super::{
-    FriendChange, Message as ChatMessage, Room, accept_friend, account_by_id, add_member,
-    are_friends, chat_payload, create_room, delete_friend, edit_message, find_message, find_room,
+    ChatTarget, FriendChange, Message as ChatMessage, Room, accept_friend, add_member,
+    chat_payload, create_room, resolve_chat, delete_friend, edit_message, find_message, find_room,
     friends, history, incoming_requests, pair, parse_created_at, remove_member, request_friend,
     room_key, room_members, room_object, rooms_of, store_message, user_object, withdraw_request,
 };
@@ -59,7 +59,7 @@ fn error_frame(code: u16, reason: impl Into<String>) -> String {
 
 /// What a chat id names for one requester.
 enum Target {
-    Dm { other: Account },
+    Dm { other: Account, friends: bool },
     Room { room: Room, members: Vec<Account> },
 }
 
@@ -67,7 +67,7 @@ impl Target {
     /// The key the conversation's messages are stored under.
     fn key(&self, me: &Account) -> (i64, i64) {
         match self {
-            Target::Dm { other } => pair(me.id, other.id),
+            Target::Dm { other, .. } => pair(me.id, other.id),
             Target::Room { room, .. } => room_key(room.id),
         }
     }
@@ -75,7 +75,7 @@ impl Target {
     /// Everyone whose sockets see the conversation's frames.
     fn recipients(&self, me: &Account) -> Vec<i64> {
         match self {
-            Target::Dm { other } => vec![me.id, other.id],
+            Target::Dm { other, .. } => vec![me.id, other.id],
             Target::Room { members, .. } => members.iter().map(|m| m.id).collect(),
         }
     }
@@ -443,31 +443,30 @@ impl Session {
         .await;
     }
 
-    /// The other participant of a DM named by its XOR id, resolved for this requester only.
-    async fn other_party(&self, me: &Account, chat_id: i64) -> Result<Account, (u16, String)> {
-        let other_id = chat_id ^ me.id;
-        match account_by_id(&self.state.db, other_id).await {
-            Ok(Some(other)) if other.id != me.id => Ok(other),
-            Ok(_) => Err((404, "no such chat".into())),
-            Err(_) => Err((500, "internal error".into())),
-        }
-    }
-
-    /// What a `chat_id` names for this requester: a room it belongs to, or a DM.
+    /// What a `chat_id` names for this requester: a room it belongs to, or a DM (the XOR id
+    /// resolved for this requester only).
     async fn target(&self, me: &Account, chat_id: i64) -> Result<Target, (u16, String)> {
         let internal = |_| (500u16, "internal error".to_string());
-        if let Some(room) = find_room(&self.state.db, chat_id).await.map_err(internal)? {
-            let members = room_members(&self.state.db, room.id)
-                .await
-                .map_err(internal)?;
-            if !members.iter().any(|m| m.id == me.id) {
-                return Err((403, "you are not a member of this room".into()));
+        match resolve_chat(&self.state.db, me.id, chat_id)
+            .await
+            .map_err(internal)?
+        {
+            ChatTarget::Room(id) => {
+                let room = find_room(&self.state.db, id)
+                    .await
+                    .map_err(internal)?
+                    .ok_or((404u16, "no such chat".to_string()))?;
+                let members = room_members(&self.state.db, room.id)
+                    .await
+                    .map_err(internal)?;
+                if !members.iter().any(|m| m.id == me.id) {
+                    return Err((403, "you are not a member of this room".into()));
+                }
+                Ok(Target::Room { room, members })
             }
-            return Ok(Target::Room { room, members });
+            ChatTarget::Dm { other, friends } => Ok(Target::Dm { other, friends }),
+            ChatTarget::Nothing => Err((404, "no such chat".into())),
         }
-        Ok(Target::Dm {
-            other: self.other_party(me, chat_id).await?,
-        })
     }
 
     async fn chat(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
@@ -491,10 +490,9 @@ impl Session {
                     return Ok(());
                 }
                 // Anyone may write to the herald bot; people only to their friends.
-                let to_bot = matches!(&target, Target::Dm { other } if other.id == self.state.bot_account_id);
-                if let Target::Dm { other } = &target
+                let to_bot = matches!(&target, Target::Dm { other, .. } if other.id == self.state.bot_account_id);
+                if let Target::Dm { friends: false, .. } = &target
                     && !to_bot
-                    && !are_friends(db, me.id, other.id).await.map_err(internal)?
                 {
                     return Err((403, "you can only message friends".into()));
                 }
@@ -561,13 +559,8 @@ impl Session {
     async fn typing(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
         let chat_id = id_field(payload, "chat_id").map_err(|reason| (400u16, reason))?;
         let target = self.target(me, chat_id).await?;
-        if let Target::Dm { other } = &target {
-            let friends = are_friends(&self.state.db, me.id, other.id)
-                .await
-                .map_err(|_| (500u16, "internal error".to_string()))?;
-            if !friends {
-                return Err((403, "you can only message friends".into()));
-            }
+        if let Target::Dm { friends: false, .. } = &target {
+            return Err((403, "you can only message friends".into()));
         }
         let text = frame(
             "typing",

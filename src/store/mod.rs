@@ -17,6 +17,8 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use crate::ids::now_ms;
 
+mod nodelay;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -45,10 +47,18 @@ impl Db {
             let options = AnyConnectOptions::from_str(url)?
                 .log_statements(tracing::log::LevelFilter::Trace)
                 .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+            let servers = std::sync::Arc::new(nodelay::server_addresses(url).await);
             let pool = AnyPoolOptions::new()
                 .max_connections(20)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |_conn, _meta| {
+                    let servers = servers.clone();
+                    Box::pin(async move {
+                        nodelay::set_on_sockets_to(&servers);
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await?;
             Ok(Db {
