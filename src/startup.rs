@@ -192,6 +192,7 @@ impl Application {
             bot_account_id: bot_id,
             bot_sessions,
             webex_me: Arc::default(),
+            ingest: Default::default(),
             settings,
         });
         Ok(Application {

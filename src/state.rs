@@ -42,6 +42,8 @@ pub struct AppInner {
     pub bot_account_id: i64,
     /// Bot conversations between messages (SQLite only; see `bot::session::SessionCache`).
     pub bot_sessions: Arc<crate::bot::session::SessionCache>,
+    /// Push events waiting for their group commit (`watch::ingest`).
+    pub ingest: crate::watch::ingest::IngestQueue,
     /// The Webex bot's own identity, read once from the API.
     pub webex_me: Arc<tokio::sync::OnceCell<crate::connectors::webex::WebexMe>>,
 }

@@ -22,9 +22,10 @@ use tokio::time::Instant;
 use super::resume::{FrameLog, SessionState};
 use super::{
     ChatTarget, FriendChange, Message as ChatMessage, Room, accept_friend, add_member,
-    chat_payload, create_room, resolve_chat, delete_friend, edit_message, find_message, find_room,
-    friends, history, incoming_requests, pair, parse_created_at, remove_member, request_friend,
-    room_key, room_members, room_object, rooms_of, store_message, user_object, withdraw_request,
+    chat_payload, create_room, delete_friend, edit_message, find_message, find_room, friends,
+    history, incoming_requests, pair, parse_created_at, remove_member, request_friend,
+    resolve_chat, room_key, room_members, room_object, rooms_of, store_message, user_object,
+    withdraw_request,
 };
 use crate::accounts::Account;
 use crate::state::AppState;

@@ -313,36 +313,71 @@ pub async fn delete_webhook(db: &Db, project_id: i64, id: i64) -> Result<bool, S
     Ok(deleted.rows_affected() > 0)
 }
 
-/// One delivery per active hook of every project of this repository whose branch pattern
-/// matches; called by `watch::ingest` inside the push event's transaction.
-pub async fn plan_webhook_deliveries(
+/// An active hook of a project, as push fan-out reads it.
+#[derive(Debug, Clone)]
+pub struct ProjectHook {
+    pub hook_id: i64,
+    pub project: Project,
+}
+
+/// The active hooks of every project of these repositories, ordered by project and hook (for
+/// `watch::ingest`, inside the push events' transaction; one query for a batch of pushes).
+pub async fn hook_targets(
     conn: &mut sqlx::AnyConnection,
+    repositories: &[(i64, &str)],
+) -> Result<Vec<ProjectHook>, StoreError> {
+    let mut targets = Vec::new();
+    for chunk in repositories.chunks(64) {
+        let list = (1..=chunk.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT w.id, p.id, p.owner, p.name, p.branches, r.web_url, p.repository_id FROM webhooks w \
+             JOIN projects p ON p.id = w.project_id JOIN repositories r ON r.id = p.repository_id \
+             WHERE p.repository_id IN ({list}) AND w.active = 1 ORDER BY p.id, w.id"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, _) in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let repository_id: i64 = row.get(6);
+            let remote = chunk
+                .iter()
+                .find(|(id, _)| *id == repository_id)
+                .map_or("", |(_, remote)| remote);
+            targets.push(ProjectHook {
+                hook_id: row.get(0),
+                project: Project {
+                    id: row.get(1),
+                    owner: row.get(2),
+                    name: row.get(3),
+                    branches: row.get(4),
+                    web_url: row.get(5),
+                    repository: remote.to_string(),
+                    repository_id,
+                },
+            });
+        }
+    }
+    Ok(targets)
+}
+
+/// One delivery per hook (of `targets`) of this event's repository whose project's branch
+/// pattern matches the pushed branch; the payload is rendered once per project.
+pub fn plan_webhook_deliveries(
+    targets: &[ProjectHook],
     repository_id: i64,
-    remote_url: &str,
     event: &PushEvent,
     event_id: i64,
-) -> Result<Vec<NewDelivery>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT w.id, p.id, p.owner, p.name, p.branches, r.web_url FROM webhooks w \
-         JOIN projects p ON p.id = w.project_id JOIN repositories r ON r.id = p.repository_id \
-         WHERE p.repository_id = $1 AND w.active = 1 ORDER BY p.id, w.id",
-    )
-    .bind(repository_id)
-    .fetch_all(&mut *conn)
-    .await?;
+) -> Vec<NewDelivery> {
     let mut deliveries = Vec::new();
     let mut body_for_project: Option<(i64, String)> = None;
-    for row in &rows {
-        let hook_id: i64 = row.get(0);
-        let project = Project {
-            id: row.get(1),
-            owner: row.get(2),
-            name: row.get(3),
-            branches: row.get(4),
-            web_url: row.get(5),
-            repository: remote_url.to_string(),
-            repository_id,
-        };
+    for ProjectHook { hook_id, project } in targets
+        .iter()
+        .filter(|t| t.project.repository_id == repository_id)
+    {
         let matches = project.branches == event.branch()
             || (is_glob(&project.branches)
                 && crate::watch::subscription_glob(&project.branches)
@@ -353,7 +388,7 @@ pub async fn plan_webhook_deliveries(
         let body = match &body_for_project {
             Some((id, body)) if *id == project.id => body.clone(),
             _ => {
-                let body = payload::push(&project, event).to_string();
+                let body = payload::push(project, event).to_string();
                 body_for_project = Some((project.id, body.clone()));
                 body
             }
@@ -364,9 +399,9 @@ pub async fn plan_webhook_deliveries(
             payload: body,
             event_id: Some(event_id),
             contact_id: None,
-            webhook_id: Some(hook_id),
+            webhook_id: Some(*hook_id),
             event_type: Some("push".into()),
         });
     }
-    Ok(deliveries)
+    deliveries
 }

@@ -45,7 +45,10 @@ pub fn set_on_sockets_to(servers: &[SocketAddr]) -> usize {
             .ok()
             .and_then(|peer| peer.as_socket())
             .is_some_and(|peer| servers.contains(&peer));
-        if to_server && socket.tcp_nodelay().is_ok_and(|on| !on) && socket.set_tcp_nodelay(true).is_ok() {
+        if to_server
+            && socket.tcp_nodelay().is_ok_and(|on| !on)
+            && socket.set_tcp_nodelay(true).is_ok()
+        {
             changed += 1;
         }
     }
@@ -101,6 +104,10 @@ mod tests {
     async fn finds_the_servers_of_a_url() {
         let found = server_addresses("postgres://u@127.0.0.1:6543/db").await;
         assert_eq!(found, vec!["127.0.0.1:6543".parse().unwrap()]);
-        assert!(server_addresses("postgres://u@localhost/db?host=/run/postgresql").await.is_empty());
+        assert!(
+            server_addresses("postgres://u@localhost/db?host=/run/postgresql")
+                .await
+                .is_empty()
+        );
     }
 }

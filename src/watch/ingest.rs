@@ -27,167 +27,481 @@ pub enum IngestOutcome {
     Duplicate,
 }
 
+/// Accepts a push event: durable (with every delivery it causes) before this returns.
+///
+/// Concurrent pushes are committed together (group commit): each caller queues its event and
+/// one drain task writes everything queued in one transaction, so a burst of webhooks costs one
+/// commit — one WAL append on SQLite, one flush on PostgreSQL — instead of one each. Events are
+/// applied in arrival order inside the transaction, so two pushes to one branch see each other.
+/// If the shared transaction fails, each event is retried alone, so one bad event cannot fail
+/// the others.
 pub async fn accept_push(
     state: &AppState,
     repository: &Repository,
-    mut event: PushEvent,
+    event: PushEvent,
     inbound_delivery: Option<(&str, &str)>,
 ) -> Result<IngestOutcome, StoreError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = Job {
+        repository: repository.clone(),
+        event,
+        inbound: inbound_delivery.map(|(s, d)| (s.to_string(), d.to_string())),
+        reply,
+    };
+    if state.ingest.submit(job) {
+        tokio::spawn(drain(state.clone()));
+    }
+    answer
+        .await
+        .map_err(|_| StoreError::Protocol("push ingestion stopped".into()))?
+}
+
+/// Pushes waiting to be committed, and whether a drain task is running.
+#[derive(Default)]
+pub struct IngestQueue {
+    pending: std::sync::Mutex<(Vec<Job>, bool)>,
+}
+
+/// The most events one transaction takes.
+const BATCH: usize = 64;
+
+pub struct Job {
+    repository: Repository,
+    event: PushEvent,
+    inbound: Option<(String, String)>,
+    reply: tokio::sync::oneshot::Sender<Result<IngestOutcome, StoreError>>,
+}
+
+impl IngestQueue {
+    /// Queues a job; `true` if no drain task is running and the caller must start one.
+    fn submit(&self, job: Job) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.0.push(job);
+        !std::mem::replace(&mut pending.1, true)
+    }
+
+    /// The next batch, or `None` (and the drain task ends) when nothing is waiting.
+    fn next_batch(&self) -> Option<Vec<Job>> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.0.is_empty() {
+            pending.1 = false;
+            return None;
+        }
+        let take = pending.0.len().min(BATCH);
+        Some(pending.0.drain(..take).collect())
+    }
+
+    fn stopped(&self) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).1 = false;
+    }
+}
+
+/// Marks the drain task gone even if it panics, so the next push starts another.
+struct Draining(AppState);
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        self.0.ingest.stopped();
+    }
+}
+
+async fn drain(state: AppState) {
+    let guard = Draining(state);
+    while let Some(batch) = guard.0.ingest.next_batch() {
+        commit_batch(&guard.0, batch).await;
+    }
+    std::mem::forget(guard);
+}
+
+/// A batch applied inside a transaction, ready to be handed over once it commits.
+struct Applied {
+    outcomes: Vec<IngestOutcome>,
+    queued: usize,
+    leased: Vec<outbox::ClaimedDelivery>,
+}
+
+async fn commit_batch(state: &AppState, batch: Vec<Job>) {
+    tracing::debug!(events = batch.len(), "group commit of pushes");
+    match apply_and_commit(state, &batch).await {
+        Ok(applied) => return hand_over(state, batch, applied),
+        Err(error) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(error));
+            }
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, events = batch.len(), "group commit failed; retrying each push alone");
+        }
+    }
+    for job in batch {
+        match apply_and_commit(state, std::slice::from_ref(&job)).await {
+            Ok(applied) => hand_over(state, vec![job], applied),
+            Err(error) => {
+                let _ = job.reply.send(Err(error));
+            }
+        }
+    }
+}
+
+async fn apply_and_commit(state: &AppState, batch: &[Job]) -> Result<Applied, StoreError> {
     let mut tx = state.db.writer().begin().await?;
+    let applied = apply(&mut tx, state, batch).await?;
+    if let Err(error) = tx.commit().await {
+        state.local_queue.release(applied.leased.len());
+        return Err(error);
+    }
+    Ok(applied)
+}
 
-    if let Some((source, delivery_id)) = inbound_delivery {
-        let inserted = sqlx::query(
-            "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (source, delivery_id) DO NOTHING",
-        )
-        .bind(source)
-        .bind(delivery_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Ok(IngestOutcome::Duplicate);
+/// After the commit: the leased deliveries go to this node's worker, the rest wake it, and
+/// every caller gets its answer.
+fn hand_over(state: &AppState, batch: Vec<Job>, applied: Applied) {
+    let leased = applied.leased.len();
+    state.local_queue.push(applied.leased);
+    if applied.queued > leased {
+        state.outbox_wake.notify_one();
+    }
+    for (job, outcome) in batch.into_iter().zip(applied.outcomes) {
+        if let IngestOutcome::Accepted {
+            notifications,
+            event_id,
+        } = &outcome
+        {
+            metrics::counter!("herald_push_events_total", "source" => job.event.source.as_str())
+                .increment(1);
+            tracing::info!(
+                repository = %job.repository.url.key,
+                branch = %job.event.branch(),
+                after = %job.event.after,
+                forced = job.event.forced,
+                event_id,
+                notifications,
+                source = job.event.source.as_str(),
+                "push accepted"
+            );
+        }
+        let _ = job.reply.send(Ok(outcome));
+    }
+}
+
+/// `($1, $2, …), ($k, …)`: placeholders for `rows` rows of `columns` values.
+fn rows_of(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement (SQLite binds `$n` names in quadratic time; see `outbox`).
+const ROWS: usize = 64;
+
+/// Applies a batch of pushes inside the caller's transaction, in arrival order, with a fixed
+/// number of statements per batch rather than per push: each step reads or writes the rows of
+/// every push at once, and the order-dependent decisions (is this head already known, was this
+/// commit announced, by the database or by an earlier push of the same batch) are made in
+/// memory in between. Within one node batches run one at a time, so the reads cannot go stale.
+async fn apply(
+    tx: &mut sqlx::AnyConnection,
+    state: &AppState,
+    batch: &[Job],
+) -> Result<Applied, StoreError> {
+    let mut outcomes = vec![IngestOutcome::Duplicate; batch.len()];
+    let mut alive = vec![true; batch.len()];
+
+    // 1. The inbound delivery ids: a redelivered webhook is a duplicate.
+    let mut first_seen = HashSet::new();
+    let mut inbound: Vec<(usize, &str, &str)> = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        if let Some((source, id)) = &job.inbound {
+            if first_seen.insert((source.as_str(), id.as_str())) {
+                inbound.push((i, source, id));
+            } else {
+                alive[i] = false;
+            }
         }
     }
-
-    let branch = event.branch().to_string();
-    let known_head: Option<String> =
-        sqlx::query_scalar("SELECT sha FROM branch_heads WHERE repository_id = $1 AND branch = $2")
-            .bind(repository.id)
-            .bind(&branch)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if !event.deleted && known_head.as_deref() == Some(event.after.as_str()) {
-        tx.commit().await?;
-        return Ok(IngestOutcome::Duplicate);
-    }
-    if event.deleted
-        && known_head.is_none()
-        && event.commits.is_empty()
-        && inbound_delivery.is_none()
-    {
-        tx.commit().await?;
-        return Ok(IngestOutcome::Duplicate);
-    }
-
-    let mut fresh = Vec::with_capacity(event.commits.len());
-    for commit in event.commits.drain(..) {
-        let inserted = sqlx::query(
-            "INSERT INTO seen_commits (repository_id, ref, sha) VALUES ($1, $2, $3) \
-             ON CONFLICT (repository_id, ref, sha) DO NOTHING",
-        )
-        .bind(repository.id)
-        .bind(&event.ref_name)
-        .bind(&commit.id)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            fresh.push(commit);
-        }
-    }
-    event.commits = fresh;
-    if event.commits.is_empty() && !event.forced && !event.created && !event.deleted {
-        tx.commit().await?;
-        return Ok(IngestOutcome::Duplicate);
-    }
-
     let now = now_ms();
-    if event.deleted {
+    let mut recorded: HashSet<(String, String)> = HashSet::new();
+    for chunk in inbound.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES {} \
+             ON CONFLICT (source, delivery_id) DO NOTHING RETURNING source, delivery_id",
+            rows_of(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (_, source, id) in chunk {
+            query = query.bind(*source).bind(*id).bind(now);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            recorded.insert((row.get(0), row.get(1)));
+        }
+    }
+    for (i, source, id) in &inbound {
+        if !recorded.contains(&(source.to_string(), id.to_string())) {
+            alive[*i] = false;
+        }
+    }
+
+    // 2. What the database knows: branch heads and announced commits of these pushes.
+    let live = || {
+        batch
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| alive[*i])
+            .map(|(_, j)| j)
+    };
+    let head_keys: Vec<(i64, String)> = live()
+        .map(|j| (j.repository.id, j.event.branch().to_string()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut heads: HashMap<(i64, String), Option<String>> = HashMap::new();
+    for chunk in head_keys.chunks(ROWS) {
+        let condition = (0..chunk.len())
+            .map(|r| {
+                format!(
+                    "(repository_id = ${} AND branch = ${})",
+                    2 * r + 1,
+                    2 * r + 2
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!("SELECT repository_id, branch, sha FROM branch_heads WHERE {condition}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (repository, branch) in chunk {
+            query = query.bind(*repository).bind(branch.as_str());
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            heads.insert((row.get(0), row.get(1)), Some(row.get(2)));
+        }
+    }
+    let commit_keys: Vec<(i64, &str, &str)> = live()
+        .flat_map(|j| {
+            j.event
+                .commits
+                .iter()
+                .map(move |c| (j.repository.id, j.event.ref_name.as_str(), c.id.as_str()))
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut seen: HashSet<(i64, String, String)> = HashSet::new();
+    for chunk in commit_keys.chunks(ROWS) {
+        let condition = (0..chunk.len())
+            .map(|r| {
+                format!(
+                    "(repository_id = ${} AND ref = ${} AND sha = ${})",
+                    3 * r + 1,
+                    3 * r + 2,
+                    3 * r + 3
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!("SELECT repository_id, ref, sha FROM seen_commits WHERE {condition}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (repository, ref_name, sha) in chunk {
+            query = query.bind(*repository).bind(*ref_name).bind(*sha);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            seen.insert((row.get(0), row.get(1), row.get(2)));
+        }
+    }
+
+    // 3. The decisions, push by push, each seeing the ones before it.
+    let mut accepted: Vec<(usize, PushEvent, i64)> = Vec::new();
+    let mut new_commits: Vec<(i64, String, String)> = Vec::new();
+    let mut changed_heads: Vec<(i64, String)> = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        if !alive[i] {
+            continue;
+        }
+        let repository = &job.repository;
+        let mut event = job.event.clone();
+        let key = (repository.id, event.branch().to_string());
+        let known_head = heads.get(&key).cloned().flatten();
+        if !event.deleted && known_head.as_deref() == Some(event.after.as_str()) {
+            continue;
+        }
+        if event.deleted
+            && known_head.is_none()
+            && event.commits.is_empty()
+            && job.inbound.is_none()
+        {
+            continue;
+        }
+        event.commits.retain(|commit| {
+            let key = (repository.id, event.ref_name.clone(), commit.id.clone());
+            let fresh = seen.insert(key.clone());
+            if fresh {
+                new_commits.push(key);
+            }
+            fresh
+        });
+        if event.commits.is_empty() && !event.forced && !event.created && !event.deleted {
+            continue;
+        }
+        let head = (!event.deleted).then(|| event.after.clone());
+        heads.insert(key.clone(), head);
+        if !changed_heads.contains(&key) {
+            changed_heads.push(key);
+        }
+        if event.compare.is_none() && !event.created && !event.deleted {
+            event.compare = repository.url.compare_url(&event.before, &event.after);
+        }
+        accepted.push((i, event, state.ids.next()));
+    }
+
+    // 4. The writes: announced commits, heads, events.
+    for chunk in new_commits.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO seen_commits (repository_id, ref, sha) VALUES {} \
+             ON CONFLICT (repository_id, ref, sha) DO NOTHING",
+            rows_of(chunk.len(), 3)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (repository, ref_name, sha) in chunk {
+            query = query
+                .bind(*repository)
+                .bind(ref_name.as_str())
+                .bind(sha.as_str());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    let (moved, removed): (Vec<_>, Vec<_>) = changed_heads
+        .iter()
+        .map(|key| (key, heads.get(key).cloned().flatten()))
+        .partition(|(_, head)| head.is_some());
+    for chunk in moved.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO branch_heads (repository_id, branch, sha, updated_at) VALUES {} \
+             ON CONFLICT (repository_id, branch) DO UPDATE SET sha = excluded.sha, updated_at = excluded.updated_at",
+            rows_of(chunk.len(), 4)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((repository, branch), head) in chunk {
+            query = query
+                .bind(*repository)
+                .bind(branch.as_str())
+                .bind(head.clone().unwrap_or_default())
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for ((repository, branch), _) in &removed {
         sqlx::query("DELETE FROM branch_heads WHERE repository_id = $1 AND branch = $2")
-            .bind(repository.id)
-            .bind(&branch)
+            .bind(*repository)
+            .bind(branch.as_str())
             .execute(&mut *tx)
             .await?;
+    }
+    let mut payloads = Vec::with_capacity(accepted.len());
+    for (_, event, _) in &accepted {
+        payloads
+            .push(serde_json::to_string(event).map_err(|e| StoreError::Protocol(e.to_string()))?);
+    }
+    let rows: Vec<(&(usize, PushEvent, i64), &String)> = accepted.iter().zip(&payloads).collect();
+    for chunk in rows.chunks(ROWS / 2) {
+        let sql = format!(
+            "INSERT INTO push_events (id, repository_id, ref, before_sha, after_sha, forced, source, \
+             payload, created_at) VALUES {}",
+            rows_of(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((i, event, event_id), payload) in chunk {
+            query = query
+                .bind(*event_id)
+                .bind(batch[*i].repository.id)
+                .bind(event.ref_name.as_str())
+                .bind(event.before.as_str())
+                .bind(event.after.as_str())
+                .bind(i64::from(event.forced))
+                .bind(event.source.as_str())
+                .bind(payload.as_str())
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+
+    // 5. Who is told: subscribers and project hooks of every repository, read once.
+    let mut repositories: Vec<(i64, &str)> = Vec::new();
+    for (i, _, _) in &accepted {
+        let repository = &batch[*i].repository;
+        if !repositories.iter().any(|(id, _)| *id == repository.id) {
+            repositories.push((repository.id, repository.url.remote.as_str()));
+        }
+    }
+    let mut subscribers: HashMap<i64, Vec<Subscriber>> = HashMap::new();
+    for chunk in repositories.chunks(ROWS) {
+        let list = (1..=chunk.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address, s.repository_id \
+             FROM subscriptions s JOIN contacts c ON c.id = s.contact_id \
+             WHERE s.repository_id IN ({list}) AND s.muted = 0 AND c.muted = 0 AND c.blocked = 0"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, _) in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            subscribers.entry(row.get(6)).or_default().push(Subscriber {
+                branch: row.get(0),
+                paths: serde_json::from_str(&row.get::<String, _>(1)).unwrap_or_default(),
+                exclude_authors: serde_json::from_str(&row.get::<String, _>(2)).unwrap_or_default(),
+                contact_id: row.get(3),
+                channel: row.get(4),
+                address: row.get(5),
+            });
+        }
+    }
+    let hooks = if repositories.is_empty() {
+        Vec::new()
     } else {
-        sqlx::query(
-            "INSERT INTO branch_heads (repository_id, branch, sha, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (repository_id, branch) DO UPDATE SET sha = excluded.sha, updated_at = excluded.updated_at",
-        )
-        .bind(repository.id)
-        .bind(&branch)
-        .bind(&event.after)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if event.compare.is_none() && !event.created && !event.deleted {
-        event.compare = repository.url.compare_url(&event.before, &event.after);
-    }
+        crate::projects::hook_targets(&mut *tx, &repositories).await?
+    };
 
-    let event_id = state.ids.next();
-    let payload = serde_json::to_string(&event).map_err(|e| StoreError::Protocol(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO push_events (id, repository_id, ref, before_sha, after_sha, forced, source, \
-         payload, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(event_id)
-    .bind(repository.id)
-    .bind(&event.ref_name)
-    .bind(&event.before)
-    .bind(&event.after)
-    .bind(i64::from(event.forced))
-    .bind(event.source.as_str())
-    .bind(payload)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-
-    let subscribers = sqlx::query(
-        "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address \
-         FROM subscriptions s JOIN contacts c ON c.id = s.contact_id \
-         WHERE s.repository_id = $1 AND s.muted = 0 AND c.muted = 0 AND c.blocked = 0",
-    )
-    .bind(repository.id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let subscribers: Vec<Subscriber> = subscribers
-        .iter()
-        .map(|row| Subscriber {
-            branch: row.get(0),
-            paths: serde_json::from_str(&row.get::<String, _>(1)).unwrap_or_default(),
-            exclude_authors: serde_json::from_str(&row.get::<String, _>(2)).unwrap_or_default(),
-            contact_id: row.get(3),
-            channel: row.get(4),
-            address: row.get(5),
-        })
-        .collect();
-    let mut deliveries = plan_notifications(
-        &repository.url.display_name(),
-        &event,
-        event_id,
-        &subscribers,
-    );
-    let notifications = deliveries.len();
-    let webhooks = crate::projects::plan_webhook_deliveries(
-        &mut tx,
-        repository.id,
-        &repository.url.remote,
-        &event,
-        event_id,
-    )
-    .await?;
-    let webhook_deliveries = webhooks.len();
-    deliveries.extend(webhooks);
+    // 6. The deliveries of every push, queued together.
+    let mut deliveries = Vec::new();
+    for (i, event, event_id) in &accepted {
+        let repository = &batch[*i].repository;
+        let mut planned = plan_notifications(
+            &repository.url.display_name(),
+            event,
+            *event_id,
+            subscribers
+                .get(&repository.id)
+                .map_or(&[][..], Vec::as_slice),
+        );
+        let notifications = planned.len();
+        planned.extend(crate::projects::plan_webhook_deliveries(
+            &hooks,
+            repository.id,
+            event,
+            *event_id,
+        ));
+        deliveries.extend(planned);
+        outcomes[*i] = IngestOutcome::Accepted {
+            event_id: *event_id,
+            notifications,
+        };
+    }
     let queued = deliveries.len();
     let leased =
-        outbox::enqueue_local_first(&mut tx, &state.ids, &state.local_queue, deliveries).await?;
-    outbox::commit_and_dispatch(tx, &state.local_queue, &state.outbox_wake, queued, leased).await?;
-
-    metrics::counter!("herald_push_events_total", "source" => event.source.as_str()).increment(1);
-    tracing::info!(
-        repository = %repository.url.key,
-        branch = %branch,
-        after = %event.after,
-        commits = event.commits.len(),
-        forced = event.forced,
-        notifications,
-        webhook_deliveries,
-        source = event.source.as_str(),
-        "push accepted"
-    );
-    Ok(IngestOutcome::Accepted {
-        event_id,
-        notifications,
+        outbox::enqueue_local_first(tx, &state.ids, &state.local_queue, deliveries).await?;
+    Ok(Applied {
+        outcomes,
+        queued,
+        leased,
     })
 }
 

@@ -16,6 +16,7 @@ both_backends!(
     github_rate_limit_reply_pauses_polling,
     signed_webhook_notifies_once_whatever_the_order,
     webhook_bad_input_is_refused_and_changes_nothing,
+    concurrent_webhooks_are_committed_together_and_each_push_counted_once,
 );
 
 const SECRET: &str = "It's a Secret to Everybody";
@@ -280,6 +281,75 @@ async fn signed_webhook_notifies_once_whatever_the_order(env: TestEnv) {
     assert_eq!(messages.len(), 2);
     assert!(messages[0].text.contains("Webhook first"));
     assert!(messages[1].text.contains("Poll first"));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Pushes that arrive together are committed together (group commit): whatever the batches,
+/// each push is accepted once, a redelivery (same id, or the same commits under a new id) is a
+/// duplicate even inside the same batch, and every push is announced exactly once.
+async fn concurrent_webhooks_are_committed_together_and_each_push_counted_once(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/hello", &repo);
+    let app = github_app(&env, &telegram, &github, &[("HERALD_POLL_INTERVAL", "1h")]).await;
+    app.subscribe_reference("telegram", "99", "octo/hello", "main")
+        .await;
+
+    let mut bodies = Vec::new();
+    let mut before = repo.head("main");
+    for n in 0..10 {
+        let title = format!("Concurrent push {n}");
+        let after = repo.commit(&format!("f{n}"), "x", &title);
+        bodies.push(push_payload(&repo, &before, &after, &[(&after, &title)]).to_string());
+        before = after;
+    }
+    // Every push twice under its own delivery id, and push 5 once more under a new id.
+    let mut requests: Vec<(String, String)> = Vec::new();
+    for (n, body) in bodies.iter().enumerate() {
+        requests.push((format!("d-{n}"), body.clone()));
+        requests.push((format!("d-{n}"), body.clone()));
+    }
+    requests.push(("again-5".into(), bodies[5].clone()));
+    let answers = futures_util::future::join_all(
+        requests
+            .iter()
+            .map(|(id, body)| send_hook(&app, id, body, Some(sign(body)))),
+    )
+    .await;
+    let accepted = answers
+        .iter()
+        .filter(|(status, answer)| *status == 202 && answer["status"] == json!("accepted"))
+        .count();
+    let duplicates = answers
+        .iter()
+        .filter(|(status, answer)| *status == 200 && answer["status"] == json!("duplicate"))
+        .count();
+    assert_eq!((accepted, duplicates), (10, 11), "{answers:?}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM push_events").await, 10);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM inbound_deliveries").await,
+        11,
+        "every distinct delivery id is remembered"
+    );
+
+    wait_until("ten messages", WAIT, || async {
+        telegram.delivered().len() >= 10
+    })
+    .await;
+    app.wait_for_outbox_drained().await;
+    let messages = telegram.delivered();
+    assert_eq!(messages.len(), 10);
+    for n in 0..10 {
+        let title = format!("Concurrent push {n}");
+        assert_eq!(
+            messages.iter().filter(|m| m.text.contains(&title)).count(),
+            1,
+            "{title} announced once"
+        );
+    }
 
     app.stop().await;
     env.cleanup().await;
