@@ -115,7 +115,7 @@ pub async fn are_friends(db: &Db, a: i64, b: i64) -> Result<bool, StoreError> {
 #[derive(Debug)]
 pub enum ChatTarget {
     /// A group room with this id exists (membership is checked by the caller).
-    Room(i64),
+    Room(Room),
     /// The id is the XOR of the requester's id and `other`'s; `friends` says whether they are.
     Dm { other: Account, friends: bool },
     /// Neither a room nor a DM of this requester.
@@ -125,15 +125,15 @@ pub enum ChatTarget {
 pub async fn resolve_chat(db: &Db, me: i64, chat_id: i64) -> Result<ChatTarget, StoreError> {
     let other_id = chat_id ^ me;
     type Row = (
-        i64,
+        Option<String>,
         Option<i64>,
         Option<String>,
         Option<String>,
         Option<String>,
         i64,
     );
-    let (rooms, id, name, email, profile, friends): Row = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM rooms WHERE id = $1), a.id, a.name, a.email, a.profile, \
+    let (room_name, id, name, email, profile, friends): Row = sqlx::query_as(
+        "SELECT (SELECT name FROM rooms WHERE id = $1), a.id, a.name, a.email, a.profile, \
          (SELECT COUNT(*) FROM friendships f WHERE f.accepted = 1 AND \
           ((f.requester_id = $2 AND f.addressee_id = $3) OR (f.requester_id = $3 AND f.addressee_id = $2))) \
          FROM (SELECT 1 AS one) AS one LEFT JOIN accounts a ON a.id = $2",
@@ -143,8 +143,8 @@ pub async fn resolve_chat(db: &Db, me: i64, chat_id: i64) -> Result<ChatTarget, 
     .bind(me)
     .fetch_one(db.reader())
     .await?;
-    Ok(match (rooms, id, name, email) {
-        (1.., _, _, _) => ChatTarget::Room(chat_id),
+    Ok(match (room_name, id, name, email) {
+        (Some(name), _, _, _) => ChatTarget::Room(Room { id: chat_id, name }),
         (_, Some(id), Some(name), Some(email)) if id != me => ChatTarget::Dm {
             other: Account {
                 id,
@@ -433,14 +433,6 @@ pub async fn create_room(
     }
     tx.commit().await?;
     Ok(room)
-}
-
-pub async fn find_room(db: &Db, id: i64) -> Result<Option<Room>, StoreError> {
-    let row: Option<(i64, String)> = sqlx::query_as("SELECT id, name FROM rooms WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.reader())
-        .await?;
-    Ok(row.map(|(id, name)| Room { id, name }))
 }
 
 pub async fn room_members(db: &Db, room_id: i64) -> Result<Vec<Account>, StoreError> {

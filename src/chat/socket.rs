@@ -22,10 +22,9 @@ use tokio::time::Instant;
 use super::resume::{FrameLog, SessionState};
 use super::{
     ChatTarget, FriendChange, Message as ChatMessage, Room, accept_friend, add_member,
-    chat_payload, create_room, delete_friend, edit_message, find_message, find_room, friends,
-    history, incoming_requests, pair, parse_created_at, remove_member, request_friend,
-    resolve_chat, room_key, room_members, room_object, rooms_of, store_message, user_object,
-    withdraw_request,
+    chat_payload, create_room, delete_friend, edit_message, find_message, friends, history,
+    incoming_requests, pair, parse_created_at, remove_member, request_friend, resolve_chat,
+    room_key, room_members, room_object, rooms_of, store_message, user_object, withdraw_request,
 };
 use crate::accounts::Account;
 use crate::state::AppState;
@@ -452,11 +451,7 @@ impl Session {
             .await
             .map_err(internal)?
         {
-            ChatTarget::Room(id) => {
-                let room = find_room(&self.state.db, id)
-                    .await
-                    .map_err(internal)?
-                    .ok_or((404u16, "no such chat".to_string()))?;
+            ChatTarget::Room(room) => {
                 let members = room_members(&self.state.db, room.id)
                     .await
                     .map_err(internal)?;

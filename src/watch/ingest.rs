@@ -96,21 +96,31 @@ impl IngestQueue {
     }
 }
 
-/// Marks the drain task gone even if it panics, so the next push starts another.
-struct Draining(AppState);
+/// Marks the drain task gone if it ends early (a panic, or the runtime shutting down), so the
+/// next push starts another. A drain that found the queue empty has already said so under the
+/// lock (`next_batch`) and must not say it again: a new drain may be running by then.
+struct Draining<'a> {
+    queue: &'a IngestQueue,
+    finished: bool,
+}
 
-impl Drop for Draining {
+impl Drop for Draining<'_> {
     fn drop(&mut self) {
-        self.0.ingest.stopped();
+        if !self.finished {
+            self.queue.stopped();
+        }
     }
 }
 
 async fn drain(state: AppState) {
-    let guard = Draining(state);
-    while let Some(batch) = guard.0.ingest.next_batch() {
-        commit_batch(&guard.0, batch).await;
+    let mut guard = Draining {
+        queue: &state.ingest,
+        finished: false,
+    };
+    while let Some(batch) = state.ingest.next_batch() {
+        commit_batch(&state, batch).await;
     }
-    std::mem::forget(guard);
+    guard.finished = true;
 }
 
 /// A batch applied inside a transaction, ready to be handed over once it commits.
