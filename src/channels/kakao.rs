@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::config::{KakaoSettings, Secret};
 use crate::ids::now_ms;
-use crate::outbox::channel::OutgoingMessage;
+use crate::outbox::channel::{HttpAnswer, OutgoingMessage, send};
 use crate::outbox::{Attempt, Channel, Verdict};
 
 /// Address prefix of contacts that came through the legacy plus-friend auto-reply API.
@@ -72,20 +72,21 @@ impl KakaoChannel {
             "event": {"name": self.event_name, "data": {"text": text}},
             "user": [event_user(message.destination)],
         });
-        let response = match self
-            .http
-            .post(&self.talk_url)
-            .header(reqwest::header::AUTHORIZATION, self.auth())
-            .json(&body)
-            .send()
-            .await
+        let HttpAnswer {
+            status,
+            retry_after,
+            text,
+        } = match send(
+            self.http
+                .post(&self.talk_url)
+                .header(reqwest::header::AUTHORIZATION, self.auth())
+                .json(&body),
+        )
+        .await
         {
-            Ok(response) => response,
-            Err(error) => return Attempt::from_transport_error(&error),
+            Ok(answer) => answer,
+            Err(attempt) => return attempt,
         };
-        let status = response.status().as_u16();
-        let retry_after = crate::outbox::channel::retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match status {
             200 if answer["status"] == "SUCCESS" => {}
@@ -221,18 +222,11 @@ impl KakaoCallbackChannel {
                 "the callback URL has expired",
             );
         }
-        let response = match self
-            .http
-            .post(message.destination)
-            .json(&payload["body"])
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => return Attempt::from_transport_error(&error),
-        };
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
+        let HttpAnswer { status, text, .. } =
+            match send(self.http.post(message.destination).json(&payload["body"])).await {
+                Ok(answer) => answer,
+                Err(attempt) => return attempt,
+            };
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match (status, answer["status"].as_str()) {
             (200..=299, Some("SUCCESS")) | (200..=299, None) => {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::{Secret, TelegramSettings};
-use crate::outbox::channel::OutgoingMessage;
+use crate::outbox::channel::{HttpAnswer, OutgoingMessage, send};
 use crate::outbox::{Attempt, Channel, Verdict};
 
 pub struct TelegramChannel {
@@ -91,17 +91,14 @@ impl TelegramChannel {
                 body[key] = value.clone();
             }
         }
-        let response = match self.http.post(&self.send_url).json(&body).send().await {
-            Ok(response) => response,
-            Err(error) => return Attempt::from_transport_error(&error),
+        let HttpAnswer {
+            status,
+            retry_after,
+            text,
+        } = match send(self.http.post(&self.send_url).json(&body)).await {
+            Ok(answer) => answer,
+            Err(attempt) => return attempt,
         };
-        let status = response.status().as_u16();
-        let retry_after_header = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let text = response.text().await.unwrap_or_default();
         let answer: Option<BotApiAnswer> = serde_json::from_str(&text).ok();
         let description = answer
             .as_ref()
@@ -110,15 +107,14 @@ impl TelegramChannel {
         match (status, answer) {
             (200, Some(answer)) if answer.ok => Attempt::delivered(Some(status), Some(text)),
             (429, answer) => {
-                let seconds = answer
+                let after = answer
                     .and_then(|a| a.parameters)
                     .and_then(|p| p.retry_after)
-                    .or(retry_after_header)
-                    .unwrap_or(1);
+                    .map(Duration::from_secs)
+                    .or(retry_after)
+                    .unwrap_or(Duration::from_secs(1));
                 Attempt::failed(
-                    Verdict::Throttled {
-                        after: Duration::from_secs(seconds),
-                    },
+                    Verdict::Throttled { after },
                     Some(status),
                     Some(text),
                     description,
@@ -131,9 +127,7 @@ impl TelegramChannel {
             }
             (400, _) => Attempt::failed(Verdict::Permanent, Some(status), Some(text), description),
             _ => Attempt::failed(
-                Verdict::Retry {
-                    after: retry_after_header.map(Duration::from_secs),
-                },
+                Verdict::Retry { after: retry_after },
                 Some(status),
                 Some(text),
                 description,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::bot::reply::truncate_bytes;
 use crate::config::{Secret, WebexSettings};
-use crate::outbox::channel::OutgoingMessage;
+use crate::outbox::channel::{HttpAnswer, OutgoingMessage, send};
 use crate::outbox::{Attempt, Channel, Verdict};
 
 /// Webex refuses `text` or `markdown` longer than this many bytes.
@@ -60,20 +60,21 @@ impl WebexChannel {
                 "payload has no markdown or text",
             );
         };
-        let response = match self
-            .http
-            .post(&self.messages_url)
-            .bearer_auth(self.token.expose())
-            .json(&body)
-            .send()
-            .await
+        let HttpAnswer {
+            status,
+            retry_after,
+            text,
+        } = match send(
+            self.http
+                .post(&self.messages_url)
+                .bearer_auth(self.token.expose())
+                .json(&body),
+        )
+        .await
         {
-            Ok(response) => response,
-            Err(error) => return Attempt::from_transport_error(&error),
+            Ok(answer) => answer,
+            Err(attempt) => return attempt,
         };
-        let status = response.status().as_u16();
-        let retry_after = crate::outbox::channel::retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
         let description = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))

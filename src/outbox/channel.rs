@@ -102,6 +102,31 @@ impl Attempt {
     }
 }
 
+/// A platform's HTTP answer as channels read it.
+pub struct HttpAnswer {
+    pub status: u16,
+    /// `Retry-After`, in seconds or as an HTTP date.
+    pub retry_after: Option<Duration>,
+    pub text: String,
+}
+
+/// Sends a channel's request and reads the answer; a request that got no answer at all is
+/// already the attempt to report (`Err`).
+pub async fn send(request: reqwest::RequestBuilder) -> Result<HttpAnswer, Attempt> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| Attempt::from_transport_error(&error))?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    Ok(HttpAnswer {
+        status,
+        retry_after,
+        text,
+    })
+}
+
 /// An error with its causes, which reqwest keeps in `source()`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
