@@ -193,6 +193,7 @@ impl Application {
             bot_sessions,
             webex_me: Arc::default(),
             ingest: Default::default(),
+            repositories: Default::default(),
             settings,
         });
         Ok(Application {

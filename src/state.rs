@@ -44,6 +44,8 @@ pub struct AppInner {
     pub bot_sessions: Arc<crate::bot::session::SessionCache>,
     /// Push events waiting for their group commit (`watch::ingest`).
     pub ingest: crate::watch::ingest::IngestQueue,
+    /// Repositories by key, for inbound webhooks.
+    pub repositories: crate::watch::RepositoryCache,
     /// The Webex bot's own identity, read once from the API.
     pub webex_me: Arc<tokio::sync::OnceCell<crate::connectors::webex::WebexMe>>,
 }

@@ -880,14 +880,21 @@ async fn webhook_delivery_latency(
         ticker.tick().await;
         let after = format!("{:040x}", i + 1);
         let body = push_body(&base, &after, "latency");
-        sent.push((after, Instant::now()));
+        let at = Instant::now();
+        sent.push((after, at));
         let herald = herald.clone();
         tasks.spawn(async move {
             let response = send_push(&herald, &format!("l-{i}"), body).await;
             assert_eq!(response.status().as_u16(), 202);
+            at.elapsed()
         });
     }
-    while tasks.join_next().await.is_some() {}
+    let mut acknowledged = Vec::with_capacity(total);
+    while let Some(answer) = tasks.join_next().await {
+        if let Ok(took) = answer {
+            acknowledged.push(took);
+        }
+    }
     let expected = total * endpoints;
     let started = Instant::now();
     while receiver.arrivals.lock().expect("lock").len() < expected
@@ -896,13 +903,17 @@ async fn webhook_delivery_latency(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let sent_at: std::collections::HashMap<String, Instant> = sent.into_iter().collect();
-    let samples: Vec<Duration> = receiver
-        .arrivals
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter_map(|(sha, at)| sent_at.get(sha).map(|s| at.duration_since(*s)))
-        .collect();
+    let mut first: std::collections::HashMap<&str, Duration> = std::collections::HashMap::new();
+    let arrivals = receiver.arrivals.lock().expect("lock").clone();
+    let mut samples = Vec::with_capacity(arrivals.len());
+    for (sha, at) in &arrivals {
+        if let Some(sent) = sent_at.get(sha) {
+            let took = at.duration_since(*sent);
+            samples.push(took);
+            let earliest = first.entry(sha.as_str()).or_insert(took);
+            *earliest = (*earliest).min(took);
+        }
+    }
     println!(
         "backend: {:?}; {endpoints} healthy endpoints{}; {rate} deliveries/s ({pushes_per_second} pushes/s) for {seconds} s",
         args.backend,
@@ -911,6 +922,11 @@ async fn webhook_delivery_latency(
         } else {
             ""
         }
+    );
+    describe("push sent → accepted (202)", acknowledged);
+    describe(
+        "push sent → its first delivery",
+        first.into_values().collect(),
     );
     describe("push sent → delivery received", samples);
 }

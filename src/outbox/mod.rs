@@ -60,7 +60,11 @@ pub const DISABLE_AFTER_FAILING_MS: i64 = 5 * 24 * 3600 * 1000;
 /// Rows per INSERT statement. Kept small on purpose: SQLite looks up each `$n` parameter's
 /// name with a linear scan, so binding costs grow with the square of a statement's parameters.
 const INSERT_CHUNK: usize = 64;
-const INSERT_PARAMS: usize = 10;
+const INSERT_PARAMS: usize = 12;
+
+/// A payload at least this long that several deliveries of one enqueue carry is stored once
+/// (`delivery_payloads`) rather than once per delivery.
+const SHARED_PAYLOAD_MIN_BYTES: usize = 256;
 
 /// Adds deliveries inside the caller's transaction, so that they commit with whatever caused
 /// them (a push event, a chat message) or not at all.
@@ -81,11 +85,16 @@ pub async fn enqueue_leased(
     locked_until: i64,
 ) -> Result<Vec<i64>, StoreError> {
     let now = now_ms();
+    let shared = share_payloads(conn, ids, deliveries).await?;
     let mut created = Vec::with_capacity(deliveries.len());
-    for chunk in deliveries.chunks(INSERT_CHUNK) {
+    for (chunk, shared) in deliveries
+        .chunks(INSERT_CHUNK)
+        .zip(shared.chunks(INSERT_CHUNK))
+    {
         let mut sql = String::from(
             "INSERT INTO deliveries (id, channel, destination, payload, event_id, contact_id, \
-             webhook_id, event_type, status, next_attempt_at, created_at, updated_at, locked_until) VALUES ",
+             webhook_id, event_type, status, next_attempt_at, created_at, updated_at, locked_until, \
+             payload_id) VALUES ",
         );
         for i in 0..chunk.len() {
             let p = i * INSERT_PARAMS;
@@ -94,32 +103,82 @@ pub async fn enqueue_leased(
             }
             let params: Vec<String> = (1..=INSERT_PARAMS).map(|n| format!("${}", p + n)).collect();
             sql.push_str(&format!(
-                "({}, 'pending', {}, {}, {}, {locked_until})",
+                "({}, 'pending', {}, {}, {}, {}, {})",
                 params[..8].join(", "),
                 params[8],
                 params[9],
-                params[9]
+                params[9],
+                params[10],
+                params[11]
             ));
         }
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for delivery in chunk {
+        for (delivery, payload_id) in chunk.iter().zip(shared) {
             let id = ids.next();
             created.push(id);
+            let payload = if payload_id.is_some() {
+                String::new()
+            } else {
+                delivery.payload.clone()
+            };
             query = query
                 .bind(id)
                 .bind(delivery.channel.clone())
                 .bind(delivery.destination.clone())
-                .bind(delivery.payload.clone())
+                .bind(payload)
                 .bind(delivery.event_id)
                 .bind(delivery.contact_id)
                 .bind(delivery.webhook_id)
                 .bind(delivery.event_type.clone())
                 .bind(now)
-                .bind(now);
+                .bind(now)
+                .bind(locked_until)
+                .bind(*payload_id);
         }
         query.execute(&mut *conn).await?;
     }
     Ok(created)
+}
+
+/// Stores each long payload that several of `deliveries` carry once, in `delivery_payloads`;
+/// returns, delivery by delivery, the id of its stored payload if it has one.
+async fn share_payloads(
+    conn: &mut sqlx::AnyConnection,
+    ids: &IdGenerator,
+    deliveries: &[NewDelivery],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let mut carriers: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for delivery in deliveries {
+        if delivery.payload.len() >= SHARED_PAYLOAD_MIN_BYTES {
+            *carriers.entry(delivery.payload.as_str()).or_default() += 1;
+        }
+    }
+    carriers.retain(|_, count| *count > 1);
+    if carriers.is_empty() {
+        return Ok(vec![None; deliveries.len()]);
+    }
+    let stored: std::collections::HashMap<&str, i64> = carriers
+        .into_keys()
+        .map(|body| (body, ids.next()))
+        .collect();
+    let rows: Vec<(&str, i64)> = stored.iter().map(|(body, id)| (*body, *id)).collect();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let values = (0..chunk.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut query = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO delivery_payloads (id, body) VALUES {values}"
+        )));
+        for (body, id) in chunk {
+            query = query.bind(*id).bind(*body);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(deliveries
+        .iter()
+        .map(|d| stored.get(d.payload.as_str()).copied())
+        .collect())
 }
 
 /// Channels whose deliveries may skip the claim round trip: no global pacing, so a leased row
@@ -310,7 +369,9 @@ pub async fn claim(
            SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
            AND locked_until <= $2 AND channel IN ({channel_list}){busy_clause} \
            ORDER BY next_attempt_at, id LIMIT $3{}) \
-         RETURNING id, channel, destination, payload, contact_id, webhook_id, event_type, attempts, failures",
+         RETURNING id, channel, destination, \
+           COALESCE((SELECT body FROM delivery_payloads b WHERE b.id = deliveries.payload_id), payload) AS payload, \
+           contact_id, webhook_id, event_type, attempts, failures",
         db.skip_locked()
     );
     let mut query = sqlx::query_as::<_, ClaimedDelivery>(AssertSqlSafe(sql))

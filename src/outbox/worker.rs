@@ -1,7 +1,8 @@
 //! The delivery worker: claims due rows, sends each through its channel with bounded
 //! concurrency, and hands the finished attempt to a recorder that writes attempts in batches.
-//! Woken at once by a local enqueue and every 250 ms otherwise (for rows enqueued by other nodes
-//! and for retries coming due).
+//! Deliveries queued by this node arrive in memory, leased already; the table is read (claimed
+//! from) only when it may hold something due — see the loop in [`Dispatcher::run`] — and at
+//! least every 250 ms (rows enqueued by other nodes, retries coming due, expired leases).
 //!
 //! A claimed row stays leased until its attempt is recorded, so neither this node nor another
 //! sends it twice meanwhile; if the node dies first, the lease runs out and it is sent again.
@@ -41,6 +42,14 @@ pub struct Dispatcher {
     pub busy: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Dispatcher {
     pub async fn run(
         self: Arc<Self>,
@@ -57,19 +66,30 @@ impl Dispatcher {
         let (records, inbox) = mpsc::channel::<Recorded>(RECORD_BATCH * 4);
         let recorder = tokio::spawn(self.clone().record(inbox));
         let permits = Arc::new(Semaphore::new(self.concurrency));
+        // A send finished: its slot is free for a delivery waiting in memory or in the table.
+        let finished = Arc::new(Notify::new());
         let tracker = TaskTracker::new();
         let spawn = |delivery: ClaimedDelivery, permit: tokio::sync::OwnedSemaphorePermit| {
             let this = self.clone();
             let records = records.clone();
+            let finished = finished.clone();
             tracker.spawn(async move {
                 if let Some(recorded) = this.attempt(delivery).await {
                     // Backpressure: if the recorder is behind, sending waits.
                     let _ = records.send(recorded).await;
                 }
                 drop(permit);
-                this.wake.notify_one();
+                finished.notify_one();
             });
         };
+        // The table is read only when it may hold something due: at start (rows left by an
+        // earlier run), when an enqueuer says so (`wake`), when a deferred destination's pause
+        // ends, after a claim that filled every free slot, and on a steady tick (retries
+        // coming due, rows of other nodes, expired leases). Deliveries handed over in memory
+        // need no read at all, so a busy fast path costs the single writer nothing here.
+        let mut check_table = true;
+        let mut tick = tokio::time::interval(IDLE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Deliveries leased to this node as they were queued come first: no claim needed.
             while let Ok(permit) = permits.clone().try_acquire_owned() {
@@ -81,9 +101,8 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
-            let mut claimed_full_batch = false;
             let available = permits.available_permits();
-            if available > 0 {
+            if check_table && available > 0 {
                 let busy = self.busy_destinations();
                 match claim(
                     &self.db,
@@ -95,7 +114,8 @@ impl Dispatcher {
                 .await
                 {
                     Ok(batch) => {
-                        claimed_full_batch = batch.len() == available;
+                        // A full batch may have left more behind: read again when slots free.
+                        check_table = batch.len() == available;
                         for delivery in batch {
                             let Ok(permit) = permits.clone().acquire_owned().await else {
                                 break;
@@ -112,9 +132,7 @@ impl Dispatcher {
                     }
                 }
             }
-            if claimed_full_batch {
-                continue;
-            }
+            let paused_until = self.next_resume();
             tokio::select! {
                 Some(delivery) = local.recv() => {
                     local_queue.taken();
@@ -122,8 +140,10 @@ impl Dispatcher {
                         spawn(delivery, permit);
                     }
                 }
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = finished.notified() => {}
+                _ = self.wake.notified() => check_table = true,
+                _ = tick.tick() => check_table = true,
+                _ = sleep_until_some(paused_until) => check_table = true,
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -142,6 +162,13 @@ impl Dispatcher {
         tracker.wait().await;
         drop(records);
         let _ = recorder.await;
+    }
+
+    /// When the earliest deferred destination may be tried again, if any is waiting.
+    fn next_resume(&self) -> Option<Instant> {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        busy.values().filter(|until| **until > now).min().copied()
     }
 
     fn busy_destinations(&self) -> Vec<String> {

@@ -323,7 +323,7 @@ pub struct ProjectHook {
 /// The active hooks of every project of these repositories, ordered by project and hook (for
 /// `watch::ingest`, inside the push events' transaction; one query for a batch of pushes).
 pub async fn hook_targets(
-    conn: &mut sqlx::AnyConnection,
+    db: &sqlx::AnyPool,
     repositories: &[(i64, &str)],
 ) -> Result<Vec<ProjectHook>, StoreError> {
     let mut targets = Vec::new();
@@ -341,7 +341,7 @@ pub async fn hook_targets(
         for (id, _) in chunk {
             query = query.bind(*id);
         }
-        for row in query.fetch_all(&mut *conn).await? {
+        for row in query.fetch_all(db).await? {
             let repository_id: i64 = row.get(6);
             let remote = chunk
                 .iter()

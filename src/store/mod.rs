@@ -95,6 +95,9 @@ impl Db {
                 .max_connections(max)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
+                // A file in this process cannot hang up: the ping sqlx sends by default on every
+                // acquire would only add a round trip to the connection's thread.
+                .test_before_acquire(false)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         // WAL and busy_timeout are per connection when going through `Any`.

@@ -167,7 +167,7 @@ async fn receive(
     let mut repository = None;
     for candidate in candidates.iter().filter(|c| !c.is_empty()) {
         if let Ok(url) = RepoUrl::parse(candidate, true)
-            && let Some(found) = super::find_repository_by_key(&state.db, &url.key).await?
+            && let Some(found) = state.repositories.find(&state.db, &url.key).await?
         {
             repository = Some(found);
             break;

@@ -155,8 +155,17 @@ async fn commit_batch(state: &AppState, batch: Vec<Job>) {
 }
 
 async fn apply_and_commit(state: &AppState, batch: &[Job]) -> Result<Applied, StoreError> {
-    let mut tx = state.db.writer().begin().await?;
-    let applied = apply(&mut tx, state, batch).await?;
+    // What the decisions need is read from reader connections while the writer opens the
+    // transaction and records the inbound ids: each statement is a round trip to a connection,
+    // and these need not wait for one another. Batches run one at a time on a node, so the
+    // reads see every earlier batch committed.
+    let writer = async {
+        let mut tx = state.db.writer().begin().await?;
+        let recorded = record_inbound(&mut tx, batch).await?;
+        Ok::<_, StoreError>((tx, recorded))
+    };
+    let (known, (mut tx, recorded)) = tokio::try_join!(read_known(state, batch), writer)?;
+    let applied = apply(&mut tx, state, batch, recorded, known).await?;
     if let Err(error) = tx.commit().await {
         state.local_queue.release(applied.leased.len());
         return Err(error);
@@ -211,20 +220,22 @@ fn rows_of(rows: usize, columns: usize) -> String {
 /// Rows per multi-row statement (SQLite binds `$n` names in quadratic time; see `outbox`).
 const ROWS: usize = 64;
 
-/// Applies a batch of pushes inside the caller's transaction, in arrival order, with a fixed
-/// number of statements per batch rather than per push: each step reads or writes the rows of
-/// every push at once, and the order-dependent decisions (is this head already known, was this
-/// commit announced, by the database or by an earlier push of the same batch) are made in
-/// memory in between. Within one node batches run one at a time, so the reads cannot go stale.
-async fn apply(
-    tx: &mut sqlx::AnyConnection,
-    state: &AppState,
-    batch: &[Job],
-) -> Result<Applied, StoreError> {
-    let mut outcomes = vec![IngestOutcome::Duplicate; batch.len()];
-    let mut alive = vec![true; batch.len()];
+/// What the database knows of a batch's pushes, read before the decisions: branch heads,
+/// announced commits, and who is told about each repository.
+struct Known {
+    heads: HashMap<(i64, String), Option<String>>,
+    seen: HashSet<(i64, String, String)>,
+    subscribers: HashMap<i64, Vec<Subscriber>>,
+    hooks: Vec<crate::projects::ProjectHook>,
+}
 
-    // 1. The inbound delivery ids: a redelivered webhook is a duplicate.
+/// The inbound delivery ids, recorded: returns which pushes are new (a redelivered webhook, or
+/// one sent twice in the batch, is a duplicate).
+async fn record_inbound(
+    tx: &mut sqlx::AnyConnection,
+    batch: &[Job],
+) -> Result<Vec<bool>, StoreError> {
+    let mut alive = vec![true; batch.len()];
     let mut first_seen = HashSet::new();
     let mut inbound: Vec<(usize, &str, &str)> = Vec::new();
     for (i, job) in batch.iter().enumerate() {
@@ -257,42 +268,49 @@ async fn apply(
             alive[*i] = false;
         }
     }
+    Ok(alive)
+}
 
-    // 2. What the database knows: branch heads and announced commits of these pushes.
-    let live = || {
-        batch
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| alive[*i])
-            .map(|(_, j)| j)
-    };
-    let head_keys: Vec<(i64, String)> = live()
-        .map(|j| (j.repository.id, j.event.branch().to_string()))
+/// Reads heads and announced commits (one statement) and the subscribers and project hooks of
+/// every repository of the batch, each on its own reader connection, at once.
+async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError> {
+    let mut repositories: Vec<(i64, &str)> = Vec::new();
+    for job in batch {
+        let repository = &job.repository;
+        if !repositories.iter().any(|(id, _)| *id == repository.id) {
+            repositories.push((repository.id, repository.url.remote.as_str()));
+        }
+    }
+    let (known, subscribers, hooks) = tokio::try_join!(
+        read_heads_and_seen(state, batch),
+        read_subscribers(state, &repositories),
+        crate::projects::hook_targets(state.db.reader(), &repositories),
+    )?;
+    let (heads, seen) = known;
+    Ok(Known {
+        heads,
+        seen,
+        subscribers,
+        hooks,
+    })
+}
+
+type HeadsAndSeen = (
+    HashMap<(i64, String), Option<String>>,
+    HashSet<(i64, String, String)>,
+);
+
+/// Branch heads and announced commits of the batch's pushes, in one statement: both are
+/// (repository, name, sha) rows, told apart by the first column.
+async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAndSeen, StoreError> {
+    let head_keys: Vec<(i64, &str)> = batch
+        .iter()
+        .map(|j| (j.repository.id, j.event.branch()))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut heads: HashMap<(i64, String), Option<String>> = HashMap::new();
-    for chunk in head_keys.chunks(ROWS) {
-        let condition = (0..chunk.len())
-            .map(|r| {
-                format!(
-                    "(repository_id = ${} AND branch = ${})",
-                    2 * r + 1,
-                    2 * r + 2
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        let sql = format!("SELECT repository_id, branch, sha FROM branch_heads WHERE {condition}");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (repository, branch) in chunk {
-            query = query.bind(*repository).bind(branch.as_str());
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            heads.insert((row.get(0), row.get(1)), Some(row.get(2)));
-        }
-    }
-    let commit_keys: Vec<(i64, &str, &str)> = live()
+    let commit_keys: Vec<(i64, &str, &str)> = batch
+        .iter()
         .flat_map(|j| {
             j.event
                 .commits
@@ -302,30 +320,123 @@ async fn apply(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
+    let mut heads: HashMap<(i64, String), Option<String>> = HashMap::new();
     let mut seen: HashSet<(i64, String, String)> = HashSet::new();
-    for chunk in commit_keys.chunks(ROWS) {
-        let condition = (0..chunk.len())
-            .map(|r| {
-                format!(
-                    "(repository_id = ${} AND ref = ${} AND sha = ${})",
-                    3 * r + 1,
-                    3 * r + 2,
-                    3 * r + 3
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        let sql = format!("SELECT repository_id, ref, sha FROM seen_commits WHERE {condition}");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (repository, ref_name, sha) in chunk {
+    // Chunks of heads and commits side by side, so that the common case is one statement.
+    let chunks = head_keys
+        .len()
+        .div_ceil(ROWS)
+        .max(commit_keys.len().div_ceil(ROWS));
+    for n in 0..chunks {
+        let heads_chunk = head_keys.chunks(ROWS).nth(n).unwrap_or_default();
+        let commits_chunk = commit_keys.chunks(ROWS).nth(n).unwrap_or_default();
+        let mut parts = Vec::new();
+        let mut param = 0;
+        let mut next = || {
+            param += 1;
+            format!("${param}")
+        };
+        if !heads_chunk.is_empty() {
+            let condition = heads_chunk
+                .iter()
+                .map(|_| format!("(repository_id = {} AND branch = {})", next(), next()))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            parts.push(format!(
+                "SELECT CAST(0 AS BIGINT) AS kind, repository_id, branch AS name, sha FROM branch_heads WHERE {condition}"
+            ));
+        }
+        if !commits_chunk.is_empty() {
+            let condition = commits_chunk
+                .iter()
+                .map(|_| {
+                    format!(
+                        "(repository_id = {} AND ref = {} AND sha = {})",
+                        next(),
+                        next(),
+                        next()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            parts.push(format!(
+                "SELECT CAST(1 AS BIGINT) AS kind, repository_id, ref AS name, sha FROM seen_commits WHERE {condition}"
+            ));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
+        for (repository, branch) in heads_chunk {
+            query = query.bind(*repository).bind(*branch);
+        }
+        for (repository, ref_name, sha) in commits_chunk {
             query = query.bind(*repository).bind(*ref_name).bind(*sha);
         }
-        for row in query.fetch_all(&mut *tx).await? {
-            seen.insert((row.get(0), row.get(1), row.get(2)));
+        for row in query.fetch_all(state.db.reader()).await? {
+            let kind: i64 = row.get(0);
+            if kind == 0 {
+                heads.insert((row.get(1), row.get(2)), Some(row.get(3)));
+            } else {
+                seen.insert((row.get(1), row.get(2), row.get(3)));
+            }
         }
     }
+    Ok((heads, seen))
+}
 
-    // 3. The decisions, push by push, each seeing the ones before it.
+async fn read_subscribers(
+    state: &AppState,
+    repositories: &[(i64, &str)],
+) -> Result<HashMap<i64, Vec<Subscriber>>, StoreError> {
+    let mut subscribers: HashMap<i64, Vec<Subscriber>> = HashMap::new();
+    for chunk in repositories.chunks(ROWS) {
+        let list = (1..=chunk.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address, s.repository_id \
+             FROM subscriptions s JOIN contacts c ON c.id = s.contact_id \
+             WHERE s.repository_id IN ({list}) AND s.muted = 0 AND c.muted = 0 AND c.blocked = 0"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, _) in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(state.db.reader()).await? {
+            subscribers.entry(row.get(6)).or_default().push(Subscriber {
+                branch: row.get(0),
+                paths: serde_json::from_str(&row.get::<String, _>(1)).unwrap_or_default(),
+                exclude_authors: serde_json::from_str(&row.get::<String, _>(2)).unwrap_or_default(),
+                contact_id: row.get(3),
+                channel: row.get(4),
+                address: row.get(5),
+            });
+        }
+    }
+    Ok(subscribers)
+}
+
+/// Applies a batch of pushes inside the caller's transaction, in arrival order, with a fixed
+/// number of statements per batch rather than per push: the order-dependent decisions (is this
+/// head already known, was this commit announced, by the database or by an earlier push of
+/// the same batch) are made in memory from what [`read_known`] found, then every push's
+/// writes go out together.
+async fn apply(
+    tx: &mut sqlx::AnyConnection,
+    state: &AppState,
+    batch: &[Job],
+    alive: Vec<bool>,
+    known: Known,
+) -> Result<Applied, StoreError> {
+    let mut outcomes = vec![IngestOutcome::Duplicate; batch.len()];
+    let now = now_ms();
+    let Known {
+        mut heads,
+        mut seen,
+        subscribers,
+        hooks,
+    } = known;
+
+    // 1. The decisions, push by push, each seeing the ones before it.
     let mut accepted: Vec<(usize, PushEvent, i64)> = Vec::new();
     let mut new_commits: Vec<(i64, String, String)> = Vec::new();
     let mut changed_heads: Vec<(i64, String)> = Vec::new();
@@ -369,7 +480,7 @@ async fn apply(
         accepted.push((i, event, state.ids.next()));
     }
 
-    // 4. The writes: announced commits, heads, events.
+    // 2. The writes: announced commits, heads, events.
     for chunk in new_commits.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO seen_commits (repository_id, ref, sha) VALUES {} \
@@ -440,47 +551,7 @@ async fn apply(
         query.execute(&mut *tx).await?;
     }
 
-    // 5. Who is told: subscribers and project hooks of every repository, read once.
-    let mut repositories: Vec<(i64, &str)> = Vec::new();
-    for (i, _, _) in &accepted {
-        let repository = &batch[*i].repository;
-        if !repositories.iter().any(|(id, _)| *id == repository.id) {
-            repositories.push((repository.id, repository.url.remote.as_str()));
-        }
-    }
-    let mut subscribers: HashMap<i64, Vec<Subscriber>> = HashMap::new();
-    for chunk in repositories.chunks(ROWS) {
-        let list = (1..=chunk.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address, s.repository_id \
-             FROM subscriptions s JOIN contacts c ON c.id = s.contact_id \
-             WHERE s.repository_id IN ({list}) AND s.muted = 0 AND c.muted = 0 AND c.blocked = 0"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, _) in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            subscribers.entry(row.get(6)).or_default().push(Subscriber {
-                branch: row.get(0),
-                paths: serde_json::from_str(&row.get::<String, _>(1)).unwrap_or_default(),
-                exclude_authors: serde_json::from_str(&row.get::<String, _>(2)).unwrap_or_default(),
-                contact_id: row.get(3),
-                channel: row.get(4),
-                address: row.get(5),
-            });
-        }
-    }
-    let hooks = if repositories.is_empty() {
-        Vec::new()
-    } else {
-        crate::projects::hook_targets(&mut *tx, &repositories).await?
-    };
-
-    // 6. The deliveries of every push, queued together.
+    // 3. The deliveries of every push, queued together.
     let mut deliveries = Vec::new();
     for (i, event, event_id) in &accepted {
         let repository = &batch[*i].repository;

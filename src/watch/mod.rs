@@ -74,6 +74,39 @@ pub async fn find_repository_by_key(db: &Db, key: &str) -> Result<Option<Reposit
         .transpose()
 }
 
+/// Repositories by key, as inbound webhooks look them up. Only found rows are kept: a
+/// repository row never changes and is never deleted, so a kept entry cannot go stale, and a
+/// key not found is asked again next time (it may have been added since).
+#[derive(Default)]
+pub struct RepositoryCache {
+    known: std::sync::RwLock<std::collections::HashMap<String, Repository>>,
+}
+
+/// Entries kept at most; past it the cache starts over (each entry is a lookup saved, no more).
+const REPOSITORY_CACHE_ENTRIES: usize = 10_000;
+
+impl RepositoryCache {
+    pub async fn find(&self, db: &Db, key: &str) -> Result<Option<Repository>, StoreError> {
+        if let Some(found) = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Ok(Some(found.clone()));
+        }
+        let found = find_repository_by_key(db, key).await?;
+        if let Some(repository) = &found {
+            let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+            if known.len() >= REPOSITORY_CACHE_ENTRIES {
+                known.clear();
+            }
+            known.insert(key.to_string(), repository.clone());
+        }
+        Ok(found)
+    }
+}
+
 pub async fn find_repository(db: &Db, id: i64) -> Result<Option<Repository>, StoreError> {
     let row = sqlx::query("SELECT id, remote_url FROM repositories WHERE id = $1")
         .bind(id)

@@ -363,6 +363,35 @@ async fn failing_receivers_get_retries_at_the_right_times(env: TestEnv) {
         .map(|r| r.header("webhook-id").to_string())
         .collect();
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    // The push's deliveries (the 410 hook is disabled by its ping by now) share one stored
+    // payload; each retry, claimed back from the table, carries it whole and signed.
+    let secret = hook["secret"].as_str().expect("secret");
+    let sent = &receiver.received()[1..];
+    for request in sent {
+        assert_eq!(request.body, sent[0].body);
+        assert!(verify_standard_webhooks(
+            secret,
+            request.header("webhook-id"),
+            request.header("webhook-timestamp"),
+            &request.body,
+            request.header("webhook-signature"),
+        ));
+    }
+    let push: Value = serde_json::from_str(&sent[0].body).expect("json");
+    assert_eq!(push["ref"], json!("refs/heads/main"));
+    let (stored, pushes, shared): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM delivery_payloads), \
+         (SELECT COUNT(*) FROM deliveries WHERE event_type = 'push'), \
+         (SELECT COUNT(*) FROM deliveries WHERE event_type = 'push' AND payload = '' AND payload_id IS NOT NULL)",
+    )
+    .fetch_one(app.state.db.reader())
+    .await
+    .expect("payload rows");
+    assert_eq!(
+        (stored, pushes, shared),
+        (1, 2, 2),
+        "one body for the push's deliveries"
+    );
 
     // 410 disables that hook.
     wait_until("the 410 hook disabled", WAIT, || async {
