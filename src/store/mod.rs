@@ -37,6 +37,9 @@ pub struct Db {
 
 pub type StoreError = sqlx::Error;
 
+/// A PostgreSQL connection idle longer than this is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 impl Db {
     /// Connects, creating the SQLite file (and its directory) when needed.
     pub async fn connect(url: &str) -> Result<Db, StoreError> {
@@ -52,6 +55,18 @@ impl Db {
                 .max_connections(20)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings every connection it hands out by default: a round trip to the
+                // server before each transaction or statement. Only a connection that sat idle
+                // (it may have been cut while unused, by a server restart say) is worth it.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for > PING_IF_IDLE_FOR {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .after_connect(move |_conn, _meta| {
                     let servers = servers.clone();
                     Box::pin(async move {
