@@ -363,8 +363,9 @@ async fn failing_receivers_get_retries_at_the_right_times(env: TestEnv) {
         .map(|r| r.header("webhook-id").to_string())
         .collect();
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
-    // The push's deliveries (the 410 hook is disabled by its ping by now) share one stored
-    // payload; each retry, claimed back from the table, carries it whole and signed.
+    // The push's deliveries (two or three: the 410 hook may be disabled by its ping first)
+    // share one stored payload; each retry, claimed back from the table, carries it whole and
+    // signed.
     let secret = hook["secret"].as_str().expect("secret");
     let sent = &receiver.received()[1..];
     for request in sent {
@@ -387,10 +388,9 @@ async fn failing_receivers_get_retries_at_the_right_times(env: TestEnv) {
     .fetch_one(app.state.db.reader())
     .await
     .expect("payload rows");
-    assert_eq!(
-        (stored, pushes, shared),
-        (1, 2, 2),
-        "one body for the push's deliveries"
+    assert!(
+        stored == 1 && pushes >= 2 && shared == pushes,
+        "one body for the push's deliveries: {stored} stored, {shared} of {pushes} share it"
     );
 
     // 410 disables that hook.
