@@ -157,11 +157,10 @@ async fn share_payloads(
     if carriers.is_empty() {
         return Ok(vec![None; deliveries.len()]);
     }
-    let stored: std::collections::HashMap<&str, i64> = carriers
+    let rows: Vec<(&str, i64)> = carriers
         .into_keys()
         .map(|body| (body, ids.next()))
         .collect();
-    let rows: Vec<(&str, i64)> = stored.iter().map(|(body, id)| (*body, *id)).collect();
     for chunk in rows.chunks(INSERT_CHUNK) {
         let values = (0..chunk.len())
             .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
@@ -175,6 +174,7 @@ async fn share_payloads(
         }
         query.execute(&mut *conn).await?;
     }
+    let stored: std::collections::HashMap<&str, i64> = rows.into_iter().collect();
     Ok(deliveries
         .iter()
         .map(|d| stored.get(d.payload.as_str()).copied())

@@ -34,6 +34,7 @@ pub struct Dispatcher {
     pub db: Db,
     pub ids: Arc<IdGenerator>,
     pub channels: HashMap<&'static str, Arc<dyn Channel>>,
+    /// Enqueuers' signal that the table holds rows this worker has not been handed in memory.
     pub wake: Arc<Notify>,
     pub retry_schedule: Vec<Duration>,
     pub timeout: Duration,

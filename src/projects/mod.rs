@@ -321,7 +321,8 @@ pub struct ProjectHook {
 }
 
 /// The active hooks of every project of these repositories, ordered by project and hook (for
-/// `watch::ingest`, inside the push events' transaction; one query for a batch of pushes).
+/// `watch::ingest`, on a reader connection while the batch's transaction opens; one query for a
+/// batch of pushes).
 pub async fn hook_targets(
     db: &sqlx::AnyPool,
     repositories: &[(i64, &str)],
