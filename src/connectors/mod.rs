@@ -13,7 +13,7 @@ pub mod webex;
 
 use crate::outbox::{self, NewDelivery};
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{Script, StoreError};
 
 /// Inbound messages longer than this are cut before they reach the engine (which answers that
 /// they are too long); the body limit of the routes is larger, so the sender gets a polite reply.
@@ -43,8 +43,13 @@ pub async fn queue_replies(
         }
     }
     let queued = deliveries.len();
+    let mut script = Script::new(state.db.backend);
     let leased =
-        outbox::enqueue_local_first(&mut tx, &state.ids, &state.local_queue, deliveries).await?;
+        outbox::enqueue_local_first(&mut script, &state.ids, &state.local_queue, deliveries);
+    if let Err(error) = script.run_in(&mut tx).await {
+        state.local_queue.release(leased.len());
+        return Err(error);
+    }
     outbox::commit_and_dispatch(tx, &state.local_queue, &state.outbox_wake, queued, leased).await?;
     Ok(true)
 }

@@ -17,7 +17,7 @@ use rand::RngExt;
 use sqlx::AssertSqlSafe;
 
 use crate::ids::{IdGenerator, now_ms};
-use crate::store::{Db, StoreError};
+use crate::store::{Backend, Db, Script, StoreError};
 
 pub use channel::{Attempt, Channel, Verdict};
 
@@ -73,19 +73,24 @@ pub async fn enqueue(
     ids: &IdGenerator,
     deliveries: &[NewDelivery],
 ) -> Result<Vec<i64>, StoreError> {
-    enqueue_leased(conn, ids, deliveries, 0).await
+    let mut script = Script::new(Backend::of(conn));
+    let created = enqueue_into(&mut script, ids, deliveries, 0);
+    script.run_in(conn).await?;
+    Ok(created)
 }
 
-/// Like [`enqueue`], but the rows start leased until `locked_until` (Unix ms): for deliveries
-/// this node hands straight to its own dispatcher through the [`LocalQueue`].
-pub async fn enqueue_leased(
-    conn: &mut sqlx::AnyConnection,
+/// Adds the statements that queue `deliveries` to `script` (which the caller commits with
+/// whatever caused them), the rows leased until `locked_until` (Unix ms; 0 = not leased) for
+/// deliveries this node hands straight to its own dispatcher through the [`LocalQueue`].
+/// Returns the new rows' ids, in order.
+pub fn enqueue_into(
+    script: &mut Script,
     ids: &IdGenerator,
     deliveries: &[NewDelivery],
     locked_until: i64,
-) -> Result<Vec<i64>, StoreError> {
+) -> Vec<i64> {
     let now = now_ms();
-    let shared = share_payloads(conn, ids, deliveries).await?;
+    let shared = share_payloads(script, ids, deliveries);
     let mut created = Vec::with_capacity(deliveries.len());
     for (chunk, shared) in deliveries
         .chunks(INSERT_CHUNK)
@@ -112,41 +117,40 @@ pub async fn enqueue_leased(
                 params[11]
             ));
         }
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        script.push(sql);
         for (delivery, payload_id) in chunk.iter().zip(shared) {
             let id = ids.next();
             created.push(id);
             let payload = if payload_id.is_some() {
-                String::new()
+                ""
             } else {
-                delivery.payload.clone()
+                delivery.payload.as_str()
             };
-            query = query
+            script
                 .bind(id)
-                .bind(delivery.channel.clone())
-                .bind(delivery.destination.clone())
+                .bind(delivery.channel.as_str())
+                .bind(delivery.destination.as_str())
                 .bind(payload)
                 .bind(delivery.event_id)
                 .bind(delivery.contact_id)
                 .bind(delivery.webhook_id)
-                .bind(delivery.event_type.clone())
+                .bind(delivery.event_type.as_deref())
                 .bind(now)
                 .bind(now)
                 .bind(locked_until)
                 .bind(*payload_id);
         }
-        query.execute(&mut *conn).await?;
     }
-    Ok(created)
+    created
 }
 
 /// Stores each long payload that several of `deliveries` carry once, in `delivery_payloads`;
 /// returns, delivery by delivery, the id of its stored payload if it has one.
-async fn share_payloads(
-    conn: &mut sqlx::AnyConnection,
+fn share_payloads(
+    script: &mut Script,
     ids: &IdGenerator,
     deliveries: &[NewDelivery],
-) -> Result<Vec<Option<i64>>, StoreError> {
+) -> Vec<Option<i64>> {
     let mut carriers: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for delivery in deliveries {
         if delivery.payload.len() >= SHARED_PAYLOAD_MIN_BYTES {
@@ -155,7 +159,7 @@ async fn share_payloads(
     }
     carriers.retain(|_, count| *count > 1);
     if carriers.is_empty() {
-        return Ok(vec![None; deliveries.len()]);
+        return vec![None; deliveries.len()];
     }
     let rows: Vec<(&str, i64)> = carriers
         .into_keys()
@@ -166,19 +170,18 @@ async fn share_payloads(
             .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
             .collect::<Vec<_>>()
             .join(", ");
-        let mut query = sqlx::query(AssertSqlSafe(format!(
+        script.push(format!(
             "INSERT INTO delivery_payloads (id, body) VALUES {values}"
-        )));
+        ));
         for (body, id) in chunk {
-            query = query.bind(*id).bind(*body);
+            script.bind(*id).bind(*body);
         }
-        query.execute(&mut *conn).await?;
     }
     let stored: std::collections::HashMap<&str, i64> = rows.into_iter().collect();
-    Ok(deliveries
+    deliveries
         .iter()
         .map(|d| stored.get(d.payload.as_str()).copied())
-        .collect())
+        .collect()
 }
 
 /// Channels whose deliveries may skip the claim round trip: no global pacing, so a leased row
@@ -242,15 +245,16 @@ impl LocalQueue {
     }
 }
 
-/// Enqueues in the caller's transaction, leasing fast-path deliveries to this node when its
-/// local queue has room. Returns the leased ones: after the transaction commits, hand them to
-/// [`LocalQueue::push`]; if it does not, give the room back with [`LocalQueue::release`].
-pub async fn enqueue_local_first(
-    conn: &mut sqlx::AnyConnection,
+/// Enqueues into `script`, leasing fast-path deliveries to this node when its local queue has
+/// room. Returns the leased ones: once the script has committed, hand them to
+/// [`LocalQueue::push`]; if it does not commit, give their room back with
+/// [`LocalQueue::release`].
+pub fn enqueue_local_first(
+    script: &mut Script,
     ids: &IdGenerator,
     local: &LocalQueue,
     deliveries: Vec<NewDelivery>,
-) -> Result<Vec<ClaimedDelivery>, StoreError> {
+) -> Vec<ClaimedDelivery> {
     let (fast, slow): (Vec<NewDelivery>, Vec<NewDelivery>) = deliveries
         .into_iter()
         .partition(|d| FAST_PATH_CHANNELS.contains(&d.channel.as_str()));
@@ -259,40 +263,32 @@ pub async fn enqueue_local_first(
     } else {
         local.reserve(fast.len())
     };
-    let reserved = if lease.is_some() { fast.len() } else { 0 };
-    let result = async {
-        let mut leased = Vec::new();
-        match lease {
-            Some(locked_until) => {
-                let created = enqueue_leased(conn, ids, &fast, locked_until).await?;
-                leased = fast
-                    .into_iter()
-                    .zip(created)
-                    .map(|(d, id)| ClaimedDelivery {
-                        id,
-                        channel: d.channel,
-                        destination: d.destination,
-                        payload: d.payload,
-                        contact_id: d.contact_id,
-                        webhook_id: d.webhook_id,
-                        event_type: d.event_type,
-                        attempts: 0,
-                        failures: 0,
-                    })
-                    .collect();
-            }
-            None => {
-                enqueue(conn, ids, &fast).await?;
-            }
+    let mut leased = Vec::new();
+    match lease {
+        Some(locked_until) => {
+            let created = enqueue_into(script, ids, &fast, locked_until);
+            leased = fast
+                .into_iter()
+                .zip(created)
+                .map(|(d, id)| ClaimedDelivery {
+                    id,
+                    channel: d.channel,
+                    destination: d.destination,
+                    payload: d.payload,
+                    contact_id: d.contact_id,
+                    webhook_id: d.webhook_id,
+                    event_type: d.event_type,
+                    attempts: 0,
+                    failures: 0,
+                })
+                .collect();
         }
-        enqueue(conn, ids, &slow).await?;
-        Ok::<_, StoreError>(leased)
+        None => {
+            enqueue_into(script, ids, &fast, 0);
+        }
     }
-    .await;
-    if result.is_err() {
-        local.release(reserved);
-    }
-    result
+    enqueue_into(script, ids, &slow, 0);
+    leased
 }
 
 /// Commits the transaction that enqueued `queued` deliveries (`leased` of them through
@@ -464,7 +460,7 @@ pub async fn record_batch(
     }
     let now = now_ms();
     let settled: Vec<Settled> = batch.iter().map(|r| settle(r, now, schedule)).collect();
-    let mut tx = db.writer().begin().await?;
+    let mut script = Script::new(db.backend);
     for chunk in batch.chunks(RECORD_CHUNK) {
         let mut sql = String::from(
             "INSERT INTO delivery_attempts (id, delivery_id, attempted_at, status_code, duration_ms, \
@@ -486,9 +482,9 @@ pub async fn record_batch(
                 p + 7
             ));
         }
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        script.push(sql);
         for recorded in chunk {
-            query = query
+            script
                 .bind(ids.next())
                 .bind(recorded.delivery.id)
                 .bind(recorded.started_at)
@@ -501,9 +497,8 @@ pub async fn record_batch(
                         .as_deref()
                         .map(|b| truncate_bytes(b, 4096)),
                 )
-                .bind(recorded.attempt.error.clone());
+                .bind(recorded.attempt.error.as_deref());
         }
-        query.execute(&mut *tx).await?;
     }
 
     let delivered: Vec<&Recorded> = batch
@@ -517,15 +512,15 @@ pub async fn record_batch(
             .map(|i| format!("${}", i + 2))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, locked_until = 0, \
-             last_error = NULL, updated_at = $1 WHERE id IN ({list})"
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
+        script
+            .push(format!(
+                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, locked_until = 0, \
+                 last_error = NULL, updated_at = $1 WHERE id IN ({list})"
+            ))
+            .bind(now);
         for recorded in chunk {
-            query = query.bind(recorded.delivery.id);
+            script.bind(recorded.delivery.id);
         }
-        query.execute(&mut *tx).await?;
     }
     let mut healthy_hooks: Vec<i64> = delivered
         .iter()
@@ -538,16 +533,17 @@ pub async fn record_batch(
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
+        script.push(format!(
             "UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN ({list})"
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        ));
         for id in &healthy_hooks {
-            query = query.bind(*id);
+            script.bind(*id);
         }
-        query.execute(&mut *tx).await?;
     }
 
+    // The rest, one row each: a row is written once per script (disjoint from the ones above).
+    let mut failing_hooks = Vec::new();
+    let mut gone_contacts = Vec::new();
     for (recorded, settled) in batch.iter().zip(&settled) {
         if *settled == Settled::Delivered {
             continue;
@@ -562,31 +558,45 @@ pub async fn record_batch(
             Settled::Failed => ("failed", now),
             Settled::RetryAt(at) => ("pending", *at),
         };
-        sqlx::query(
-            "UPDATE deliveries SET status = $1, attempts = attempts + 1, failures = failures + $2, \
-             next_attempt_at = $3, locked_until = 0, last_error = $4, updated_at = $5 WHERE id = $6",
-        )
-        .bind(status)
-        .bind(i64::from(failed_now))
-        .bind(next_attempt_at)
-        .bind(attempt.error.clone())
-        .bind(now)
-        .bind(recorded.delivery.id)
-        .execute(&mut *tx)
-        .await?;
+        script
+            .push(
+                "UPDATE deliveries SET status = $1, attempts = attempts + 1, failures = failures + $2, \
+                 next_attempt_at = $3, locked_until = 0, last_error = $4, updated_at = $5 WHERE id = $6",
+            )
+            .bind(status)
+            .bind(i64::from(failed_now))
+            .bind(next_attempt_at)
+            .bind(attempt.error.as_deref())
+            .bind(now)
+            .bind(recorded.delivery.id);
         if attempt.verdict == Verdict::Gone
             && let Some(contact_id) = recorded.delivery.contact_id
+            && !gone_contacts.contains(&contact_id)
         {
-            sqlx::query("UPDATE contacts SET blocked = 1 WHERE id = $1")
-                .bind(contact_id)
-                .execute(&mut *tx)
-                .await?;
+            gone_contacts.push(contact_id);
+            script
+                .push("UPDATE contacts SET blocked = 1 WHERE id = $1")
+                .bind(contact_id);
         }
-        if let Some(webhook_id) = recorded.delivery.webhook_id {
-            track_webhook_health(&mut tx, ids, webhook_id, attempt, now).await?;
+        if let Some(webhook_id) = recorded.delivery.webhook_id
+            && !matches!(attempt.verdict, Verdict::Deferred { .. })
+        {
+            failing_hooks.push((webhook_id, attempt));
         }
     }
-    tx.commit().await?;
+
+    // Everything delivered (the common case): one round trip. A failing hook's streak is read
+    // back and acted on, so those batches run the script and then each hook in a transaction.
+    if failing_hooks.is_empty() {
+        script.commit(db).await?;
+    } else {
+        let mut tx = db.writer().begin().await?;
+        script.run_in(&mut tx).await?;
+        for (webhook_id, attempt) in failing_hooks {
+            track_webhook_health(&mut tx, ids, webhook_id, attempt, now).await?;
+        }
+        tx.commit().await?;
+    }
     Ok(settled)
 }
 

@@ -321,7 +321,7 @@ pub struct ProjectHook {
 }
 
 /// The active hooks of every project of these repositories, ordered by project and hook (for
-/// `watch::ingest`, on a reader connection while the batch's transaction opens; one query for a
+/// `watch::ingest`, on a reader connection before the batch's writes are sent; one query for a
 /// batch of pushes).
 pub async fn hook_targets(
     db: &sqlx::AnyPool,

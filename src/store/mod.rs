@@ -18,6 +18,9 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 use crate::ids::now_ms;
 
 mod nodelay;
+mod script;
+
+pub use script::{Script, Value};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -26,6 +29,17 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+impl Backend {
+    /// Which backend a connection (or transaction) talks to.
+    pub fn of(conn: &sqlx::AnyConnection) -> Backend {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

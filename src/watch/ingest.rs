@@ -19,7 +19,7 @@ use crate::ids::now_ms;
 use crate::notify::render::{self, PushSummary};
 use crate::outbox::{self, NewDelivery};
 use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{Script, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
@@ -134,7 +134,9 @@ async fn commit_batch(state: &AppState, batch: Vec<Job>) {
     tracing::debug!(events = batch.len(), "group commit of pushes");
     match apply_and_commit(state, &batch).await {
         Ok(applied) => return hand_over(state, batch, applied),
-        Err(error) if batch.len() == 1 => {
+        // A push alone fails for good unless another node recorded the same delivery id or
+        // commit between our read and our write: then reading again finds it a duplicate.
+        Err(error) if batch.len() == 1 && !crate::store::is_unique_violation(&error) => {
             if let Some(job) = batch.into_iter().next() {
                 let _ = job.reply.send(Err(error));
             }
@@ -155,18 +157,15 @@ async fn commit_batch(state: &AppState, batch: Vec<Job>) {
 }
 
 async fn apply_and_commit(state: &AppState, batch: &[Job]) -> Result<Applied, StoreError> {
-    // What the decisions need is read from reader connections while the writer opens the
-    // transaction and records the inbound ids: each statement is a round trip to a connection,
-    // and these need not wait for one another. Batches run one at a time on a node, so the
-    // reads see every earlier batch committed.
-    let writer = async {
-        let mut tx = state.db.writer().begin().await?;
-        let recorded = record_inbound(&mut tx, batch).await?;
-        Ok::<_, StoreError>((tx, recorded))
-    };
-    let (known, (mut tx, recorded)) = tokio::try_join!(read_known(state, batch), writer)?;
-    let applied = apply(&mut tx, state, batch, recorded, known).await?;
-    if let Err(error) = tx.commit().await {
+    // What the decisions need is read first, on reader connections and at once (batches run one
+    // at a time on a node, so the reads see every earlier batch committed); every write then
+    // goes out as one script, a single round trip to the writer. The writes insert the inbound
+    // ids and announced commits without `ON CONFLICT`: if another node recorded one of them
+    // since our read, the script fails whole and the pushes are retried alone.
+    let known = read_known(state, batch).await?;
+    let mut script = Script::new(state.db.backend);
+    let applied = apply(&mut script, state, batch, known)?;
+    if let Err(error) = script.commit(&state.db).await {
         state.local_queue.release(applied.leased.len());
         return Err(error);
     }
@@ -223,56 +222,33 @@ const ROWS: usize = 64;
 /// What the database knows of a batch's pushes, read before the decisions: branch heads,
 /// announced commits, and who is told about each repository.
 struct Known {
+    /// Inbound delivery ids of the batch already recorded (source, id).
+    inbound: HashSet<(String, String)>,
     heads: HashMap<(i64, String), Option<String>>,
     seen: HashSet<(i64, String, String)>,
     subscribers: HashMap<i64, Vec<Subscriber>>,
     hooks: Vec<crate::projects::ProjectHook>,
 }
 
-/// The inbound delivery ids, recorded: returns which pushes are new (a redelivered webhook, or
-/// one sent twice in the batch, is a duplicate).
-async fn record_inbound(
-    tx: &mut sqlx::AnyConnection,
-    batch: &[Job],
-) -> Result<Vec<bool>, StoreError> {
-    let mut alive = vec![true; batch.len()];
+/// Which pushes are new: a redelivered webhook (its id already recorded), or one sent twice in
+/// the batch, is a duplicate.
+fn fresh_inbound(batch: &[Job], recorded: &HashSet<(String, String)>) -> Vec<bool> {
     let mut first_seen = HashSet::new();
-    let mut inbound: Vec<(usize, &str, &str)> = Vec::new();
-    for (i, job) in batch.iter().enumerate() {
-        if let Some((source, id)) = &job.inbound {
-            if first_seen.insert((source.as_str(), id.as_str())) {
-                inbound.push((i, source, id));
-            } else {
-                alive[i] = false;
+    batch
+        .iter()
+        .map(|job| match &job.inbound {
+            Some((source, id)) => {
+                first_seen.insert((source.as_str(), id.as_str()))
+                    && !recorded.contains(&(source.clone(), id.clone()))
             }
-        }
-    }
-    let now = now_ms();
-    let mut recorded: HashSet<(String, String)> = HashSet::new();
-    for chunk in inbound.chunks(ROWS) {
-        let sql = format!(
-            "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES {} \
-             ON CONFLICT (source, delivery_id) DO NOTHING RETURNING source, delivery_id",
-            rows_of(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (_, source, id) in chunk {
-            query = query.bind(*source).bind(*id).bind(now);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            recorded.insert((row.get(0), row.get(1)));
-        }
-    }
-    for (i, source, id) in &inbound {
-        if !recorded.contains(&(source.to_string(), id.to_string())) {
-            alive[*i] = false;
-        }
-    }
-    Ok(alive)
+            None => true,
+        })
+        .collect()
 }
 
-/// Reads heads and announced commits (one statement) and the subscribers and project hooks of
-/// every repository of the batch, each on its own reader connection, at once.
+/// Reads recorded inbound ids, heads and announced commits (one statement) and the subscribers
+/// and project hooks of every repository of the batch, each on its own reader connection, at
+/// once.
 async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError> {
     let mut repositories: Vec<(i64, &str)> = Vec::new();
     for job in batch {
@@ -286,8 +262,9 @@ async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError
         read_subscribers(state, &repositories),
         crate::projects::hook_targets(state.db.reader(), &repositories),
     )?;
-    let (heads, seen) = known;
+    let (inbound, heads, seen) = known;
     Ok(Known {
+        inbound,
         heads,
         seen,
         subscribers,
@@ -296,13 +273,20 @@ async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError
 }
 
 type HeadsAndSeen = (
+    HashSet<(String, String)>,
     HashMap<(i64, String), Option<String>>,
     HashSet<(i64, String, String)>,
 );
 
-/// Branch heads and announced commits of the batch's pushes, in one statement: both are
-/// (repository, name, sha) rows, told apart by the first column.
+/// Recorded inbound ids, branch heads and announced commits of the batch's pushes, in one
+/// statement: all are (repository, name, sha) rows, told apart by the first column.
 async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAndSeen, StoreError> {
+    let inbound_keys: Vec<(&str, &str)> = batch
+        .iter()
+        .filter_map(|j| j.inbound.as_ref().map(|(s, d)| (s.as_str(), d.as_str())))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let head_keys: Vec<(i64, &str)> = batch
         .iter()
         .map(|j| (j.repository.id, j.event.branch()))
@@ -320,14 +304,17 @@ async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAnd
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
+    let mut inbound: HashSet<(String, String)> = HashSet::new();
     let mut heads: HashMap<(i64, String), Option<String>> = HashMap::new();
     let mut seen: HashSet<(i64, String, String)> = HashSet::new();
-    // Chunks of heads and commits side by side, so that the common case is one statement.
+    // Chunks of ids, heads and commits side by side, so that the common case is one statement.
     let chunks = head_keys
         .len()
         .div_ceil(ROWS)
-        .max(commit_keys.len().div_ceil(ROWS));
+        .max(commit_keys.len().div_ceil(ROWS))
+        .max(inbound_keys.len().div_ceil(ROWS));
     for n in 0..chunks {
+        let inbound_chunk = inbound_keys.chunks(ROWS).nth(n).unwrap_or_default();
         let heads_chunk = head_keys.chunks(ROWS).nth(n).unwrap_or_default();
         let commits_chunk = commit_keys.chunks(ROWS).nth(n).unwrap_or_default();
         let mut parts = Vec::new();
@@ -336,6 +323,17 @@ async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAnd
             param += 1;
             format!("${param}")
         };
+        if !inbound_chunk.is_empty() {
+            let condition = inbound_chunk
+                .iter()
+                .map(|_| format!("(source = {} AND delivery_id = {})", next(), next()))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            parts.push(format!(
+                "SELECT CAST(2 AS BIGINT) AS kind, CAST(0 AS BIGINT) AS repository_id, source AS name, \
+                 delivery_id AS sha FROM inbound_deliveries WHERE {condition}"
+            ));
+        }
         if !heads_chunk.is_empty() {
             let condition = heads_chunk
                 .iter()
@@ -364,6 +362,9 @@ async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAnd
             ));
         }
         let mut query = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
+        for (source, id) in inbound_chunk {
+            query = query.bind(*source).bind(*id);
+        }
         for (repository, branch) in heads_chunk {
             query = query.bind(*repository).bind(*branch);
         }
@@ -372,14 +373,20 @@ async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAnd
         }
         for row in query.fetch_all(state.db.reader()).await? {
             let kind: i64 = row.get(0);
-            if kind == 0 {
-                heads.insert((row.get(1), row.get(2)), Some(row.get(3)));
-            } else {
-                seen.insert((row.get(1), row.get(2), row.get(3)));
+            match kind {
+                0 => {
+                    heads.insert((row.get(1), row.get(2)), Some(row.get(3)));
+                }
+                1 => {
+                    seen.insert((row.get(1), row.get(2), row.get(3)));
+                }
+                _ => {
+                    inbound.insert((row.get(2), row.get(3)));
+                }
             }
         }
     }
-    Ok((heads, seen))
+    Ok((inbound, heads, seen))
 }
 
 async fn read_subscribers(
@@ -420,16 +427,17 @@ async fn read_subscribers(
 /// head already known, was this commit announced, by the database or by an earlier push of
 /// the same batch) are made in memory from what [`read_known`] found, then every push's
 /// writes go out together.
-async fn apply(
-    tx: &mut sqlx::AnyConnection,
+fn apply(
+    script: &mut Script,
     state: &AppState,
     batch: &[Job],
-    alive: Vec<bool>,
     known: Known,
 ) -> Result<Applied, StoreError> {
     let mut outcomes = vec![IngestOutcome::Duplicate; batch.len()];
     let now = now_ms();
+    let alive = fresh_inbound(batch, &known.inbound);
     let Known {
+        inbound: _,
         mut heads,
         mut seen,
         subscribers,
@@ -480,48 +488,58 @@ async fn apply(
         accepted.push((i, event, state.ids.next()));
     }
 
-    // 2. The writes: announced commits, heads, events.
-    for chunk in new_commits.chunks(ROWS) {
-        let sql = format!(
-            "INSERT INTO seen_commits (repository_id, ref, sha) VALUES {} \
-             ON CONFLICT (repository_id, ref, sha) DO NOTHING",
+    // 2. The writes: inbound ids, announced commits, heads, events.
+    let inbound: Vec<(&str, &str)> = batch
+        .iter()
+        .zip(&alive)
+        .filter(|(_, alive)| **alive)
+        .filter_map(|(job, _)| job.inbound.as_ref())
+        .map(|(source, id)| (source.as_str(), id.as_str()))
+        .collect();
+    for chunk in inbound.chunks(ROWS) {
+        script.push(format!(
+            "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES {}",
             rows_of(chunk.len(), 3)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        ));
+        for (source, id) in chunk {
+            script.bind(*source).bind(*id).bind(now);
+        }
+    }
+    for chunk in new_commits.chunks(ROWS) {
+        script.push(format!(
+            "INSERT INTO seen_commits (repository_id, ref, sha) VALUES {}",
+            rows_of(chunk.len(), 3)
+        ));
         for (repository, ref_name, sha) in chunk {
-            query = query
+            script
                 .bind(*repository)
                 .bind(ref_name.as_str())
                 .bind(sha.as_str());
         }
-        query.execute(&mut *tx).await?;
     }
     let (moved, removed): (Vec<_>, Vec<_>) = changed_heads
         .iter()
         .map(|key| (key, heads.get(key).cloned().flatten()))
         .partition(|(_, head)| head.is_some());
     for chunk in moved.chunks(ROWS) {
-        let sql = format!(
+        script.push(format!(
             "INSERT INTO branch_heads (repository_id, branch, sha, updated_at) VALUES {} \
              ON CONFLICT (repository_id, branch) DO UPDATE SET sha = excluded.sha, updated_at = excluded.updated_at",
             rows_of(chunk.len(), 4)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        ));
         for ((repository, branch), head) in chunk {
-            query = query
+            script
                 .bind(*repository)
                 .bind(branch.as_str())
                 .bind(head.clone().unwrap_or_default())
                 .bind(now);
         }
-        query.execute(&mut *tx).await?;
     }
     for ((repository, branch), _) in &removed {
-        sqlx::query("DELETE FROM branch_heads WHERE repository_id = $1 AND branch = $2")
+        script
+            .push("DELETE FROM branch_heads WHERE repository_id = $1 AND branch = $2")
             .bind(*repository)
-            .bind(branch.as_str())
-            .execute(&mut *tx)
-            .await?;
+            .bind(branch.as_str());
     }
     let mut payloads = Vec::with_capacity(accepted.len());
     for (_, event, _) in &accepted {
@@ -530,14 +548,13 @@ async fn apply(
     }
     let rows: Vec<(&(usize, PushEvent, i64), &String)> = accepted.iter().zip(&payloads).collect();
     for chunk in rows.chunks(ROWS / 2) {
-        let sql = format!(
+        script.push(format!(
             "INSERT INTO push_events (id, repository_id, ref, before_sha, after_sha, forced, source, \
              payload, created_at) VALUES {}",
             rows_of(chunk.len(), 9)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        ));
         for ((i, event, event_id), payload) in chunk {
-            query = query
+            script
                 .bind(*event_id)
                 .bind(batch[*i].repository.id)
                 .bind(event.ref_name.as_str())
@@ -548,7 +565,6 @@ async fn apply(
                 .bind(payload.as_str())
                 .bind(now);
         }
-        query.execute(&mut *tx).await?;
     }
 
     // 3. The deliveries of every push, queued together.
@@ -577,8 +593,7 @@ async fn apply(
         };
     }
     let queued = deliveries.len();
-    let leased =
-        outbox::enqueue_local_first(tx, &state.ids, &state.local_queue, deliveries).await?;
+    let leased = outbox::enqueue_local_first(script, &state.ids, &state.local_queue, deliveries);
     Ok(Applied {
         outcomes,
         queued,

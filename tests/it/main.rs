@@ -12,4 +12,5 @@ mod github;
 mod kb;
 mod ops;
 mod reference_api;
+mod store;
 mod webhooks;

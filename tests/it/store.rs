@@ -1,0 +1,114 @@
+//! The storage layer's own promises, on both backends: a write script is all or nothing, in one
+//! call or (on PostgreSQL, past one statement's values) several, and the writer stays usable
+//! after a script fails.
+
+use herald::store::{Script, is_unique_violation};
+
+use crate::both_backends;
+use crate::helpers::TestEnv;
+
+both_backends!(write_scripts_are_all_or_nothing);
+
+/// `rows` inbound ids `prefix-0…` as multi-row inserts of 64 rows, like the ingest's.
+fn insert_ids(script: &mut Script, prefix: &str, rows: usize) {
+    let ids: Vec<String> = (0..rows).map(|n| format!("{prefix}-{n}")).collect();
+    for chunk in ids.chunks(64) {
+        let values = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        script.push(format!(
+            "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES {values}"
+        ));
+        for id in chunk {
+            script.bind("script-test").bind(id.as_str()).bind(1_i64);
+        }
+    }
+}
+
+async fn write_scripts_are_all_or_nothing(env: TestEnv) {
+    let app = env.spawn(&[]).await;
+    let db = app.state.db.clone();
+    let count = |prefix: &'static str| {
+        let db = db.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM inbound_deliveries WHERE source = 'script-test' AND delivery_id LIKE $1",
+            )
+            .bind(format!("{prefix}-%"))
+            .fetch_one(db.reader())
+            .await
+            .expect("count");
+            n
+        }
+    };
+
+    // Good scripts: every statement lands, with values numbered across statements. (On
+    // PostgreSQL a script's statements share one snapshot: the update touches an earlier row.)
+    let mut script = Script::new(db.backend);
+    insert_ids(&mut script, "a", 100);
+    script.commit(&db).await.expect("a good script commits");
+    let mut script = Script::new(db.backend);
+    insert_ids(&mut script, "e", 3);
+    script
+        .push(
+            "UPDATE inbound_deliveries SET received_at = $1 WHERE source = $2 AND delivery_id = $3",
+        )
+        .bind(7_i64)
+        .bind("script-test")
+        .bind("a-99");
+    script.commit(&db).await.expect("a good script commits");
+    assert_eq!(count("a").await, 100);
+    assert_eq!(count("e").await, 3);
+    let at: i64 = sqlx::query_scalar(
+        "SELECT received_at FROM inbound_deliveries WHERE source = 'script-test' AND delivery_id = 'a-99'",
+    )
+    .fetch_one(db.reader())
+    .await
+    .expect("row");
+    assert_eq!(at, 7);
+
+    // A script whose last statement fails leaves nothing of its earlier ones.
+    let mut script = Script::new(db.backend);
+    insert_ids(&mut script, "b", 10);
+    insert_ids(&mut script, "a", 1);
+    let error = script.commit(&db).await.expect_err("a duplicate id fails");
+    assert!(is_unique_violation(&error), "{error}");
+    assert_eq!(count("b").await, 0);
+
+    // So does one too large for one PostgreSQL statement (sent in several calls there).
+    let mut script = Script::new(db.backend);
+    insert_ids(&mut script, "c", 12_000);
+    insert_ids(&mut script, "a", 1);
+    let error = script.commit(&db).await.expect_err("a duplicate id fails");
+    assert!(is_unique_violation(&error), "{error}");
+    assert_eq!(count("c").await, 0);
+
+    // The writer is usable afterwards, and a large script commits whole.
+    let mut script = Script::new(db.backend);
+    insert_ids(&mut script, "c", 12_000);
+    script.commit(&db).await.expect("a large script commits");
+    assert_eq!(count("c").await, 12_000);
+
+    // Inside a caller's transaction, a script is undone with it.
+    let mut tx = db.writer().begin().await.expect("begin");
+    let mut script = Script::new(db.backend);
+    insert_ids(&mut script, "d", 5);
+    script
+        .run_in(&mut tx)
+        .await
+        .expect("runs in the transaction");
+    tx.rollback().await.expect("rollback");
+    assert_eq!(count("d").await, 0);
+
+    // And the app still takes pushes and everything else through the same writer.
+    let response = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(response.status().as_u16(), 200);
+    app.stop().await;
+    env.cleanup().await;
+}
