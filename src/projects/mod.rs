@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use crate::ids::{IdGenerator, now_ms};
 use crate::outbox::NewDelivery;
-use crate::store::{Db, StoreError};
+use crate::store::{Db, StoreError, Value};
 use crate::watch::event::PushEvent;
 use crate::watch::repo::{is_glob, is_private_host};
 
@@ -320,35 +320,40 @@ pub struct ProjectHook {
     pub project: Project,
 }
 
-/// The active hooks of every project of these repositories, ordered by project and hook (for
-/// `watch::ingest`, on a reader connection before the batch's writes are sent; one query for a
-/// batch of pushes).
-pub async fn hook_targets(
-    db: &sqlx::AnyPool,
+/// The reads that find the active hooks of every project of these repositories, ordered by
+/// project and hook (for `watch::ingest`, which sends them with its other reads before a
+/// batch's writes; one query for a batch of pushes). Their rows go to [`hook_targets_from`].
+pub fn hook_target_reads(repositories: &[(i64, &str)]) -> Vec<(String, Vec<Value>)> {
+    repositories
+        .chunks(64)
+        .map(|chunk| {
+            let list = (1..=chunk.len())
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT w.id, p.id, p.owner, p.name, p.branches, r.web_url, p.repository_id FROM webhooks w \
+                 JOIN projects p ON p.id = w.project_id JOIN repositories r ON r.id = p.repository_id \
+                 WHERE p.repository_id IN ({list}) AND w.active = 1 ORDER BY p.id, w.id"
+            );
+            (sql, chunk.iter().map(|(id, _)| Value::from(*id)).collect())
+        })
+        .collect()
+}
+
+/// The hooks found by [`hook_target_reads`].
+pub fn hook_targets_from(
+    rows: impl IntoIterator<Item = sqlx::any::AnyRow>,
     repositories: &[(i64, &str)],
-) -> Result<Vec<ProjectHook>, StoreError> {
-    let mut targets = Vec::new();
-    for chunk in repositories.chunks(64) {
-        let list = (1..=chunk.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT w.id, p.id, p.owner, p.name, p.branches, r.web_url, p.repository_id FROM webhooks w \
-             JOIN projects p ON p.id = w.project_id JOIN repositories r ON r.id = p.repository_id \
-             WHERE p.repository_id IN ({list}) AND w.active = 1 ORDER BY p.id, w.id"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, _) in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(db).await? {
+) -> Vec<ProjectHook> {
+    rows.into_iter()
+        .map(|row| {
             let repository_id: i64 = row.get(6);
-            let remote = chunk
+            let remote = repositories
                 .iter()
                 .find(|(id, _)| *id == repository_id)
                 .map_or("", |(_, remote)| remote);
-            targets.push(ProjectHook {
+            ProjectHook {
                 hook_id: row.get(0),
                 project: Project {
                     id: row.get(1),
@@ -359,10 +364,9 @@ pub async fn hook_targets(
                     repository: remote.to_string(),
                     repository_id,
                 },
-            });
-        }
-    }
-    Ok(targets)
+            }
+        })
+        .collect()
 }
 
 /// One delivery per hook (of `targets`) of this event's repository whose project's branch

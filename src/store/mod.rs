@@ -20,7 +20,7 @@ use crate::ids::now_ms;
 mod nodelay;
 mod script;
 
-pub use script::{Script, Value};
+pub use script::{Script, Value, read_many};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -138,8 +138,8 @@ impl Db {
                         )
                         .await?;
                         if writer {
-                            // Checkpoints (and their fsync) run in the background from a reader
-                            // connection (`Db::checkpoint`), never inside a writer's commit.
+                            // Checkpoints run in the background (`Db::checkpoint`): their fsyncs
+                            // from a reader connection, never inside a writer's commit.
                             conn.execute("PRAGMA wal_autocheckpoint = 0;").await?;
                         }
                         Ok(())
@@ -191,13 +191,22 @@ impl Db {
         Ok(())
     }
 
-    /// Moves the SQLite write-ahead log into the database file without blocking writers; the
-    /// app calls it every second. A no-op on PostgreSQL.
+    /// Moves the SQLite write-ahead log into the database file and lets it start over; the app
+    /// calls it every second. A no-op on PostgreSQL.
+    ///
+    /// Two passes. The first, from a reader connection, copies nearly all of the log (and pays
+    /// its fsyncs) without holding up writers. But commits go on meanwhile, so under steady load
+    /// the log is never wholly copied, and SQLite only starts a log over from its beginning once
+    /// it is: it grew by ~15 MB/s at 1,000 deliveries/s, without bound. The second pass runs on
+    /// the writer itself, where no commit can slip in, and copies only what was committed during
+    /// the first (about 2 ms of the writer's time); the next write then starts the log over.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         if self.backend == Backend::Sqlite {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&self.read)
-                .await?;
+            for pool in [&self.read, &self.write] {
+                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(pool)
+                    .await?;
+            }
         }
         Ok(())
     }

@@ -263,6 +263,65 @@ impl Script {
     }
 }
 
+/// Runs several independent reads (each written with its own `$1…$k`, with its values) and
+/// returns each one's rows, in order: on SQLite in one call to one reader connection, the
+/// statements one after another; on PostgreSQL at once, each on its own connection. Each read
+/// sees everything committed before it started; they are not one snapshot.
+pub async fn read_many(
+    db: &Db,
+    reads: Vec<(String, Vec<Value>)>,
+) -> Result<Vec<Vec<sqlx::any::AnyRow>>, StoreError> {
+    use futures_util::TryStreamExt;
+    use sqlx::Executor;
+    match db.backend {
+        Backend::Postgres => {
+            futures_util::future::try_join_all(reads.into_iter().map(|(sql, values)| async move {
+                sqlx::query_with(AssertSqlSafe(sql), arguments(&values))
+                    .fetch_all(db.reader())
+                    .await
+            }))
+            .await
+        }
+        Backend::Sqlite => {
+            let count = reads.len();
+            if count == 0 {
+                return Ok(Vec::new());
+            }
+            let mut sql = String::new();
+            let mut values = Vec::new();
+            for (read, read_values) in reads {
+                if !sql.is_empty() {
+                    sql.push_str(";\n");
+                }
+                sql.push_str(&renumber(&read, values.len()));
+                values.extend(read_values);
+            }
+            let query = sqlx::query_with(AssertSqlSafe(sql), arguments(&values));
+            let mut stream = db.reader().fetch_many(query);
+            // Each statement's rows come before the result that ends it.
+            let mut sets = vec![Vec::new()];
+            while let Some(item) = stream.try_next().await? {
+                match item {
+                    sqlx::Either::Left(_) => sets.push(Vec::new()),
+                    sqlx::Either::Right(row) => {
+                        if let Some(set) = sets.last_mut() {
+                            set.push(row);
+                        }
+                    }
+                }
+            }
+            sets.truncate(count);
+            if sets.len() != count {
+                return Err(StoreError::Protocol(format!(
+                    "{count} reads returned {} result sets",
+                    sets.len()
+                )));
+            }
+            Ok(sets)
+        }
+    }
+}
+
 /// Holds the writer connection while a script's own transaction may be open; if the call is
 /// abandoned midway (its future dropped), the connection is closed rather than returned to the
 /// pool with a transaction still open.

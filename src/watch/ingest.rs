@@ -19,7 +19,7 @@ use crate::ids::now_ms;
 use crate::notify::render::{self, PushSummary};
 use crate::outbox::{self, NewDelivery};
 use crate::state::AppState;
-use crate::store::{Script, StoreError};
+use crate::store::{self, Script, StoreError, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
@@ -247,8 +247,8 @@ fn fresh_inbound(batch: &[Job], recorded: &HashSet<(String, String)>) -> Vec<boo
 }
 
 /// Reads recorded inbound ids, heads and announced commits (one statement) and the subscribers
-/// and project hooks of every repository of the batch, each on its own reader connection, at
-/// once.
+/// and project hooks of every repository of the batch, all at once ([`store::read_many`]: one
+/// call on SQLite, concurrent statements on PostgreSQL).
 async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError> {
     let mut repositories: Vec<(i64, &str)> = Vec::new();
     for job in batch {
@@ -257,30 +257,58 @@ async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError
             repositories.push((repository.id, repository.url.remote.as_str()));
         }
     }
-    let (known, subscribers, hooks) = tokio::try_join!(
-        read_heads_and_seen(state, batch),
-        read_subscribers(state, &repositories),
-        crate::projects::hook_targets(state.db.reader(), &repositories),
-    )?;
-    let (inbound, heads, seen) = known;
-    Ok(Known {
-        inbound,
-        heads,
-        seen,
-        subscribers,
-        hooks,
-    })
+    let mut reads = heads_and_seen_reads(batch);
+    let known_reads = reads.len();
+    reads.extend(subscriber_reads(&repositories));
+    let subscriber_reads_end = reads.len();
+    reads.extend(crate::projects::hook_target_reads(&repositories));
+    let mut results = store::read_many(&state.db, reads).await?;
+    let hook_rows = results.split_off(subscriber_reads_end);
+    let subscriber_rows = results.split_off(known_reads);
+    let mut known = Known {
+        inbound: HashSet::new(),
+        heads: HashMap::new(),
+        seen: HashSet::new(),
+        subscribers: HashMap::new(),
+        hooks: crate::projects::hook_targets_from(hook_rows.into_iter().flatten(), &repositories),
+    };
+    for row in results.into_iter().flatten() {
+        let kind: i64 = row.get(0);
+        match kind {
+            0 => {
+                known
+                    .heads
+                    .insert((row.get(1), row.get(2)), Some(row.get(3)));
+            }
+            1 => {
+                known.seen.insert((row.get(1), row.get(2), row.get(3)));
+            }
+            _ => {
+                known.inbound.insert((row.get(2), row.get(3)));
+            }
+        }
+    }
+    for row in subscriber_rows.into_iter().flatten() {
+        known
+            .subscribers
+            .entry(row.get(6))
+            .or_default()
+            .push(Subscriber {
+                branch: row.get(0),
+                paths: serde_json::from_str(&row.get::<String, _>(1)).unwrap_or_default(),
+                exclude_authors: serde_json::from_str(&row.get::<String, _>(2)).unwrap_or_default(),
+                contact_id: row.get(3),
+                channel: row.get(4),
+                address: row.get(5),
+            });
+    }
+    Ok(known)
 }
 
-type HeadsAndSeen = (
-    HashSet<(String, String)>,
-    HashMap<(i64, String), Option<String>>,
-    HashSet<(i64, String, String)>,
-);
-
-/// Recorded inbound ids, branch heads and announced commits of the batch's pushes, in one
-/// statement: all are (repository, name, sha) rows, told apart by the first column.
-async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAndSeen, StoreError> {
+/// Recorded inbound ids, branch heads and announced commits of the batch's pushes, read in one
+/// statement (per 64 of each): all are (repository, name, sha) rows, told apart by the first
+/// column — 0 a head, 1 an announced commit, 2 an inbound id (source, id).
+fn heads_and_seen_reads(batch: &[Job]) -> Vec<(String, Vec<Value>)> {
     let inbound_keys: Vec<(&str, &str)> = batch
         .iter()
         .filter_map(|j| j.inbound.as_ref().map(|(s, d)| (s.as_str(), d.as_str())))
@@ -304,29 +332,33 @@ async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAnd
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut inbound: HashSet<(String, String)> = HashSet::new();
-    let mut heads: HashMap<(i64, String), Option<String>> = HashMap::new();
-    let mut seen: HashSet<(i64, String, String)> = HashSet::new();
     // Chunks of ids, heads and commits side by side, so that the common case is one statement.
     let chunks = head_keys
         .len()
         .div_ceil(ROWS)
         .max(commit_keys.len().div_ceil(ROWS))
         .max(inbound_keys.len().div_ceil(ROWS));
+    let mut reads = Vec::with_capacity(chunks);
     for n in 0..chunks {
         let inbound_chunk = inbound_keys.chunks(ROWS).nth(n).unwrap_or_default();
         let heads_chunk = head_keys.chunks(ROWS).nth(n).unwrap_or_default();
         let commits_chunk = commit_keys.chunks(ROWS).nth(n).unwrap_or_default();
         let mut parts = Vec::new();
-        let mut param = 0;
-        let mut next = || {
-            param += 1;
-            format!("${param}")
+        let mut values: Vec<Value> = Vec::new();
+        let mut next = |value: Value| {
+            values.push(value);
+            format!("${}", values.len())
         };
         if !inbound_chunk.is_empty() {
             let condition = inbound_chunk
                 .iter()
-                .map(|_| format!("(source = {} AND delivery_id = {})", next(), next()))
+                .map(|(source, id)| {
+                    format!(
+                        "(source = {} AND delivery_id = {})",
+                        next((*source).into()),
+                        next((*id).into())
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" OR ");
             parts.push(format!(
@@ -337,7 +369,13 @@ async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAnd
         if !heads_chunk.is_empty() {
             let condition = heads_chunk
                 .iter()
-                .map(|_| format!("(repository_id = {} AND branch = {})", next(), next()))
+                .map(|(repository, branch)| {
+                    format!(
+                        "(repository_id = {} AND branch = {})",
+                        next((*repository).into()),
+                        next((*branch).into())
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" OR ");
             parts.push(format!(
@@ -347,12 +385,12 @@ async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAnd
         if !commits_chunk.is_empty() {
             let condition = commits_chunk
                 .iter()
-                .map(|_| {
+                .map(|(repository, ref_name, sha)| {
                     format!(
                         "(repository_id = {} AND ref = {} AND sha = {})",
-                        next(),
-                        next(),
-                        next()
+                        next((*repository).into()),
+                        next((*ref_name).into()),
+                        next((*sha).into())
                     )
                 })
                 .collect::<Vec<_>>()
@@ -361,65 +399,28 @@ async fn read_heads_and_seen(state: &AppState, batch: &[Job]) -> Result<HeadsAnd
                 "SELECT CAST(1 AS BIGINT) AS kind, repository_id, ref AS name, sha FROM seen_commits WHERE {condition}"
             ));
         }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
-        for (source, id) in inbound_chunk {
-            query = query.bind(*source).bind(*id);
-        }
-        for (repository, branch) in heads_chunk {
-            query = query.bind(*repository).bind(*branch);
-        }
-        for (repository, ref_name, sha) in commits_chunk {
-            query = query.bind(*repository).bind(*ref_name).bind(*sha);
-        }
-        for row in query.fetch_all(state.db.reader()).await? {
-            let kind: i64 = row.get(0);
-            match kind {
-                0 => {
-                    heads.insert((row.get(1), row.get(2)), Some(row.get(3)));
-                }
-                1 => {
-                    seen.insert((row.get(1), row.get(2), row.get(3)));
-                }
-                _ => {
-                    inbound.insert((row.get(2), row.get(3)));
-                }
-            }
-        }
+        reads.push((parts.join(" UNION ALL "), values));
     }
-    Ok((inbound, heads, seen))
+    reads
 }
 
-async fn read_subscribers(
-    state: &AppState,
-    repositories: &[(i64, &str)],
-) -> Result<HashMap<i64, Vec<Subscriber>>, StoreError> {
-    let mut subscribers: HashMap<i64, Vec<Subscriber>> = HashMap::new();
-    for chunk in repositories.chunks(ROWS) {
-        let list = (1..=chunk.len())
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address, s.repository_id \
-             FROM subscriptions s JOIN contacts c ON c.id = s.contact_id \
-             WHERE s.repository_id IN ({list}) AND s.muted = 0 AND c.muted = 0 AND c.blocked = 0"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, _) in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(state.db.reader()).await? {
-            subscribers.entry(row.get(6)).or_default().push(Subscriber {
-                branch: row.get(0),
-                paths: serde_json::from_str(&row.get::<String, _>(1)).unwrap_or_default(),
-                exclude_authors: serde_json::from_str(&row.get::<String, _>(2)).unwrap_or_default(),
-                contact_id: row.get(3),
-                channel: row.get(4),
-                address: row.get(5),
-            });
-        }
-    }
-    Ok(subscribers)
+/// The reads that find who is told about these repositories (subscriptions with their contacts).
+fn subscriber_reads(repositories: &[(i64, &str)]) -> Vec<(String, Vec<Value>)> {
+    repositories
+        .chunks(ROWS)
+        .map(|chunk| {
+            let list = (1..=chunk.len())
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address, s.repository_id \
+                 FROM subscriptions s JOIN contacts c ON c.id = s.contact_id \
+                 WHERE s.repository_id IN ({list}) AND s.muted = 0 AND c.muted = 0 AND c.blocked = 0"
+            );
+            (sql, chunk.iter().map(|(id, _)| Value::from(*id)).collect())
+        })
+        .collect()
 }
 
 /// Applies a batch of pushes inside the caller's transaction, in arrival order, with a fixed

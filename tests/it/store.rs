@@ -112,3 +112,65 @@ async fn write_scripts_are_all_or_nothing(env: TestEnv) {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// Under steady writes a checkpoint lets the SQLite log start over, so it does not grow without
+/// bound (a checkpoint from a reader alone never catches up with commits made meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_log_starts_over_under_steady_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let Some(env) = TestEnv::new(crate::helpers::Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.spawn(&[]).await;
+    let db = app.state.db.clone();
+    let commits = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (db, commits, stop) = (db.clone(), commits.clone(), stop.clone());
+        async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let mut script = Script::new(db.backend);
+                insert_ids(&mut script, &format!("w{n}"), 20);
+                script.commit(&db).await.expect("write");
+                commits.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+        }
+    });
+    let wait_for = |target: u64| {
+        let commits = commits.clone();
+        async move {
+            crate::helpers::wait_until("commits", crate::helpers::WAIT, || {
+                let commits = commits.clone();
+                async move { commits.load(Ordering::Relaxed) >= target }
+            })
+            .await;
+        }
+    };
+    let log_frames = || {
+        let db = db.clone();
+        async move {
+            let row: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(db.reader())
+                .await
+                .expect("checkpoint");
+            row.1
+        }
+    };
+    wait_for(300).await;
+    let before = log_frames().await;
+    db.checkpoint().await.expect("checkpoint");
+    let done = commits.load(Ordering::Relaxed);
+    wait_for(done + 10).await;
+    let after = log_frames().await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    assert!(
+        after < before,
+        "the log kept growing: {before} frames before the checkpoint, {after} after"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
