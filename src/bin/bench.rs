@@ -90,6 +90,10 @@ enum Scenario {
         /// Add one endpoint that never answers (held until herald's 15 s timeout).
         #[arg(long)]
         with_hanging: bool,
+        /// Send the pushes with reqwest (the figures before the sixth session) instead of
+        /// pre-built requests written to keep-alive sockets.
+        #[arg(long)]
+        reqwest: bool,
     },
     /// Idle authenticated chat sockets: memory per socket, CPU at rest with heartbeats.
     ChatSockets {
@@ -862,6 +866,7 @@ async fn webhook_delivery_latency(
     rate: usize,
     seconds: u64,
     hanging: bool,
+    with_reqwest: bool,
 ) {
     let (herald, receiver, _github, repo) = webhook_setup(args, endpoints, hanging).await;
     receiver
@@ -871,30 +876,40 @@ async fn webhook_delivery_latency(
     let interval = Duration::from_secs_f64(1.0 / pushes_per_second as f64);
     let base = repo.head("main");
     let total = pushes_per_second * seconds as usize;
-    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(total);
+    // When each push was sent: by the raw sender just before its request is written to the
+    // socket, by reqwest before the request is handed to it.
+    let sent = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        Instant,
+    >::with_capacity(total)));
     let herald = Arc::new(herald);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        ticker.tick().await;
-        let after = format!("{:040x}", i + 1);
-        let body = push_body(&base, &after, "latency");
-        let at = Instant::now();
-        sent.push((after, at));
-        let herald = herald.clone();
-        tasks.spawn(async move {
-            let response = send_push(&herald, &format!("l-{i}"), body).await;
-            assert_eq!(response.status().as_u16(), 202);
-            at.elapsed()
-        });
-    }
-    let mut acknowledged = Vec::with_capacity(total);
-    while let Some(answer) = tasks.join_next().await {
-        if let Ok(took) = answer {
-            acknowledged.push(took);
+    let acknowledged = if with_reqwest {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..total {
+            ticker.tick().await;
+            let after = format!("{:040x}", i + 1);
+            let body = push_body(&base, &after, "latency");
+            let at = Instant::now();
+            sent.lock().expect("lock").insert(after, at);
+            let herald = herald.clone();
+            tasks.spawn(async move {
+                let response = send_push(&herald, &format!("l-{i}"), body).await;
+                assert_eq!(response.status().as_u16(), 202);
+                at.elapsed()
+            });
         }
-    }
+        let mut acknowledged = Vec::with_capacity(total);
+        while let Some(answer) = tasks.join_next().await {
+            if let Ok(took) = answer {
+                acknowledged.push(took);
+            }
+        }
+        acknowledged
+    } else {
+        raw_pushes(&herald, &base, total, &mut ticker, &sent).await
+    };
     let expected = total * endpoints;
     let started = Instant::now();
     while receiver.arrivals.lock().expect("lock").len() < expected
@@ -902,7 +917,7 @@ async fn webhook_delivery_latency(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sent_at: std::collections::HashMap<String, Instant> = sent.into_iter().collect();
+    let sent_at = sent.lock().expect("lock").clone();
     let mut first: std::collections::HashMap<&str, Duration> = std::collections::HashMap::new();
     let arrivals = receiver.arrivals.lock().expect("lock").clone();
     let mut samples = Vec::with_capacity(arrivals.len());
@@ -929,6 +944,79 @@ async fn webhook_delivery_latency(
         first.into_values().collect(),
     );
     describe("push sent → delivery received", samples);
+}
+
+/// A signed push webhook as raw HTTP/1.1 bytes.
+fn push_request(address: std::net::SocketAddr, delivery: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /hooks/github HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         X-GitHub-Event: push\r\nX-GitHub-Delivery: {delivery}\r\n\
+         X-Hub-Signature-256: sha256={}\r\nContent-Length: {}\r\n\r\n{body}",
+        hmac_sha256_hex(SECRET.as_bytes(), body.as_bytes()),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Sends `total` pushes at the ticker's pace over keep-alive sockets, each request built and
+/// signed beforehand and written by whichever connection is idle (so the generator's own work
+/// stays out of the measurement); notes in `sent` when each was written. Returns the
+/// push → answer latencies.
+async fn raw_pushes(
+    herald: &Herald,
+    base: &str,
+    total: usize,
+    ticker: &mut tokio::time::Interval,
+    sent: &Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
+) -> Vec<Duration> {
+    use tokio::io::AsyncWriteExt;
+    const CONNECTIONS: usize = 8;
+    let address = herald.address();
+    let (queue, requests) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let requests = Arc::new(tokio::sync::Mutex::new(requests));
+    let mut connections = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let (requests, sent) = (requests.clone(), sent.clone());
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect to herald");
+        let _ = stream.set_nodelay(true);
+        connections.spawn(async move {
+            let mut buffer = Vec::with_capacity(4096);
+            let mut answered = Vec::new();
+            loop {
+                let next = requests.lock().await.recv().await;
+                let Some((after, request)) = next else {
+                    break;
+                };
+                let at = Instant::now();
+                sent.lock().expect("lock").insert(after, at);
+                stream.write_all(&request).await.expect("write a push");
+                let status = read_response(&mut stream, &mut buffer)
+                    .await
+                    .expect("herald answers");
+                assert_eq!(status, 202);
+                answered.push(at.elapsed());
+            }
+            answered
+        });
+    }
+    for i in 0..total {
+        let after = format!("{:040x}", i + 1);
+        let request = push_request(
+            address,
+            &format!("l-{i}"),
+            &push_body(base, &after, "latency"),
+        );
+        ticker.tick().await;
+        let _ = queue.send((after, request));
+    }
+    drop(queue);
+    let mut acknowledged = Vec::with_capacity(total);
+    while let Some(answered) = connections.join_next().await {
+        acknowledged.extend(answered.unwrap_or_default());
+    }
+    acknowledged
 }
 
 type Ws =
@@ -1918,6 +2006,10 @@ async fn main() {
             rate,
             seconds,
             with_hanging,
-        } => webhook_delivery_latency(&args, *endpoints, *rate, *seconds, *with_hanging).await,
+            reqwest,
+        } => {
+            webhook_delivery_latency(&args, *endpoints, *rate, *seconds, *with_hanging, *reqwest)
+                .await
+        }
     }
 }
