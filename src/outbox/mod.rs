@@ -316,10 +316,7 @@ pub async fn commit_and_dispatch(
 /// Frees leases of deliveries that were handed over but never sent (at shutdown).
 pub async fn release_leases(db: &Db, ids: &[i64]) -> Result<(), StoreError> {
     for chunk in ids.chunks(RECORD_CHUNK) {
-        let list = (0..chunk.len())
-            .map(|i| format!("${}", i + 1))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = crate::store::placeholders(1, chunk.len());
         let sql = format!(
             "UPDATE deliveries SET locked_until = 0 WHERE status = 'pending' AND id IN ({list})"
         );
@@ -508,10 +505,7 @@ pub async fn record_batch(
         .map(|(r, _)| r)
         .collect();
     for chunk in delivered.chunks(RECORD_CHUNK) {
-        let list = (0..chunk.len())
-            .map(|i| format!("${}", i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = crate::store::placeholders(2, chunk.len());
         script
             .push(format!(
                 "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, locked_until = 0, \
@@ -529,10 +523,7 @@ pub async fn record_batch(
     healthy_hooks.sort_unstable();
     healthy_hooks.dedup();
     if !healthy_hooks.is_empty() {
-        let list = (1..=healthy_hooks.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = crate::store::placeholders(1, healthy_hooks.len());
         script.push(format!(
             "UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN ({list})"
         ));

@@ -327,10 +327,7 @@ pub fn hook_target_reads(repositories: &[(i64, &str)]) -> Vec<(String, Vec<Value
     repositories
         .chunks(64)
         .map(|chunk| {
-            let list = (1..=chunk.len())
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = crate::store::placeholders(1, chunk.len());
             let sql = format!(
                 "SELECT w.id, p.id, p.owner, p.name, p.branches, r.web_url, p.repository_id FROM webhooks w \
                  JOIN projects p ON p.id = w.project_id JOIN repositories r ON r.id = p.repository_id \

@@ -274,6 +274,14 @@ pub async fn release_node_id(db: &Db, worker_id: u16, holder: &str) -> Result<()
     Ok(())
 }
 
+/// `$first, $first+1, …`: `count` placeholders for an `IN (…)` list.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether an error is a unique-constraint violation, on either backend.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     match error {

@@ -246,13 +246,14 @@ impl Script {
                     }
                     Err(error) => {
                         // A statement failed after BEGIN (or COMMIT itself did): roll back what
-                        // is open. "No transaction is active" means it ended already.
-                        if let Some(mut conn) = guard.0.take() {
-                            match sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                                Ok(_) => {}
-                                Err(rollback) if no_transaction(&rollback) => {}
-                                // Leave nothing half-open in the pool: close this connection.
-                                Err(_) => conn.close_on_drop(),
+                        // is open. "No transaction is active" means it ended already. If the
+                        // rollback fails too, the guard closes the connection rather than
+                        // leave a transaction open in the pool.
+                        if let Some(conn) = guard.0.as_mut() {
+                            match sqlx::query("ROLLBACK").execute(&mut **conn).await {
+                                Ok(_) => drop(guard.0.take()),
+                                Err(rollback) if no_transaction(&rollback) => drop(guard.0.take()),
+                                Err(_) => {}
                             }
                         }
                         Err(error)
@@ -454,10 +455,7 @@ mod tests {
     #[test]
     fn postgres_splits_scripts_with_too_many_values() {
         let mut script = Script::new(Backend::Postgres);
-        let row_sql = (1..=1000)
-            .map(|n| format!("${n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let row_sql = crate::store::placeholders(1, 1000);
         for _ in 0..61 {
             script.push(format!("INSERT INTO t VALUES ({row_sql})"));
             for n in 0..1000 {

@@ -409,10 +409,7 @@ fn subscriber_reads(repositories: &[(i64, &str)]) -> Vec<(String, Vec<Value>)> {
     repositories
         .chunks(ROWS)
         .map(|chunk| {
-            let list = (1..=chunk.len())
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = store::placeholders(1, chunk.len());
             let sql = format!(
                 "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address, s.repository_id \
                  FROM subscriptions s JOIN contacts c ON c.id = s.contact_id \
