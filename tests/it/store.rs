@@ -1,6 +1,5 @@
 //! The storage layer's own promises, on both backends: a write script is all or nothing, in one
-//! call or (on PostgreSQL, past one statement's values) several, and the writer stays usable
-//! after a script fails.
+//! call or (a long one) several, and the writer stays usable after a script fails.
 
 use herald::store::{Script, is_unique_violation};
 
@@ -76,7 +75,7 @@ async fn write_scripts_are_all_or_nothing(env: TestEnv) {
     assert!(is_unique_violation(&error), "{error}");
     assert_eq!(count("b").await, 0);
 
-    // So does one too large for one PostgreSQL statement (sent in several calls there).
+    // So does a long one (sent a statement at a time, in a transaction).
     let mut script = Script::new(db.backend);
     insert_ids(&mut script, "c", 12_000);
     insert_ids(&mut script, "a", 1);
