@@ -1,5 +1,6 @@
 //! The HTTP edge: merges every feature module's `router()`, adds the shared middleware (request
-//! ids, tracing, body limit, timeout, panic catching, metrics) and the JSON 404.
+//! ids, tracing, body limit and the draining of refused bodies, timeout, panic catching,
+//! metrics) and the JSON 404.
 //!
 //! **Boundary**: wire types live beside their handlers in the feature modules; this module owns
 //! only what every route shares.
@@ -25,6 +26,9 @@ use error::ApiError;
 
 /// Bodies above this are refused with 413 unless a route sets its own limit.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// How much of a refused body is read and thrown away, at most, before the 413 is sent.
+const DRAIN_REFUSED_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_REFUSED_FOR: Duration = Duration::from_secs(2);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::kb::http::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(record_metrics))
+        .layer(axum::middleware::from_fn(drain_refused_bodies))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
         .layer(CatchPanicLayer::new())
@@ -59,6 +64,70 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// A body refused as too large (413) is read to its end, up to [`DRAIN_REFUSED_BYTES`] and
+/// [`DRAIN_REFUSED_FOR`], before the answer goes out. Otherwise the server closes the connection
+/// with the rest of the body unread, the kernel answers the client's remaining bytes with a
+/// reset, and a client still sending can get that reset instead of the 413 (hyper itself drains
+/// only what has already arrived). The handler reads the body through [`SharedBody`], so what
+/// it left unread is still here afterwards.
+async fn drain_refused_bodies(request: Request, next: Next) -> Response {
+    use futures_util::StreamExt;
+    let (parts, body) = request.into_parts();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
+    let request = Request::from_parts(parts, axum::body::Body::new(SharedBody(body.clone())));
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let rest = body.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rest) = rest {
+            let mut rest = rest.into_data_stream();
+            let _ = tokio::time::timeout(DRAIN_REFUSED_FOR, async {
+                let mut drained = 0;
+                while let Some(Ok(chunk)) = rest.next().await {
+                    drained += chunk.len();
+                    if drained > DRAIN_REFUSED_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+    response
+}
+
+/// A request body that stays with [`drain_refused_bodies`] when the handler drops it.
+struct SharedBody(std::sync::Arc<std::sync::Mutex<Option<axum::body::Body>>>);
+
+impl SharedBody {
+    fn with<R>(&self, f: impl FnOnce(Option<&mut axum::body::Body>) -> R) -> R {
+        let mut body = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(body.as_mut())
+    }
+}
+
+impl http_body::Body for SharedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.with(|body| match body {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        })
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.with(|body| body.map(|b| b.size_hint()).unwrap_or_default())
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.with(|body| body.is_none_or(|b| b.is_end_stream()))
+    }
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {

@@ -193,3 +193,56 @@ async fn json_api_errors_have_one_shape(env: TestEnv) {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// A client still sending an oversize body when herald refuses it reads the 413, not a reset:
+/// herald reads the rest of a refused body before answering. The client here pauses mid-body
+/// (as a slow uploader does), which is when a server that closes with the body unread makes
+/// the kernel reset the connection under the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_body_still_sending_gets_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(env) = TestEnv::new(crate::helpers::Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.spawn(&[]).await;
+    let address = app.address.trim_start_matches("http://").to_string();
+    let body = format!(
+        "{{\"channel\":\"telegram\",\"address\":\"{}\"}}",
+        "1".repeat(6 * 1024 * 1024)
+    );
+    let head = format!(
+        "POST /api/v1/contacts HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        crate::helpers::ADMIN_TOKEN,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.split();
+    // More than the 1 MiB limit before the pause, and more than the sockets buffer after it.
+    let split = 3 * 1024 * 1024 / 2;
+    let send = async {
+        writer.write_all(head.as_bytes()).await?;
+        writer.write_all(&body.as_bytes()[..split]).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        writer.write_all(&body.as_bytes()[split..]).await
+    };
+    let read = async {
+        let mut answer = Vec::new();
+        reader.read_to_end(&mut answer).await.map(|_| answer)
+    };
+    // Like many clients, it reads the answer once the whole request is sent.
+    let (sent, answer) = tokio::time::timeout(crate::helpers::WAIT, async {
+        let sent = send.await;
+        (sent, read.await)
+    })
+    .await
+    .expect("herald answers");
+    sent.expect("the whole body is taken");
+    let answer = String::from_utf8_lossy(&answer.expect("the answer, not a reset")).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"payload_too_large\""), "{answer}");
+    app.stop().await;
+    env.cleanup().await;
+}
