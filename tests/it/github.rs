@@ -17,6 +17,7 @@ both_backends!(
     signed_webhook_notifies_once_whatever_the_order,
     webhook_bad_input_is_refused_and_changes_nothing,
     concurrent_webhooks_are_committed_together_and_each_push_counted_once,
+    two_nodes_told_of_one_push_at_once_announce_it_once,
 );
 
 const SECRET: &str = "It's a Secret to Everybody";
@@ -352,6 +353,60 @@ async fn concurrent_webhooks_are_committed_together_and_each_push_counted_once(e
     }
 
     app.stop().await;
+    env.cleanup().await;
+}
+
+/// Two nodes on one database each get every push at the same moment, under their own delivery
+/// ids (two webhooks configured, say): both may read "not announced yet" before either commits,
+/// and the one that commits second must find the commits recorded and answer "duplicate".
+async fn two_nodes_told_of_one_push_at_once_announce_it_once(env: TestEnv) {
+    let telegram = FakeTelegram::start().await;
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/hello", &repo);
+    let quiet = [("HERALD_POLL_INTERVAL", "1h")];
+    let first = github_app(&env, &telegram, &github, &quiet).await;
+    let second = github_app(&env, &telegram, &github, &quiet).await;
+    first
+        .subscribe_reference("telegram", "99", "octo/hello", "main")
+        .await;
+
+    let mut before = repo.head("main");
+    let mut titles = Vec::new();
+    for n in 0..10 {
+        let title = format!("Twice-told push {n}");
+        let after = repo.commit(&format!("t{n}"), "x", &title);
+        let body = push_payload(&repo, &before, &after, &[(&after, &title)]).to_string();
+        let (first_id, second_id) = (format!("first-{n}"), format!("second-{n}"));
+        let (a, b) = tokio::join!(
+            send_hook(&first, &first_id, &body, Some(sign(&body))),
+            send_hook(&second, &second_id, &body, Some(sign(&body))),
+        );
+        let statuses = [&a, &b].map(|(status, answer)| (*status, answer["status"].clone()));
+        assert!(
+            statuses.contains(&(202, json!("accepted")))
+                && statuses.contains(&(200, json!("duplicate"))),
+            "push {n}: {a:?} {b:?}"
+        );
+        titles.push(title);
+        before = after;
+    }
+    assert_eq!(first.count("SELECT COUNT(*) FROM push_events").await, 10);
+    wait_until("ten messages", WAIT, || async {
+        telegram.delivered().len() >= 10
+    })
+    .await;
+    first.wait_for_outbox_drained().await;
+    let messages = telegram.delivered();
+    for title in &titles {
+        assert_eq!(
+            messages.iter().filter(|m| m.text.contains(title)).count(),
+            1,
+            "{title} announced once"
+        );
+    }
+    second.stop().await;
+    first.stop().await;
     env.cleanup().await;
 }
 
