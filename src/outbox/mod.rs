@@ -263,12 +263,10 @@ pub fn enqueue_local_first(
     } else {
         local.reserve(fast.len())
     };
-    let mut leased = Vec::new();
-    match lease {
+    let leased = match lease {
         Some(locked_until) => {
             let created = enqueue_into(script, ids, &fast, locked_until);
-            leased = fast
-                .into_iter()
+            fast.into_iter()
                 .zip(created)
                 .map(|(d, id)| ClaimedDelivery {
                     id,
@@ -281,12 +279,13 @@ pub fn enqueue_local_first(
                     attempts: 0,
                     failures: 0,
                 })
-                .collect();
+                .collect()
         }
         None => {
             enqueue_into(script, ids, &fast, 0);
+            Vec::new()
         }
-    }
+    };
     enqueue_into(script, ids, &slow, 0);
     leased
 }

@@ -136,7 +136,7 @@ async fn commit_batch(state: &AppState, batch: Vec<Job>) {
         Ok(applied) => return hand_over(state, batch, applied),
         // A push alone fails for good unless another node recorded the same delivery id or
         // commit between our read and our write: then reading again finds it a duplicate.
-        Err(error) if batch.len() == 1 && !crate::store::is_unique_violation(&error) => {
+        Err(error) if batch.len() == 1 && !store::is_unique_violation(&error) => {
             if let Some(job) = batch.into_iter().next() {
                 let _ = job.reply.send(Err(error));
             }
