@@ -132,9 +132,13 @@ impl Db {
                         // WAL and busy_timeout are per connection when going through `Any`.
                         // synchronous=NORMAL in WAL mode survives a process crash (kill -9);
                         // only an OS crash or power loss can lose the last transactions.
+                        // temp_store=MEMORY: temporary b-trees (sorts, DISTINCT) otherwise
+                        // create and unlink a file in /var/tmp, several times a second under
+                        // load, on the writer's thread.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                             PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
                         if writer {
