@@ -144,6 +144,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "how long one outgoing delivery may take",
     ),
     (
+        "HERALD_DELIVERY_RETENTION",
+        "30d",
+        "how long finished deliveries and their attempt log are kept (`forever` = never pruned)",
+    ),
+    (
         "HERALD_DELIVERY_CONCURRENCY",
         "64",
         "outgoing deliveries in flight per node",
@@ -245,6 +250,9 @@ pub struct Settings {
     pub retry_schedule: Vec<Duration>,
     pub delivery_timeout: Duration,
     pub delivery_concurrency: usize,
+    /// How long finished deliveries (with their attempts and stored payloads) and inbound
+    /// delivery ids are kept; `None` keeps them forever.
+    pub delivery_retention: Option<Duration>,
     pub allow_private_targets: bool,
     pub admin_token: Option<Secret>,
     pub log_format: LogFormat,
@@ -359,6 +367,15 @@ impl Settings {
                 _ => Err("must be a whole number from 1 to 10000".to_string()),
             }
         })?;
+        let delivery_retention = parse_or(&get, "HERALD_DELIVERY_RETENTION", "30d", |v| {
+            if v.eq_ignore_ascii_case("forever") {
+                return Ok(None);
+            }
+            match parse_duration(v)? {
+                d if d.is_zero() => Err("must be longer than zero, or forever".to_string()),
+                d => Ok(Some(d)),
+            }
+        })?;
         let allow_private_targets =
             parse_or(&get, "HERALD_ALLOW_PRIVATE_TARGETS", "false", parse_bool)?;
         let log_format = parse_or(&get, "HERALD_LOG_FORMAT", "text", |v| match v {
@@ -413,6 +430,7 @@ impl Settings {
             retry_schedule,
             delivery_timeout: parse_or(&get, "HERALD_DELIVERY_TIMEOUT", "15s", parse_duration)?,
             delivery_concurrency,
+            delivery_retention,
             allow_private_targets,
             admin_token: secret("HERALD_ADMIN_TOKEN"),
             log_format,
@@ -496,6 +514,12 @@ impl Settings {
                     .map(|d| humantime::format_duration(*d).to_string())
                     .collect::<Vec<_>>()
                     .join(","),
+            ),
+            (
+                "HERALD_DELIVERY_RETENTION".into(),
+                self.delivery_retention.map_or("forever".into(), |d| {
+                    humantime::format_duration(d).to_string()
+                }),
             ),
             (
                 "HERALD_ALLOW_PRIVATE_TARGETS".into(),
@@ -604,6 +628,26 @@ mod tests {
         assert!(settings.database_url.starts_with("sqlite://"));
         assert_eq!(settings.retry_schedule.len(), 7);
         assert_eq!(settings.poll_interval, Duration::from_secs(60));
+        assert_eq!(
+            settings.delivery_retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+    }
+
+    #[test]
+    fn the_delivery_log_can_be_kept_forever_but_not_for_nothing() {
+        let forever = Settings::from_map(map(&[("HERALD_DELIVERY_RETENTION", "forever")]));
+        assert_eq!(forever.expect("valid").delivery_retention, None);
+        let week = Settings::from_map(map(&[("HERALD_DELIVERY_RETENTION", "7d")]));
+        assert_eq!(
+            week.expect("valid").delivery_retention,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        let err = Settings::from_map(map(&[("HERALD_DELIVERY_RETENTION", "0s")])).unwrap_err();
+        assert!(
+            err.to_string().contains("HERALD_DELIVERY_RETENTION"),
+            "{err}"
+        );
     }
 
     #[test]

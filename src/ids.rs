@@ -58,6 +58,12 @@ impl IdGenerator {
     }
 }
 
+/// The smallest snowflake id made at or after the Unix millisecond `ms`: every id below it was
+/// made earlier.
+pub fn first_id_at(ms: i64) -> i64 {
+    (ms - EPOCH_MS).max(0) << (WORKER_BITS + SEQUENCE_BITS)
+}
+
 /// The Unix milliseconds at which a snowflake id was made.
 pub fn timestamp_ms(id: i64) -> i64 {
     (id >> (WORKER_BITS + SEQUENCE_BITS)) + EPOCH_MS

@@ -9,6 +9,7 @@
 //! out and any node claims it again, so every row is sent at least once.
 
 pub mod channel;
+pub mod retention;
 pub mod worker;
 
 use std::time::Duration;

@@ -17,6 +17,7 @@ both_backends!(
     failing_receivers_get_retries_at_the_right_times,
     creation_refuses_bad_urls_and_secrets_and_stores_nothing,
     strangers_can_neither_see_nor_delete_hooks,
+    finished_deliveries_are_pruned_after_the_retention_period,
 );
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -1101,4 +1102,128 @@ async fn a_hook_failing_for_five_days_is_disabled_and_its_owner_told(env: TestEn
 
     app.stop().await;
     env.cleanup().await;
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(app.state.db.reader())
+        .await
+        .expect("count")
+}
+
+async fn finished_deliveries_are_pruned_after_the_retention_period(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr");
+    let repo = GitRepo::new();
+    let app = env
+        .spawn(&[
+            ("HERALD_DELIVERY_RETENTION", "3s"),
+            ("HERALD_RETRY_SCHEDULE", "1h"),
+        ])
+        .await;
+    // Two inbound push ids: one recorded a day ago, one just now.
+    let now = herald::ids::now_ms();
+    for (id, at) in [("old", now - 86_400_000), ("recent", now)] {
+        sqlx::query("INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES ('github', $1, $2)")
+            .bind(id)
+            .bind(at)
+            .execute(app.state.db.writer())
+            .await
+            .expect("inbound id");
+    }
+    wait_until("the day-old inbound id pruned", WAIT, || async {
+        count(
+            &app,
+            "SELECT COUNT(*) FROM inbound_deliveries WHERE delivery_id = 'old'",
+        )
+        .await
+            == 0
+    })
+    .await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM inbound_deliveries WHERE delivery_id = 'recent'"
+        )
+        .await,
+        1,
+        "a recent inbound id is kept"
+    );
+
+    create_project(&app, &repo.url()).await;
+    let (_, hook) = create_hook(&app, json!({"payload_url": receiver.url})).await;
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+    // A receiver that is not listening: its deliveries wait an hour for their retry.
+    let (_, waiting) = create_hook(
+        &app,
+        json!({"payload_url": format!("http://{closed}/hook")}),
+    )
+    .await;
+    let waiting_id = waiting["id"].as_str().expect("id").to_string();
+    wait_until("the ping", WAIT, || async { receiver.count() >= 1 }).await;
+    repo.commit("a.txt", "1", "Kept for a while");
+    wait_until("the push delivered", WAIT, || async {
+        receiver.count() >= 2
+    })
+    .await;
+    wait_until("both logs complete", WAIT, || async {
+        let done = deliveries(&app, &hook_id).await;
+        let failed_once = deliveries(&app, &waiting_id).await;
+        done.len() == 2
+            && done.iter().all(|d| d["status"] == "delivered")
+            && failed_once.len() == 2
+            && failed_once
+                .iter()
+                .all(|d| d["attempts"].as_array().is_some_and(|a| a.len() == 1))
+    })
+    .await;
+    let delivered: Vec<String> = deliveries(&app, &hook_id)
+        .await
+        .iter()
+        .map(|d| d["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM delivery_payloads").await,
+        1,
+        "the push's body, stored once for both hooks"
+    );
+
+    // Three seconds after they finished, the delivered ones go with their attempts; the ones
+    // waiting for a retry stay, and so does the stored body they still point at.
+    wait_until("the delivered ones pruned", WAIT, || async {
+        deliveries(&app, &hook_id).await.is_empty()
+    })
+    .await;
+    for id in &delivered {
+        let attempts: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id = $1")
+                .bind(id.parse::<i64>().expect("numeric id"))
+                .fetch_one(app.state.db.reader())
+                .await
+                .expect("attempts");
+        assert_eq!(attempts, 0, "attempts of a pruned delivery go with it");
+    }
+    let waiting_log = deliveries(&app, &waiting_id).await;
+    assert_eq!(waiting_log.len(), 2, "{waiting_log:?}");
+    assert!(waiting_log.iter().all(|d| d["status"] == "pending"));
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM delivery_payloads").await,
+        1
+    );
+
+    // When they finish too (marked failed long ago here, as running out of an hour's retries
+    // would), they go, and the stored body with them.
+    sqlx::query("UPDATE deliveries SET status = 'failed', updated_at = 0 WHERE webhook_id = $1")
+        .bind(waiting_id.parse::<i64>().expect("numeric id"))
+        .execute(app.state.db.writer())
+        .await
+        .expect("fail them");
+    wait_until("the failed ones and the body pruned", WAIT, || async {
+        deliveries(&app, &waiting_id).await.is_empty()
+            && count(&app, "SELECT COUNT(*) FROM delivery_payloads").await == 0
+    })
+    .await;
 }
