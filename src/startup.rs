@@ -271,26 +271,10 @@ impl Application {
             }));
         }
         if let Some(retention) = state.settings.delivery_retention {
-            let db = state.db.clone();
-            tasks.spawn(every(
-                crate::outbox::retention::interval(retention),
+            tasks.spawn(crate::outbox::retention::run(
+                state.db.clone(),
+                retention,
                 shutdown.clone(),
-                move || {
-                    let db = db.clone();
-                    async move {
-                        match crate::outbox::retention::prune(&db, retention).await {
-                            Ok(pruned) if !pruned.is_empty() => tracing::info!(
-                                deliveries = pruned.deliveries,
-                                attempts = pruned.attempts,
-                                payloads = pruned.payloads,
-                                inbound_ids = pruned.inbound,
-                                "pruned the delivery log"
-                            ),
-                            Ok(_) => {}
-                            Err(error) => tracing::warn!(%error, "pruning the delivery log failed"),
-                        }
-                    }
-                },
             ));
         }
         if let Some(holder) = lease_holder.clone() {

@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use sqlx::AssertSqlSafe;
+use tokio_util::sync::CancellationToken;
 
 use crate::ids::{first_id_at, now_ms};
 use crate::store::{Db, StoreError, placeholders};
@@ -45,6 +46,30 @@ impl Pruned {
 /// quarter of a second (tests use periods of seconds) and at most an hour.
 pub fn interval(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_millis(250), Duration::from_secs(3600))
+}
+
+/// Prunes until `shutdown`: the first pass soon after start (within half a minute), so that a
+/// node restarted more often than hourly still prunes, then every [`interval`].
+pub async fn run(db: Db, retention: Duration, shutdown: CancellationToken) {
+    let mut wait = interval(retention).min(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        wait = interval(retention);
+        match prune(&db, retention).await {
+            Ok(pruned) if !pruned.is_empty() => tracing::info!(
+                deliveries = pruned.deliveries,
+                attempts = pruned.attempts,
+                payloads = pruned.payloads,
+                inbound_ids = pruned.inbound,
+                "pruned the delivery log"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "pruning the delivery log failed"),
+        }
+    }
 }
 
 /// One pruning pass: removes what has been finished for longer than `retention`.
