@@ -475,9 +475,10 @@ pub async fn block_contact(db: &Db, channel: &str, address: &str) -> Result<bool
     .await?;
     if let Some(id) = id {
         sqlx::query(
-            "UPDATE deliveries SET status = 'cancelled' WHERE contact_id = $1 AND status = 'pending'",
+            "UPDATE deliveries SET status = 'cancelled', updated_at = $2 WHERE contact_id = $1 AND status = 'pending'",
         )
         .bind(id)
+        .bind(crate::ids::now_ms())
         .execute(&mut *tx)
         .await?;
     }

@@ -635,8 +635,9 @@ async fn track_webhook_health(
             .bind(webhook_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE deliveries SET status = 'cancelled' WHERE webhook_id = $1 AND status = 'pending'")
+        sqlx::query("UPDATE deliveries SET status = 'cancelled', updated_at = $2 WHERE webhook_id = $1 AND status = 'pending'")
             .bind(webhook_id)
+            .bind(now_ms())
             .execute(&mut *tx)
             .await?;
         tracing::warn!(webhook = webhook_id, reason, "webhook disabled");

@@ -3,11 +3,11 @@
 //! attempt; a busy node writes millions a day).
 //!
 //! What goes, once `HERALD_DELIVERY_RETENTION` (default 30 days) has passed since it last
-//! changed: a *finished* delivery (delivered, failed or cancelled) with its attempts; a stored
-//! payload no delivery points at any more; an inbound delivery id (a redelivered push older than
-//! that is still caught by the branch head and the announced commits). A delivery still waiting
-//! for a retry is never pruned, however old, and a redelivered or recovered one starts its
-//! period again.
+//! changed: a *finished* delivery (delivered, failed or cancelled, and not leased to a sender)
+//! with its attempts; a stored payload no delivery points at any more; and, after the retention
+//! or [`INBOUND_MINIMUM`] (a week) whichever is longer, an inbound delivery id. A delivery still
+//! waiting for a retry is never pruned, however old, and a redelivered or recovered one starts
+//! its period again.
 //!
 //! Work goes in batches of [`BATCH`] rows, each its own short transaction, so that on SQLite
 //! pushes and attempt records get the single writer between batches. Every node may prune at
@@ -49,7 +49,8 @@ pub fn interval(retention: Duration) -> Duration {
 }
 
 /// Prunes until `shutdown`: the first pass soon after start (within half a minute), so that a
-/// node restarted more often than hourly still prunes, then every [`interval`].
+/// node restarted more often than hourly still prunes, then every [`interval`]. A pass cut
+/// short by shutdown rolls its open batch back.
 pub async fn run(db: Db, retention: Duration, shutdown: CancellationToken) {
     let mut wait = interval(retention).min(Duration::from_secs(30));
     loop {
@@ -58,7 +59,11 @@ pub async fn run(db: Db, retention: Duration, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         wait = interval(retention);
-        match prune(&db, retention).await {
+        let outcome = tokio::select! {
+            outcome = prune(&db, retention) => outcome,
+            _ = shutdown.cancelled() => return,
+        };
+        match outcome {
             Ok(pruned) if !pruned.is_empty() => tracing::info!(
                 deliveries = pruned.deliveries,
                 attempts = pruned.attempts,
@@ -72,47 +77,69 @@ pub async fn run(db: Db, retention: Duration, shutdown: CancellationToken) {
     }
 }
 
+/// Inbound delivery ids are kept at least this long whatever the retention: they catch
+/// redelivered webhooks (GitHub redelivers by hand for days) and platform retries, and for a
+/// branch creation, deletion or force-push they are the only de-duplication there is.
+pub const INBOUND_MINIMUM: Duration = Duration::from_secs(7 * 86_400);
+
+fn millis_before_now(period: Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(period.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// One pruning pass: removes what has been finished for longer than `retention`.
 pub async fn prune(db: &Db, retention: Duration) -> Result<Pruned, StoreError> {
-    let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = millis_before_now(retention);
     let mut pruned = Pruned::default();
     // Ids are snowflakes: a row last changed before the cutoff was made before it, so the scan
-    // is a range of the primary key, not of the whole table.
+    // is a range of the primary key, walked upwards from where the last batch stopped (rows it
+    // skipped, such as old deliveries still waiting for a retry, are not read again).
+    // `status || ''` keeps SQLite's planner off the (status, next_attempt_at) index, which
+    // would read every finished row and sort them for each batch.
     let first_kept = first_id_at(cutoff);
+    let mut after = 0_i64;
     loop {
+        let now = now_ms();
         let ids: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT id FROM deliveries WHERE id < $1 AND status IN ({FINISHED}) AND updated_at < $2 \
-             ORDER BY id LIMIT {BATCH}"
+            "SELECT id FROM deliveries WHERE id > $1 AND id < $2 AND status || '' IN ({FINISHED}) \
+             AND updated_at < $3 AND locked_until <= $4 ORDER BY id LIMIT {BATCH}"
         )))
+        .bind(after)
         .bind(first_kept)
         .bind(cutoff)
+        .bind(now)
         .fetch_all(db.reader())
         .await?;
-        if ids.is_empty() {
+        let Some(&last) = ids.last() else {
             break;
-        }
-        // The conditions are checked again in the writer's transaction: a delivery redelivered
-        // since the read above is pending again and stays, with its attempts.
-        let finished = format!(
-            "SELECT id FROM deliveries WHERE id IN ({}) AND status IN ({FINISHED}) AND updated_at < $1",
-            placeholders(2, ids.len())
-        );
-        let mut tx = db.writer().begin().await?;
-        let mut attempts = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM delivery_attempts WHERE delivery_id IN ({finished})"
+        };
+        after = last;
+        // The conditions are checked again on the rows the writer deletes, and only what it
+        // deleted loses its attempts: a delivery redelivered (pending again) or claimed since
+        // the read above stays whole.
+        let mut delete = sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
+            "DELETE FROM deliveries WHERE id IN ({}) AND status IN ({FINISHED}) AND updated_at < $1 \
+             AND locked_until <= $2 RETURNING id",
+            placeholders(3, ids.len())
         )))
-        .bind(cutoff);
-        let mut deliveries = sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM deliveries WHERE id IN ({finished})"
-        )))
-        .bind(cutoff);
+        .bind(cutoff)
+        .bind(now);
         for id in &ids {
-            attempts = attempts.bind(*id);
-            deliveries = deliveries.bind(*id);
+            delete = delete.bind(*id);
         }
-        pruned.attempts += attempts.execute(&mut *tx).await?.rows_affected();
-        pruned.deliveries += deliveries.execute(&mut *tx).await?.rows_affected();
+        let mut tx = db.writer().begin().await?;
+        let deleted = delete.fetch_all(&mut *tx).await?;
+        if !deleted.is_empty() {
+            let mut attempts = sqlx::query(AssertSqlSafe(format!(
+                "DELETE FROM delivery_attempts WHERE delivery_id IN ({})",
+                placeholders(1, deleted.len())
+            )));
+            for id in &deleted {
+                attempts = attempts.bind(*id);
+            }
+            pruned.attempts += attempts.execute(&mut *tx).await?.rows_affected();
+        }
         tx.commit().await?;
+        pruned.deliveries += deleted.len() as u64;
         if ids.len() < BATCH {
             break;
         }
@@ -136,12 +163,13 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<Pruned, StoreError> {
         }
         tokio::task::yield_now().await;
     }
+    let inbound_cutoff = millis_before_now(retention.max(INBOUND_MINIMUM));
     loop {
         let removed = sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM inbound_deliveries WHERE (source, delivery_id) IN (SELECT source, delivery_id \
              FROM inbound_deliveries WHERE received_at < $1 ORDER BY received_at LIMIT {BATCH})"
         )))
-        .bind(cutoff)
+        .bind(inbound_cutoff)
         .execute(db.writer())
         .await?
         .rows_affected();

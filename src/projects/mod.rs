@@ -304,8 +304,9 @@ pub async fn delete_webhook(db: &Db, project_id: i64, id: i64) -> Result<bool, S
         .execute(&mut *tx)
         .await?;
     if deleted.rows_affected() > 0 {
-        sqlx::query("UPDATE deliveries SET status = 'cancelled' WHERE webhook_id = $1 AND status = 'pending'")
+        sqlx::query("UPDATE deliveries SET status = 'cancelled', updated_at = $2 WHERE webhook_id = $1 AND status = 'pending'")
             .bind(id)
+            .bind(crate::ids::now_ms())
             .execute(&mut *tx)
             .await?;
     }

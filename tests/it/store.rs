@@ -20,7 +20,10 @@ fn insert_ids(script: &mut Script, prefix: &str, rows: usize) {
             "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES {values}"
         ));
         for id in chunk {
-            script.bind("script-test").bind(id.as_str()).bind(1_i64);
+            script
+                .bind("script-test")
+                .bind(id.as_str())
+                .bind(herald::ids::now_ms());
         }
     }
 }

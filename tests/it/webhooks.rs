@@ -18,6 +18,7 @@ both_backends!(
     creation_refuses_bad_urls_and_secrets_and_stores_nothing,
     strangers_can_neither_see_nor_delete_hooks,
     finished_deliveries_are_pruned_after_the_retention_period,
+    the_delivery_log_is_pruned_in_the_background,
 );
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -1112,47 +1113,22 @@ async fn count(app: &TestApp, sql: &'static str) -> i64 {
 }
 
 async fn finished_deliveries_are_pruned_after_the_retention_period(env: TestEnv) {
+    use herald::outbox::retention::{Pruned, prune};
     let receiver = Receiver::start().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr");
     let repo = GitRepo::new();
+    // The passes are run by the test (`prune`), so that what each one sees is decided here;
+    // the background task has its own test.
     let app = env
         .spawn(&[
-            ("HERALD_DELIVERY_RETENTION", "3s"),
+            ("HERALD_DELIVERY_RETENTION", "forever"),
             ("HERALD_RETRY_SCHEDULE", "1h"),
         ])
         .await;
-    // Two inbound push ids: one recorded a day ago, one just now.
-    let now = herald::ids::now_ms();
-    for (id, at) in [("old", now - 86_400_000), ("recent", now)] {
-        sqlx::query("INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES ('github', $1, $2)")
-            .bind(id)
-            .bind(at)
-            .execute(app.state.db.writer())
-            .await
-            .expect("inbound id");
-    }
-    wait_until("the day-old inbound id pruned", WAIT, || async {
-        count(
-            &app,
-            "SELECT COUNT(*) FROM inbound_deliveries WHERE delivery_id = 'old'",
-        )
-        .await
-            == 0
-    })
-    .await;
-    assert_eq!(
-        count(
-            &app,
-            "SELECT COUNT(*) FROM inbound_deliveries WHERE delivery_id = 'recent'"
-        )
-        .await,
-        1,
-        "a recent inbound id is kept"
-    );
-
+    let db = app.state.db.clone();
     create_project(&app, &repo.url()).await;
     let (_, hook) = create_hook(&app, json!({"payload_url": receiver.url})).await;
     let hook_id = hook["id"].as_str().expect("id").to_string();
@@ -1180,32 +1156,82 @@ async fn finished_deliveries_are_pruned_after_the_retention_period(env: TestEnv)
                 .all(|d| d["attempts"].as_array().is_some_and(|a| a.len() == 1))
     })
     .await;
-    let delivered: Vec<String> = deliveries(&app, &hook_id)
-        .await
-        .iter()
-        .map(|d| d["id"].as_str().expect("id").to_string())
-        .collect();
+    let finished_at = std::time::Instant::now();
+    let log = deliveries(&app, &hook_id).await;
+    let (push_id, ping_id) = (
+        log[0]["id"].as_str().expect("id").to_string(),
+        log[1]["id"].as_str().expect("id").to_string(),
+    );
     assert_eq!(
         count(&app, "SELECT COUNT(*) FROM delivery_payloads").await,
         1,
         "the push's body, stored once for both hooks"
     );
+    assert_eq!(
+        prune(&db, Duration::from_secs(3600)).await.expect("prune"),
+        Pruned::default(),
+        "nothing has been finished for an hour"
+    );
 
-    // Three seconds after they finished, the delivered ones go with their attempts; the ones
-    // waiting for a retry stay, and so does the stored body they still point at.
-    wait_until("the delivered ones pruned", WAIT, || async {
-        deliveries(&app, &hook_id).await.is_empty()
+    // Time passes: three seconds after the deliveries finished, the ping is sent again.
+    tokio::time::sleep_until((finished_at + Duration::from_secs(3)).into()).await;
+    let (status, _) = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/projects/octo/app/webhooks/{hook_id}/deliveries/{ping_id}/redeliver"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_until("the redelivered ping", WAIT, || async {
+        receiver.count() >= 3
     })
     .await;
-    for id in &delivered {
-        let attempts: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id = $1")
-                .bind(id.parse::<i64>().expect("numeric id"))
-                .fetch_one(app.state.db.reader())
-                .await
-                .expect("attempts");
-        assert_eq!(attempts, 0, "attempts of a pruned delivery go with it");
+    wait_until("the redelivery logged", WAIT, || async {
+        deliveries(&app, &hook_id).await.iter().any(|d| {
+            d["id"] == json!(ping_id)
+                && d["status"] == "delivered"
+                && d["attempts"].as_array().is_some_and(|a| a.len() == 2)
+        })
+    })
+    .await;
+    let now = herald::ids::now_ms();
+    for (id, at) in [
+        ("last-month", now - 30 * 86_400_000),
+        ("yesterday", now - 86_400_000),
+    ] {
+        sqlx::query("INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES ('github', $1, $2)")
+            .bind(id)
+            .bind(at)
+            .execute(db.writer())
+            .await
+            .expect("inbound id");
     }
+
+    // Kept for two seconds: the push delivery (finished three seconds ago) goes with its
+    // attempt; the ping, finished again just now, stays with both attempts; the deliveries
+    // waiting for their retry stay, and so does the body they still point at. Inbound ids are
+    // kept a week whatever the retention.
+    let pruned = prune(&db, Duration::from_secs(2)).await.expect("prune");
+    assert_eq!(
+        pruned,
+        Pruned {
+            deliveries: 1,
+            attempts: 1,
+            payloads: 0,
+            inbound: 1
+        }
+    );
+    let log = deliveries(&app, &hook_id).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["id"], json!(ping_id));
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id = $1")
+            .bind(push_id.parse::<i64>().expect("numeric id"))
+            .fetch_one(db.reader())
+            .await
+            .expect("attempts");
+    assert_eq!(attempts, 0, "a pruned delivery's attempts go with it");
     let waiting_log = deliveries(&app, &waiting_id).await;
     assert_eq!(waiting_log.len(), 2, "{waiting_log:?}");
     assert!(waiting_log.iter().all(|d| d["status"] == "pending"));
@@ -1213,17 +1239,62 @@ async fn finished_deliveries_are_pruned_after_the_retention_period(env: TestEnv)
         count(&app, "SELECT COUNT(*) FROM delivery_payloads").await,
         1
     );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM inbound_deliveries WHERE delivery_id = 'yesterday'"
+        )
+        .await,
+        1
+    );
 
-    // When they finish too (marked failed long ago here, as running out of an hour's retries
-    // would), they go, and the stored body with them.
-    sqlx::query("UPDATE deliveries SET status = 'failed', updated_at = 0 WHERE webhook_id = $1")
-        .bind(waiting_id.parse::<i64>().expect("numeric id"))
+    // Deleting the waiting hook cancels its deliveries; once that is more than two seconds old
+    // they go, and the stored body with them.
+    let (status, _) = app
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/projects/octo/app/webhooks/{waiting_id}"),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status}");
+    let cancelled_at = std::time::Instant::now();
+    assert_eq!(
+        prune(&db, Duration::from_secs(2))
+            .await
+            .expect("prune")
+            .deliveries,
+        0,
+        "cancelled just now"
+    );
+    tokio::time::sleep_until((cancelled_at + Duration::from_secs(3)).into()).await;
+    // The two cancelled deliveries (an attempt each) and, by now, the redelivered ping (two).
+    let pruned = prune(&db, Duration::from_secs(2)).await.expect("prune");
+    assert_eq!(
+        (pruned.deliveries, pruned.attempts, pruned.payloads),
+        (3, 4, 1),
+        "{pruned:?}"
+    );
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM delivery_payloads").await,
+        0
+    );
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn the_delivery_log_is_pruned_in_the_background(env: TestEnv) {
+    let app = env.spawn(&[("HERALD_DELIVERY_RETENTION", "1s")]).await;
+    sqlx::query("INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES ('github', 'old', $1)")
+        .bind(herald::ids::now_ms() - 8 * 86_400_000)
         .execute(app.state.db.writer())
         .await
-        .expect("fail them");
-    wait_until("the failed ones and the body pruned", WAIT, || async {
-        deliveries(&app, &waiting_id).await.is_empty()
-            && count(&app, "SELECT COUNT(*) FROM delivery_payloads").await == 0
+        .expect("inbound id");
+    wait_until("the eight-day-old inbound id pruned", WAIT, || async {
+        count(&app, "SELECT COUNT(*) FROM inbound_deliveries").await == 0
     })
     .await;
+    app.stop().await;
+    env.cleanup().await;
 }
