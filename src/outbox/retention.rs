@@ -147,37 +147,42 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<Pruned, StoreError> {
     }
     // Payloads made before the cutoff that no delivery points at: a payload is written in the
     // same transaction as its deliveries, and no later delivery takes an old one.
-    loop {
-        let removed = sqlx::query(AssertSqlSafe(format!(
+    pruned.payloads = delete_in_batches(
+        db,
+        format!(
             "DELETE FROM delivery_payloads WHERE id IN (SELECT p.id FROM delivery_payloads p \
              WHERE p.id < $1 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.payload_id = p.id) \
              ORDER BY p.id LIMIT {BATCH})"
-        )))
-        .bind(first_kept)
-        .execute(db.writer())
-        .await?
-        .rows_affected();
-        pruned.payloads += removed;
-        if removed < BATCH as u64 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    let inbound_cutoff = millis_before_now(retention.max(INBOUND_MINIMUM));
-    loop {
-        let removed = sqlx::query(AssertSqlSafe(format!(
+        ),
+        first_kept,
+    )
+    .await?;
+    pruned.inbound = delete_in_batches(
+        db,
+        format!(
             "DELETE FROM inbound_deliveries WHERE (source, delivery_id) IN (SELECT source, delivery_id \
              FROM inbound_deliveries WHERE received_at < $1 ORDER BY received_at LIMIT {BATCH})"
-        )))
-        .bind(inbound_cutoff)
-        .execute(db.writer())
-        .await?
-        .rows_affected();
-        pruned.inbound += removed;
+        ),
+        millis_before_now(retention.max(INBOUND_MINIMUM)),
+    )
+    .await?;
+    Ok(pruned)
+}
+
+/// Runs `delete` (a statement removing at most [`BATCH`] rows, bound to `bound`) until it
+/// removes fewer than a batch; returns how many rows went.
+async fn delete_in_batches(db: &Db, delete: String, bound: i64) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let removed = sqlx::query(AssertSqlSafe(delete.as_str()))
+            .bind(bound)
+            .execute(db.writer())
+            .await?
+            .rows_affected();
+        total += removed;
         if removed < BATCH as u64 {
-            break;
+            return Ok(total);
         }
         tokio::task::yield_now().await;
     }
-    Ok(pruned)
 }
