@@ -94,6 +94,12 @@ enum Scenario {
         /// pre-built requests written to keep-alive sockets.
         #[arg(long)]
         reqwest: bool,
+        /// Old finished deliveries (an attempt each) written to the database before the load,
+        /// for herald's first retention pass (30 s after start) to prune while the load runs;
+        /// deliveries of pushes sent while it pruned are then reported apart. Use with
+        /// `--seconds 60` or more.
+        #[arg(long, default_value_t = 0)]
+        backlog: usize,
     },
     /// Idle authenticated chat sockets: memory per socket, CPU at rest with heartbeats.
     ChatSockets {
@@ -160,6 +166,7 @@ enum Scenario {
 struct Herald {
     child: tokio::process::Child,
     url: String,
+    database_url: String,
     _data: tempfile::TempDir,
     client: reqwest::Client,
 }
@@ -240,6 +247,7 @@ impl Herald {
         }
         Herald {
             child,
+            database_url,
             url,
             _data: data,
             client,
@@ -867,8 +875,14 @@ async fn webhook_delivery_latency(
     seconds: u64,
     hanging: bool,
     with_reqwest: bool,
+    backlog: usize,
 ) {
     let (herald, receiver, _github, repo) = webhook_setup(args, endpoints, hanging).await;
+    let pruning = if backlog > 0 {
+        Some(seed_old_deliveries(&herald.database_url, backlog).await)
+    } else {
+        None
+    };
     receiver
         .record
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -943,7 +957,119 @@ async fn webhook_delivery_latency(
         "push sent → its first delivery",
         first.into_values().collect(),
     );
+    if let Some(pruning) = pruning {
+        let window = *pruning.lock().expect("lock");
+        if let (Some(from), Some(to)) = window {
+            let mut during = Vec::new();
+            let mut outside = Vec::new();
+            for (sha, at) in &arrivals {
+                if let Some(sent) = sent_at.get(sha) {
+                    let took = at.duration_since(*sent);
+                    if *sent >= from && *sent <= to {
+                        during.push(took);
+                    } else {
+                        outside.push(took);
+                    }
+                }
+            }
+            println!(
+                "pruning {backlog} old deliveries took {:.1} s",
+                to.duration_since(from).as_secs_f64()
+            );
+            describe("delivery received, sent while pruning", during);
+            describe("delivery received, sent otherwise", outside);
+        } else {
+            let state = if window.0.is_some() {
+                "started but not finished"
+            } else {
+                "not started"
+            };
+            println!("pruning the backlog had {state} when the load ended: run longer");
+        }
+    }
     describe("push sent → delivery received", samples);
+}
+
+/// Writes `rows` deliveries finished 40 days ago (each with one attempt and a ~600-byte
+/// payload) straight into herald's database, and watches them go: returns when the first went
+/// and when the last did, as they happen.
+async fn seed_old_deliveries(
+    database_url: &str,
+    rows: usize,
+) -> Arc<std::sync::Mutex<(Option<Instant>, Option<Instant>)>> {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(database_url)
+        .await
+        .expect("herald's database");
+    let old = herald::ids::now_ms() - 40 * 86_400_000;
+    let first = herald::ids::first_id_at(old);
+    let payload = "x".repeat(600);
+    const CHUNK: usize = 200;
+    let started = Instant::now();
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(CHUNK) {
+        let values = (0..chunk.len())
+            .map(|i| format!("(${}, 'webhook', 'http://127.0.0.1:9/old', $1, 'delivered', 1, 0, $2, 0, $2, $2)", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut insert = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO deliveries (id, channel, destination, payload, status, attempts, failures, \
+             next_attempt_at, locked_until, created_at, updated_at) VALUES {values}"
+        )))
+        .bind(payload.as_str())
+        .bind(old);
+        for i in chunk {
+            insert = insert.bind(first + *i as i64);
+        }
+        insert.execute(&mut conn).await.expect("old deliveries");
+        let values = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, $1, 204, 3, '')", 2 * i + 2, 2 * i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut insert = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO delivery_attempts (id, delivery_id, attempted_at, status_code, duration_ms, \
+             response_body) VALUES {values}"
+        )))
+        .bind(old);
+        for i in chunk {
+            insert = insert.bind(first + *i as i64).bind(first + *i as i64);
+        }
+        insert.execute(&mut conn).await.expect("old attempts");
+    }
+    sqlx::query("COMMIT")
+        .execute(&mut conn)
+        .await
+        .expect("commit");
+    eprintln!(
+        "wrote {rows} old deliveries in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let window = Arc::new(std::sync::Mutex::new((None, None)));
+    let watched = window.clone();
+    let last = first + rows as i64;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Pruning walks up the ids: the lowest id left tells how far it is, in one probe.
+            let lowest: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM deliveries")
+                .fetch_one(&mut conn)
+                .await
+                .expect("lowest id");
+            let lowest = lowest.unwrap_or(i64::MAX);
+            let mut window = watched.lock().expect("lock");
+            if lowest > first && window.0.is_none() {
+                window.0 = Some(Instant::now());
+            }
+            if lowest >= last {
+                window.1 = Some(Instant::now());
+                return;
+            }
+        }
+    });
+    window
 }
 
 /// A signed push webhook as raw HTTP/1.1 bytes.
@@ -2007,9 +2133,18 @@ async fn main() {
             seconds,
             with_hanging,
             reqwest,
+            backlog,
         } => {
-            webhook_delivery_latency(&args, *endpoints, *rate, *seconds, *with_hanging, *reqwest)
-                .await
+            webhook_delivery_latency(
+                &args,
+                *endpoints,
+                *rate,
+                *seconds,
+                *with_hanging,
+                *reqwest,
+                *backlog,
+            )
+            .await
         }
     }
 }

@@ -9,8 +9,8 @@
 //! waiting for a retry is never pruned, however old, and a redelivered or recovered one starts
 //! its period again.
 //!
-//! Work goes in batches of [`BATCH`] rows, each its own short transaction, so that on SQLite
-//! pushes and attempt records get the single writer between batches. Every node may prune at
+//! Work goes in batches of [`BATCH`] rows, each its own short transaction, paced so that on
+//! SQLite pushes and attempt records keep most of the single writer's time ([`PAUSE_FACTOR`]). Every node may prune at
 //! once: deleting what another node has just deleted is harmless.
 
 use std::time::Duration;
@@ -21,8 +21,21 @@ use tokio_util::sync::CancellationToken;
 use crate::ids::{first_id_at, now_ms};
 use crate::store::{Db, StoreError, placeholders};
 
-/// Rows per batch.
-pub const BATCH: usize = 500;
+/// Rows per batch: about 2 ms of SQLite's writer on a 2-core VM.
+pub const BATCH: usize = 50;
+
+/// After a full batch that held the writer for `t`, pruning waits `PAUSE_FACTOR × t` (at least
+/// [`MIN_PAUSE`]) before the next, so that it takes about a tenth of the writer's time. Flat
+/// out (batches of 500, no pause) a backlog of 200,000 rows held SQLite's writer for 7.5 s and
+/// pushes sent meanwhile waited up to 200 ms (p99 165 ms); see BENCHMARKS.md. Paced, a node
+/// still prunes a few thousand rows a second, about what it can deliver in a second.
+const PAUSE_FACTOR: u32 = 9;
+const MIN_PAUSE: Duration = Duration::from_millis(10);
+
+/// Gives the writer back after a batch that took `held`.
+async fn pause_after(held: Duration) {
+    tokio::time::sleep((held * PAUSE_FACTOR).max(MIN_PAUSE)).await;
+}
 
 /// The statuses a delivery does not leave without someone asking (redeliver, recover).
 const FINISHED: &str = "'delivered', 'failed', 'cancelled'";
@@ -126,6 +139,7 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<Pruned, StoreError> {
         for id in &ids {
             delete = delete.bind(*id);
         }
+        let held = std::time::Instant::now();
         let mut tx = db.writer().begin().await?;
         let deleted = delete.fetch_all(&mut *tx).await?;
         if !deleted.is_empty() {
@@ -143,7 +157,7 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<Pruned, StoreError> {
         if ids.len() < BATCH {
             break;
         }
-        tokio::task::yield_now().await;
+        pause_after(held.elapsed()).await;
     }
     // Payloads made before the cutoff that no delivery points at: a payload is written in the
     // same transaction as its deliveries, and no later delivery takes an old one.
@@ -174,6 +188,7 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<Pruned, StoreError> {
 async fn delete_in_batches(db: &Db, delete: String, bound: i64) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
+        let held = std::time::Instant::now();
         let removed = sqlx::query(AssertSqlSafe(delete.as_str()))
             .bind(bound)
             .execute(db.writer())
@@ -183,6 +198,6 @@ async fn delete_in_batches(db: &Db, delete: String, bound: i64) -> Result<u64, S
         if removed < BATCH as u64 {
             return Ok(total);
         }
-        tokio::task::yield_now().await;
+        pause_after(held.elapsed()).await;
     }
 }
