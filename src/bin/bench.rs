@@ -1010,7 +1010,8 @@ async fn seed_old_deliveries(
         .execute(&mut conn)
         .await
         .expect("begin");
-    for chunk in (0..rows).collect::<Vec<_>>().chunks(CHUNK) {
+    for start in (0..rows).step_by(CHUNK) {
+        let chunk = start..(start + CHUNK).min(rows);
         let values = (0..chunk.len())
             .map(|i| format!("(${}, 'webhook', 'http://127.0.0.1:9/old', $1, 'delivered', 1, 0, $2, 0, $2, $2)", i + 3))
             .collect::<Vec<_>>()
@@ -1021,8 +1022,8 @@ async fn seed_old_deliveries(
         )))
         .bind(payload.as_str())
         .bind(old);
-        for i in chunk {
-            insert = insert.bind(first + *i as i64);
+        for i in chunk.clone() {
+            insert = insert.bind(first + i as i64);
         }
         insert.execute(&mut conn).await.expect("old deliveries");
         let values = (0..chunk.len())
@@ -1035,7 +1036,7 @@ async fn seed_old_deliveries(
         )))
         .bind(old);
         for i in chunk {
-            insert = insert.bind(first + *i as i64).bind(first + *i as i64);
+            insert = insert.bind(first + i as i64).bind(first + i as i64);
         }
         insert.execute(&mut conn).await.expect("old attempts");
     }

@@ -10,8 +10,8 @@
 //! its period again.
 //!
 //! Work goes in batches of [`BATCH`] rows, each its own short transaction, paced so that on
-//! SQLite pushes and attempt records keep most of the single writer's time ([`PAUSE_FACTOR`]). Every node may prune at
-//! once: deleting what another node has just deleted is harmless.
+//! SQLite pushes and attempt records keep most of the single writer's time ([`PAUSE_FACTOR`]).
+//! Every node may prune at once: deleting what another node has just deleted is harmless.
 
 use std::time::Duration;
 
@@ -21,14 +21,16 @@ use tokio_util::sync::CancellationToken;
 use crate::ids::{first_id_at, now_ms};
 use crate::store::{Db, StoreError, placeholders};
 
-/// Rows per batch: about 2 ms of SQLite's writer on a 2-core VM.
+/// Rows per batch: 50 deliveries with their attempts take about 1 ms of SQLite's work when
+/// nothing else runs (measured with Python's `sqlite3` module on this schema).
 pub const BATCH: usize = 50;
 
 /// After a full batch that held the writer for `t`, pruning waits `PAUSE_FACTOR × t` (at least
 /// [`MIN_PAUSE`]) before the next, so that it takes about a tenth of the writer's time. Flat
 /// out (batches of 500, no pause) a backlog of 200,000 rows held SQLite's writer for 7.5 s and
-/// pushes sent meanwhile waited up to 200 ms (p99 165 ms); see BENCHMARKS.md. Paced, a node
-/// still prunes a few thousand rows a second, about what it can deliver in a second.
+/// pushes sent meanwhile waited up to 200 ms (p99 165 ms). Paced, it pruned under 1,700 rows
+/// a second under the same load and pushes still waited up to 90 ms: an open problem, see
+/// BENCHMARKS.md.
 const PAUSE_FACTOR: u32 = 9;
 const MIN_PAUSE: Duration = Duration::from_millis(10);
 

@@ -97,6 +97,14 @@ async fn push_signed(
     after
 }
 
+/// A loopback address nothing listens on: connections to it are refused.
+fn closed_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+}
+
 async fn create_project(app: &TestApp, repository: &str) -> Value {
     let (status, project) = app
         .admin(
@@ -315,10 +323,7 @@ async fn failing_receivers_get_retries_at_the_right_times(env: TestEnv) {
     let (_, gone_hook) = create_hook(&app, json!({"payload_url": gone.url})).await;
     let gone_id = gone_hook["id"].as_str().expect("id").to_string();
     // A receiver that is not even listening.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr");
+    let closed = closed_address();
     let (_, refused_hook) = create_hook(
         &app,
         json!({"payload_url": format!("http://{closed}/hook")}),
@@ -1105,20 +1110,10 @@ async fn a_hook_failing_for_five_days_is_disabled_and_its_owner_told(env: TestEn
     env.cleanup().await;
 }
 
-async fn count(app: &TestApp, sql: &'static str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql)
-        .fetch_one(app.state.db.reader())
-        .await
-        .expect("count")
-}
-
 async fn finished_deliveries_are_pruned_after_the_retention_period(env: TestEnv) {
     use herald::outbox::retention::{Pruned, prune};
     let receiver = Receiver::start().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr");
+    let closed = closed_address();
     let repo = GitRepo::new();
     // The passes are run by the test (`prune`), so that what each one sees is decided here;
     // the background task has its own test.
@@ -1163,7 +1158,7 @@ async fn finished_deliveries_are_pruned_after_the_retention_period(env: TestEnv)
         log[1]["id"].as_str().expect("id").to_string(),
     );
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM delivery_payloads").await,
+        app.count("SELECT COUNT(*) FROM delivery_payloads").await,
         1,
         "the push's body, stored once for both hooks"
     );
@@ -1235,16 +1230,10 @@ async fn finished_deliveries_are_pruned_after_the_retention_period(env: TestEnv)
     let waiting_log = deliveries(&app, &waiting_id).await;
     assert_eq!(waiting_log.len(), 2, "{waiting_log:?}");
     assert!(waiting_log.iter().all(|d| d["status"] == "pending"));
+    assert_eq!(app.count("SELECT COUNT(*) FROM delivery_payloads").await, 1);
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM delivery_payloads").await,
-        1
-    );
-    assert_eq!(
-        count(
-            &app,
-            "SELECT COUNT(*) FROM inbound_deliveries WHERE delivery_id = 'yesterday'"
-        )
-        .await,
+        app.count("SELECT COUNT(*) FROM inbound_deliveries WHERE delivery_id = 'yesterday'")
+            .await,
         1
     );
 
@@ -1275,10 +1264,7 @@ async fn finished_deliveries_are_pruned_after_the_retention_period(env: TestEnv)
         (3, 4, 1),
         "{pruned:?}"
     );
-    assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM delivery_payloads").await,
-        0
-    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM delivery_payloads").await, 0);
 
     app.stop().await;
     env.cleanup().await;
@@ -1292,7 +1278,7 @@ async fn the_delivery_log_is_pruned_in_the_background(env: TestEnv) {
         .await
         .expect("inbound id");
     wait_until("the eight-day-old inbound id pruned", WAIT, || async {
-        count(&app, "SELECT COUNT(*) FROM inbound_deliveries").await == 0
+        app.count("SELECT COUNT(*) FROM inbound_deliveries").await == 0
     })
     .await;
     app.stop().await;
