@@ -341,7 +341,7 @@ pub fn hook_target_reads(repositories: &[(i64, &str)]) -> Vec<(String, Vec<Value
 
 /// The hooks found by [`hook_target_reads`].
 pub fn hook_targets_from(
-    rows: impl IntoIterator<Item = sqlx::any::AnyRow>,
+    rows: impl IntoIterator<Item = crate::store::Row>,
     repositories: &[(i64, &str)],
 ) -> Vec<ProjectHook> {
     rows.into_iter()

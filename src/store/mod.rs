@@ -17,10 +17,11 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use crate::ids::now_ms;
 
+mod direct;
 mod nodelay;
 mod script;
 
-pub use script::{Script, Value, read_many};
+pub use script::{FromValue, Row, Script, Value, read_many};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -47,6 +48,8 @@ pub struct Db {
     read: AnyPool,
     write: AnyPool,
     pub backend: Backend,
+    /// SQLite in a file: the connection scripts commit on without sqlx's thread.
+    direct: Option<std::sync::Arc<direct::Direct>>,
 }
 
 pub type StoreError = sqlx::Error;
@@ -94,6 +97,7 @@ impl Db {
                 read: pool.clone(),
                 write: pool,
                 backend: Backend::Postgres,
+                direct: None,
             })
         }
     }
@@ -153,10 +157,20 @@ impl Db {
         };
         let write = pool(1, true).await?;
         let read = pool(8, false).await?;
+        // Opened once the pools have made the file and set it to WAL.
+        let direct =
+            if path_part.is_empty() || path_part.starts_with("file:") || path_part == ":memory:" {
+                None
+            } else {
+                let direct = direct::Direct::open(std::path::Path::new(path_part))
+                    .map_err(direct::DirectError::from)?;
+                Some(std::sync::Arc::new(direct))
+            };
         Ok(Db {
             read,
             write,
             backend: Backend::Sqlite,
+            direct,
         })
     }
 

@@ -84,6 +84,94 @@ impl From<Option<&str>> for Value {
     }
 }
 
+/// A row read by [`read_many`]: its columns as values (SQLite's NULL is `Int(None)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+/// A Rust type a [`Row`]'s column is read as.
+pub trait FromValue: Sized {
+    fn from_value(value: &Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Int(Some(v)) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for bool {
+    fn from_value(value: &Value) -> Option<Self> {
+        i64::from_value(value).map(|v| v != 0)
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Text(Some(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Int(None) | Value::Text(None) => Some(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+impl Row {
+    /// Column `index` as a `T`. Like sqlx's `Row::get`, a column missing or of another type is
+    /// a programming error (the statement and its reader are written together) and panics.
+    pub fn get<T: FromValue>(&self, index: usize) -> T {
+        match self.0.get(index).and_then(T::from_value) {
+            Some(value) => value,
+            None => panic!(
+                "column {index} is {:?}, not a {}",
+                self.0.get(index),
+                std::any::type_name::<T>()
+            ),
+        }
+    }
+
+    /// A row from sqlx (PostgreSQL's reads): integers, booleans and text, as herald's tables
+    /// hold.
+    fn from_any(row: &sqlx::any::AnyRow) -> Result<Row, StoreError> {
+        use sqlx::any::AnyTypeInfoKind as Kind;
+        use sqlx::{Row as _, TypeInfo, ValueRef};
+        let mut values = Vec::with_capacity(row.columns().len());
+        for index in 0..row.columns().len() {
+            let raw = row.try_get_raw(index)?;
+            let kind = if raw.is_null() {
+                Kind::Null
+            } else {
+                raw.type_info().kind()
+            };
+            values.push(match kind {
+                Kind::Null => Value::Int(None),
+                Kind::Bool => Value::Int(row.try_get::<Option<bool>, _>(index)?.map(i64::from)),
+                Kind::SmallInt | Kind::Integer | Kind::BigInt => {
+                    Value::Int(row.try_get::<Option<i64>, _>(index)?)
+                }
+                Kind::Text => Value::Text(row.try_get::<Option<String>, _>(index)?),
+                _ => {
+                    let name = raw.type_info().name().to_string();
+                    return Err(StoreError::Decode(
+                        format!("column {index}: herald reads no {name} columns").into(),
+                    ));
+                }
+            });
+        }
+        Ok(Row(values))
+    }
+}
+
 struct Statement {
     /// As written, with its own `$1…$params`.
     sql: String,
@@ -234,6 +322,28 @@ impl Script {
         if self.is_empty() {
             return Ok(());
         }
+        if let Some(direct) = &db.direct {
+            // Holding the writer pool's connection keeps every other write out meanwhile.
+            let _writer = db.writer().acquire().await?;
+            let statements: Vec<(String, &[Value])> = self
+                .statements
+                .iter()
+                .map(|s| {
+                    (
+                        question_marks(&s.sql),
+                        &self.values[s.first..s.first + s.params],
+                    )
+                })
+                .collect();
+            direct
+                .write(
+                    statements
+                        .iter()
+                        .map(|(sql, values)| (sql.as_str(), *values)),
+                )
+                .map_err(super::direct::DirectError::from)?;
+            return Ok(());
+        }
         let mut calls = self.calls();
         if calls.len() > 1 {
             let mut tx = db.writer().begin().await?;
@@ -285,29 +395,46 @@ impl Script {
 }
 
 /// Runs several independent reads (each written with its own `$1…$k`, with its values) and
-/// returns each one's rows, in order: on SQLite in one call to one reader connection, the
-/// statements one after another; on PostgreSQL at once, each on its own connection. Each read
-/// sees everything committed before it started; they are not one snapshot.
+/// returns each one's rows, in order: on SQLite one after another on one reader connection (on
+/// the calling thread for a database in a file, see `store::direct`); on PostgreSQL at once,
+/// each on its own connection. Each read sees everything committed before it started; they are
+/// not one snapshot.
 pub async fn read_many(
     db: &Db,
     reads: Vec<(String, Vec<Value>)>,
-) -> Result<Vec<Vec<sqlx::any::AnyRow>>, StoreError> {
+) -> Result<Vec<Vec<Row>>, StoreError> {
     use futures_util::TryStreamExt;
     use sqlx::Executor;
+    if reads.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(direct) = &db.direct {
+        let statements: Vec<(String, &[Value])> = reads
+            .iter()
+            .map(|(sql, values)| (question_marks(sql), values.as_slice()))
+            .collect();
+        return Ok(direct
+            .read(
+                statements
+                    .iter()
+                    .map(|(sql, values)| (sql.as_str(), *values)),
+            )
+            .map_err(super::direct::DirectError::from)?);
+    }
     match db.backend {
         Backend::Postgres => {
             futures_util::future::try_join_all(reads.into_iter().map(|(sql, values)| async move {
-                sqlx::query_with(AssertSqlSafe(sql), arguments(&values))
+                let rows = sqlx::query_with(AssertSqlSafe(sql), arguments(&values))
                     .fetch_all(db.reader())
-                    .await
+                    .await?;
+                rows.iter()
+                    .map(Row::from_any)
+                    .collect::<Result<Vec<_>, _>>()
             }))
             .await
         }
         Backend::Sqlite => {
             let count = reads.len();
-            if count == 0 {
-                return Ok(Vec::new());
-            }
             let mut sql = String::new();
             let mut values = Vec::new();
             for (read, read_values) in reads {
@@ -326,7 +453,7 @@ pub async fn read_many(
                     sqlx::Either::Left(_) => sets.push(Vec::new()),
                     sqlx::Either::Right(row) => {
                         if let Some(set) = sets.last_mut() {
-                            set.push(row);
+                            set.push(Row::from_any(&row)?);
                         }
                     }
                 }
@@ -425,9 +552,31 @@ fn renumber(sql: &str, offset: usize) -> String {
     out
 }
 
+/// `sql` with every `$n` written `?n`, SQLite's own numbered form (for rusqlite, which binds by
+/// position: SQLite numbers `$n` names by first appearance, not by `n`).
+fn question_marks(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    placeholders(sql, |range, n| {
+        out.push_str(&sql[copied..range.start]);
+        out.push_str(&format!("?{n}"));
+        copied = range.end;
+    });
+    out.push_str(&sql[copied..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn question_marks_number_placeholders_for_sqlite() {
+        assert_eq!(
+            question_marks("UPDATE t SET a = $2, b = '$1' WHERE id = $1 AND c = $10"),
+            "UPDATE t SET a = ?2, b = '$1' WHERE id = ?1 AND c = ?10"
+        );
+    }
 
     #[test]
     fn renumbers_placeholders_but_not_quoted_text() {

@@ -11,8 +11,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::Row;
-
 use super::Repository;
 use super::event::{Commit, PushEvent};
 use crate::ids::now_ms;
@@ -295,8 +293,8 @@ async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError
             .or_default()
             .push(Subscriber {
                 branch: row.get(0),
-                paths: serde_json::from_str(&row.get::<String, _>(1)).unwrap_or_default(),
-                exclude_authors: serde_json::from_str(&row.get::<String, _>(2)).unwrap_or_default(),
+                paths: serde_json::from_str(&row.get::<String>(1)).unwrap_or_default(),
+                exclude_authors: serde_json::from_str(&row.get::<String>(2)).unwrap_or_default(),
                 contact_id: row.get(3),
                 channel: row.get(4),
                 address: row.get(5),

@@ -1,12 +1,13 @@
 //! The storage layer's own promises, on both backends: a write script is all or nothing, in one
 //! call or (a long one) several, and the writer stays usable after a script fails.
 
-use herald::store::{Script, is_unique_violation};
+use herald::store::{Row, Script, Value, is_unique_violation, read_many};
 
 use crate::both_backends;
 use crate::helpers::TestEnv;
 
 both_backends!(write_scripts_are_all_or_nothing);
+both_backends!(reads_return_each_statements_rows_with_their_types);
 
 /// `rows` inbound ids `prefix-0…` as multi-row inserts of 64 rows, like the ingest's.
 fn insert_ids(script: &mut Script, prefix: &str, rows: usize) {
@@ -111,6 +112,70 @@ async fn write_scripts_are_all_or_nothing(env: TestEnv) {
         .await
         .expect("readyz");
     assert_eq!(response.status().as_u16(), 200);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// `read_many` (the push path's reads): each read's rows in order, placeholders numbered per
+/// read, integers, text and NULL as stored, an empty result kept in its place.
+async fn reads_return_each_statements_rows_with_their_types(env: TestEnv) {
+    let app = env.spawn(&[]).await;
+    let db = app.state.db.clone();
+    let mut script = Script::new(db.backend);
+    insert_ids(&mut script, "r", 3);
+    script.commit(&db).await.expect("write");
+    let reads = vec![
+        (
+            "SELECT delivery_id, received_at > $1, NULL FROM inbound_deliveries \
+             WHERE source = $2 AND delivery_id <> $3 ORDER BY delivery_id"
+                .to_string(),
+            vec![
+                Value::from(0_i64),
+                Value::from("script-test"),
+                Value::from("r-1"),
+            ],
+        ),
+        (
+            "SELECT COUNT(*) FROM inbound_deliveries WHERE source = $1".to_string(),
+            vec![Value::from("nobody")],
+        ),
+        (
+            "SELECT delivery_id FROM inbound_deliveries WHERE source = $1 AND delivery_id = $2"
+                .to_string(),
+            vec![Value::from("nobody"), Value::from("r-0")],
+        ),
+        (
+            "SELECT $2, $1".to_string(),
+            vec![Value::from(5_i64), Value::from("x")],
+        ),
+    ];
+    let sets = read_many(&db, reads).await.expect("reads");
+    assert_eq!(sets.len(), 4);
+    let ids: Vec<String> = sets[0].iter().map(|row| row.get(0)).collect();
+    assert_eq!(ids, ["r-0", "r-2"]);
+    assert!(sets[0].iter().all(|row| row.get::<bool>(1)));
+    assert!(
+        sets[0]
+            .iter()
+            .all(|row| row.get::<Option<String>>(2).is_none())
+    );
+    assert_eq!(sets[1].len(), 1);
+    assert_eq!(sets[1][0].get::<i64>(0), 0);
+    assert!(sets[2].is_empty());
+    assert_eq!(sets[3][0].get::<String>(0), "x");
+    assert_eq!(sets[3][0].get::<i64>(1), 5);
+    let _: &Row = &sets[3][0];
+    // A read that fails is an error, and the next reads still work.
+    let error = read_many(
+        &db,
+        vec![("SELECT nothing FROM nowhere".to_string(), vec![])],
+    )
+    .await;
+    assert!(error.is_err());
+    let sets = read_many(&db, vec![("SELECT 1".to_string(), vec![])])
+        .await
+        .expect("reads");
+    assert_eq!(sets[0][0].get::<i64>(0), 1);
     app.stop().await;
     env.cleanup().await;
 }

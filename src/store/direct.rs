@@ -1,0 +1,240 @@
+//! SQLite without the connection thread, for the push path's reads and writes.
+//!
+//! sqlx runs every SQLite connection on a thread of its own and talks to it by messages: a
+//! call wakes that thread, and each statement's result wakes the caller again. On a two-core
+//! virtual machine each wake-up crosses cores and costs 25–100 µs under load, so a push's
+//! one-call write script still spent most of its ~0.4 ms waiting for threads, not in SQLite.
+//! [`Direct`] keeps a second connection to the same file (rusqlite, over the same SQLite library
+//! sqlx links) and runs a script's statements on the calling thread, start to commit, in one
+//! go: a fraction of a millisecond of SQLite's own work with no hand-over at all.
+//!
+//! SQLite allows one writer at a time, and a second writer waiting for the lock sleeps in
+//! `busy_timeout` steps of milliseconds. So this connection writes only while its caller holds
+//! the writer pool's one connection ([`Db::writer`](super::Db::writer)): all writes still queue
+//! in one line, and neither connection ever finds the other holding the lock.
+//!
+//! Only for databases in a file (a `:memory:` database is private to its connection).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::OpenFlags;
+use rusqlite::types::{Null, ToSqlOutput, ValueRef};
+
+use super::script::{Row, Value};
+
+/// Statements of distinct shapes kept prepared (a push's script has about ten; attempt records
+/// and their variants by batch size a few dozen).
+const PREPARED: usize = 128;
+
+pub struct Direct {
+    writer: Mutex<rusqlite::Connection>,
+    /// One per runtime worker thread at most is busy at a time; more only wait.
+    readers: Vec<Mutex<rusqlite::Connection>>,
+}
+
+/// Reader connections: reads run on the calling (runtime) thread, two of them on this size
+/// of machine, and a read takes a fraction of a millisecond.
+const READERS: usize = 2;
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Direct")
+    }
+}
+
+impl Direct {
+    /// Opens the writer connection to an existing database file, with the settings of the
+    /// writer pool's (WAL, `synchronous = NORMAL`, foreign keys, no automatic checkpoint).
+    pub fn open(path: &Path) -> Result<Direct, rusqlite::Error> {
+        let open = |settings: &str| -> Result<rusqlite::Connection, rusqlite::Error> {
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                 PRAGMA temp_store = MEMORY;",
+            )?;
+            conn.execute_batch(settings)?;
+            conn.set_prepared_statement_cache_capacity(PREPARED);
+            Ok(conn)
+        };
+        let writer = open("PRAGMA wal_autocheckpoint = 0;")?;
+        let readers = (0..READERS)
+            .map(|_| open("PRAGMA query_only = ON;").map(Mutex::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Direct {
+            writer: Mutex::new(writer),
+            readers,
+        })
+    }
+
+    /// Runs `statements` (each with `?n` placeholders and its values) as one transaction:
+    /// either all of them are committed when this returns, or none is. The caller must hold
+    /// the writer pool's connection (see the module documentation).
+    pub fn write<'a>(
+        &self,
+        statements: impl Iterator<Item = (&'a str, &'a [Value])>,
+    ) -> Result<(), rusqlite::Error> {
+        let conn = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Left over by a panic in the middle of an earlier call: undo it before going on.
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK")?;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| {
+            for (sql, values) in statements {
+                let mut statement = conn.prepare_cached(sql)?;
+                for (i, value) in values.iter().enumerate() {
+                    statement.raw_bind_parameter(i + 1, Bound(value))?;
+                }
+                // Stepped to the end: a statement may return rows (`RETURNING`), unread here.
+                let mut rows = statement.raw_query();
+                while rows.next()?.is_some() {}
+            }
+            conn.execute_batch("COMMIT")
+        })();
+        if result.is_err() && !conn.is_autocommit() {
+            // A failed COMMIT may have rolled back by itself; otherwise undo what ran.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        result
+    }
+}
+
+impl Direct {
+    /// Runs each read (`?n` placeholders and its values) and returns its rows, in order, on a
+    /// free reader connection.
+    pub fn read<'a>(
+        &self,
+        reads: impl Iterator<Item = (&'a str, &'a [Value])>,
+    ) -> Result<Vec<Vec<Row>>, rusqlite::Error> {
+        let conn = self
+            .readers
+            .iter()
+            .find_map(|reader| reader.try_lock().ok())
+            .unwrap_or_else(|| {
+                self.readers[0]
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+            });
+        let mut sets = Vec::new();
+        for (sql, values) in reads {
+            let mut statement = conn.prepare_cached(sql)?;
+            for (i, value) in values.iter().enumerate() {
+                statement.raw_bind_parameter(i + 1, Bound(value))?;
+            }
+            let columns = statement.column_count();
+            let mut rows = statement.raw_query();
+            let mut set = Vec::new();
+            while let Some(row) = rows.next()? {
+                let mut values = Vec::with_capacity(columns);
+                for index in 0..columns {
+                    values.push(match row.get_ref(index)? {
+                        ValueRef::Null => Value::Int(None),
+                        ValueRef::Integer(v) => Value::Int(Some(v)),
+                        ValueRef::Text(text) => {
+                            Value::Text(Some(String::from_utf8_lossy(text).into_owned()))
+                        }
+                        ValueRef::Real(_) | ValueRef::Blob(_) => {
+                            return Err(rusqlite::Error::InvalidColumnType(
+                                index,
+                                format!("column {index}: herald reads no REAL or BLOB columns"),
+                                row.get_ref(index)?.data_type(),
+                            ));
+                        }
+                    });
+                }
+                set.push(Row(values));
+            }
+            sets.push(set);
+        }
+        Ok(sets)
+    }
+}
+
+/// A script value as SQLite binds it.
+struct Bound<'a>(&'a Value);
+
+impl rusqlite::ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Value::Int(Some(v)) => ToSqlOutput::from(*v),
+            Value::Text(Some(v)) => ToSqlOutput::from(v.as_str()),
+            Value::Int(None) | Value::Text(None) => ToSqlOutput::from(Null),
+        })
+    }
+}
+
+/// A failure of the direct connection, as a database error of sqlx's kind so that callers
+/// handle both paths alike.
+#[derive(Debug)]
+pub struct DirectError {
+    message: String,
+    /// SQLite's extended result code, when SQLite itself failed.
+    extended: Option<i32>,
+    code: Option<String>,
+}
+
+impl From<rusqlite::Error> for DirectError {
+    fn from(error: rusqlite::Error) -> Self {
+        let extended = match &error {
+            rusqlite::Error::SqliteFailure(e, _) => Some(e.extended_code),
+            _ => None,
+        };
+        DirectError {
+            message: error.to_string(),
+            extended,
+            code: extended.map(|c| c.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for DirectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(direct) {}", self.message)
+    }
+}
+
+impl std::error::Error for DirectError {}
+
+impl sqlx::error::DatabaseError for DirectError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.code.as_deref().map(std::borrow::Cow::Borrowed)
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        use sqlx::error::ErrorKind;
+        match self.extended {
+            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                ErrorKind::UniqueViolation
+            }
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => ErrorKind::ForeignKeyViolation,
+            Some(ffi::SQLITE_CONSTRAINT_NOTNULL) => ErrorKind::NotNullViolation,
+            Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
+            _ => ErrorKind::Other,
+        }
+    }
+}
