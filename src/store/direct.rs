@@ -123,39 +123,61 @@ impl Direct {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
             });
-        let mut sets = Vec::new();
-        for (sql, values) in reads {
-            let mut statement = conn.prepare_cached(sql)?;
-            for (i, value) in values.iter().enumerate() {
-                statement.raw_bind_parameter(i + 1, Bound(value))?;
-            }
-            let columns = statement.column_count();
-            let mut rows = statement.raw_query();
-            let mut set = Vec::new();
-            while let Some(row) = rows.next()? {
-                let mut values = Vec::with_capacity(columns);
-                for index in 0..columns {
-                    values.push(match row.get_ref(index)? {
-                        ValueRef::Null => Value::Int(None),
-                        ValueRef::Integer(v) => Value::Int(Some(v)),
-                        ValueRef::Text(text) => {
-                            Value::Text(Some(String::from_utf8_lossy(text).into_owned()))
-                        }
-                        ValueRef::Real(_) | ValueRef::Blob(_) => {
-                            return Err(rusqlite::Error::InvalidColumnType(
-                                index,
-                                format!("column {index}: herald reads no REAL or BLOB columns"),
-                                row.get_ref(index)?.data_type(),
-                            ));
-                        }
-                    });
-                }
-                set.push(Row(values));
-            }
-            sets.push(set);
-        }
-        Ok(sets)
+        read_on(&conn, reads)
     }
+
+    /// Like [`Direct::read`], on the writer connection; the caller must hold the writer pool's
+    /// connection. A reader connection drops its whole page cache whenever another connection
+    /// has committed since its last read (that is, before nearly every read under load), so a
+    /// read there goes back to the files; the writer's cache holds what it wrote itself.
+    pub fn read_on_writer<'a>(
+        &self,
+        reads: impl Iterator<Item = (&'a str, &'a [Value])>,
+    ) -> Result<Vec<Vec<Row>>, rusqlite::Error> {
+        let conn = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        read_on(&conn, reads)
+    }
+}
+
+fn read_on<'a>(
+    conn: &rusqlite::Connection,
+    reads: impl Iterator<Item = (&'a str, &'a [Value])>,
+) -> Result<Vec<Vec<Row>>, rusqlite::Error> {
+    let mut sets = Vec::new();
+    for (sql, values) in reads {
+        let mut statement = conn.prepare_cached(sql)?;
+        for (i, value) in values.iter().enumerate() {
+            statement.raw_bind_parameter(i + 1, Bound(value))?;
+        }
+        let columns = statement.column_count();
+        let mut rows = statement.raw_query();
+        let mut set = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(columns);
+            for index in 0..columns {
+                values.push(match row.get_ref(index)? {
+                    ValueRef::Null => Value::Int(None),
+                    ValueRef::Integer(v) => Value::Int(Some(v)),
+                    ValueRef::Text(text) => {
+                        Value::Text(Some(String::from_utf8_lossy(text).into_owned()))
+                    }
+                    other @ (ValueRef::Real(_) | ValueRef::Blob(_)) => {
+                        return Err(rusqlite::Error::InvalidColumnType(
+                            index,
+                            format!("column {index}: herald reads no REAL or BLOB columns"),
+                            other.data_type(),
+                        ));
+                    }
+                });
+            }
+            set.push(Row(values));
+        }
+        sets.push(set);
+    }
+    Ok(sets)
 }
 
 /// A script value as SQLite binds it.

@@ -21,7 +21,7 @@ mod direct;
 mod nodelay;
 mod script;
 
-pub use script::{FromValue, Row, Script, Value, read_many};
+pub use script::{FromValue, Row, Script, Value, WriterTurn, read_many, read_many_in_turn};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

@@ -322,9 +322,19 @@ impl Script {
         if self.is_empty() {
             return Ok(());
         }
-        if let Some(direct) = &db.direct {
-            // Holding the writer pool's connection keeps every other write out meanwhile.
-            let _writer = db.writer().acquire().await?;
+        if db.direct.is_some() {
+            return self.commit_in_turn(db, db.writer_turn().await?).await;
+        }
+        self.commit_through_sqlx(db).await
+    }
+
+    /// Like [`Script::commit`], in a turn at the writer the caller took (for a write decided by
+    /// what was read in the same turn).
+    pub async fn commit_in_turn(self, db: &Db, turn: WriterTurn) -> Result<(), StoreError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        if let (Some(direct), Some(_writer)) = (&db.direct, &turn.0) {
             let statements: Vec<(String, &[Value])> = self
                 .statements
                 .iter()
@@ -344,6 +354,11 @@ impl Script {
                 .map_err(super::direct::DirectError::from)?;
             return Ok(());
         }
+        drop(turn);
+        self.commit_through_sqlx(db).await
+    }
+
+    async fn commit_through_sqlx(self, db: &Db) -> Result<(), StoreError> {
         let mut calls = self.calls();
         if calls.len() > 1 {
             let mut tx = db.writer().begin().await?;
@@ -403,6 +418,24 @@ pub async fn read_many(
     db: &Db,
     reads: Vec<(String, Vec<Value>)>,
 ) -> Result<Vec<Vec<Row>>, StoreError> {
+    read_many_in(db, false, reads).await
+}
+
+/// Like [`read_many`], in a turn at the writer the caller holds: on SQLite in a file the reads
+/// run on the writer connection (see `Direct::read_on_writer`); elsewhere as [`read_many`].
+pub async fn read_many_in_turn(
+    db: &Db,
+    turn: &mut WriterTurn,
+    reads: Vec<(String, Vec<Value>)>,
+) -> Result<Vec<Vec<Row>>, StoreError> {
+    read_many_in(db, turn.0.is_some(), reads).await
+}
+
+async fn read_many_in(
+    db: &Db,
+    on_writer: bool,
+    reads: Vec<(String, Vec<Value>)>,
+) -> Result<Vec<Vec<Row>>, StoreError> {
     use futures_util::TryStreamExt;
     use sqlx::Executor;
     if reads.is_empty() {
@@ -413,13 +446,15 @@ pub async fn read_many(
             .iter()
             .map(|(sql, values)| (question_marks(sql), values.as_slice()))
             .collect();
-        return Ok(direct
-            .read(
-                statements
-                    .iter()
-                    .map(|(sql, values)| (sql.as_str(), *values)),
-            )
-            .map_err(super::direct::DirectError::from)?);
+        let statements = statements
+            .iter()
+            .map(|(sql, values)| (sql.as_str(), *values));
+        let rows = if on_writer {
+            direct.read_on_writer(statements)
+        } else {
+            direct.read(statements)
+        };
+        return Ok(rows.map_err(super::direct::DirectError::from)?);
     }
     match db.backend {
         Backend::Postgres => {
@@ -467,6 +502,22 @@ pub async fn read_many(
             }
             Ok(sets)
         }
+    }
+}
+
+/// A turn at the writer, taken before a read whose answer decides a write and given up with
+/// that write ([`Script::commit_in_turn`]). On SQLite in a file it holds the writer pool's one
+/// connection, so nothing else commits in between and the read runs on the writer connection,
+/// whose page cache stays warm (a reader's is dropped whenever another connection commits). On
+/// PostgreSQL (and SQLite in memory) it holds nothing.
+pub struct WriterTurn(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl Db {
+    pub async fn writer_turn(&self) -> Result<WriterTurn, StoreError> {
+        Ok(WriterTurn(match self.direct {
+            Some(_) => Some(self.writer().acquire().await?),
+            None => None,
+        }))
     }
 }
 

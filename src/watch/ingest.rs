@@ -155,15 +155,18 @@ async fn commit_batch(state: &AppState, batch: Vec<Job>) {
 }
 
 async fn apply_and_commit(state: &AppState, batch: &[Job]) -> Result<Applied, StoreError> {
-    // What the decisions need is read first, on reader connections and at once (batches run one
-    // at a time on a node, so the reads see every earlier batch committed); every write then
-    // goes out as one script, a single round trip to the writer. The writes insert the inbound
-    // ids and announced commits without `ON CONFLICT`: if another node recorded one of them
-    // since our read, the script fails whole and the pushes are retried alone.
-    let known = read_known(state, batch).await?;
+    // What the decisions need is read first, then every write goes out as one script. On SQLite
+    // in a file both happen in one turn at the writer, on its own connection (warm cache, no
+    // commit in between); on PostgreSQL the reads run at once on pooled connections (batches
+    // run one at a time on a node, so they see every earlier batch committed). The writes
+    // insert the inbound ids and announced commits without `ON CONFLICT`: if another node
+    // recorded one of them since our read, the script fails whole and the pushes are retried
+    // alone.
+    let mut turn = state.db.writer_turn().await?;
+    let known = read_known(state, &mut turn, batch).await?;
     let mut script = Script::new(state.db.backend);
     let applied = apply(&mut script, state, batch, known)?;
-    if let Err(error) = script.commit(&state.db).await {
+    if let Err(error) = script.commit_in_turn(&state.db, turn).await {
         state.local_queue.release(applied.leased.len());
         return Err(error);
     }
@@ -245,9 +248,14 @@ fn fresh_inbound(batch: &[Job], recorded: &HashSet<(String, String)>) -> Vec<boo
 }
 
 /// Reads recorded inbound ids, heads and announced commits (one statement) and the subscribers
-/// and project hooks of every repository of the batch, all at once ([`store::read_many`]: one
-/// call on SQLite, concurrent statements on PostgreSQL).
-async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError> {
+/// and project hooks of every repository of the batch, all at once
+/// ([`store::read_many_in_turn`]: on the writer connection on SQLite, concurrent statements on
+/// PostgreSQL).
+async fn read_known(
+    state: &AppState,
+    turn: &mut store::WriterTurn,
+    batch: &[Job],
+) -> Result<Known, StoreError> {
     let mut repositories: Vec<(i64, &str)> = Vec::new();
     for job in batch {
         let repository = &job.repository;
@@ -260,7 +268,7 @@ async fn read_known(state: &AppState, batch: &[Job]) -> Result<Known, StoreError
     reads.extend(subscriber_reads(&repositories));
     let subscriber_reads_end = reads.len();
     reads.extend(crate::projects::hook_target_reads(&repositories));
-    let mut results = store::read_many(&state.db, reads).await?;
+    let mut results = store::read_many_in_turn(&state.db, turn, reads).await?;
     let hook_rows = results.split_off(subscriber_reads_end);
     let subscriber_rows = results.split_off(known_reads);
     let mut known = Known {
