@@ -16,7 +16,7 @@
 //! Only for databases in a file (a `:memory:` database is private to its connection).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::OpenFlags;
 use rusqlite::types::{Null, ToSqlOutput, ValueRef};
@@ -78,10 +78,7 @@ impl Direct {
         &self,
         statements: impl Iterator<Item = (&'a str, &'a [Value])>,
     ) -> Result<(), rusqlite::Error> {
-        let conn = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let conn = lock(&self.writer);
         // Left over by a panic in the middle of an earlier call: undo it before going on.
         if !conn.is_autocommit() {
             conn.execute_batch("ROLLBACK")?;
@@ -89,10 +86,7 @@ impl Direct {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = (|| {
             for (sql, values) in statements {
-                let mut statement = conn.prepare_cached(sql)?;
-                for (i, value) in values.iter().enumerate() {
-                    statement.raw_bind_parameter(i + 1, Bound(value))?;
-                }
+                let mut statement = prepare_bound(&conn, sql, values)?;
                 // Stepped to the end: a statement may return rows (`RETURNING`), unread here.
                 let mut rows = statement.raw_query();
                 while rows.next()?.is_some() {}
@@ -105,9 +99,7 @@ impl Direct {
         }
         result
     }
-}
 
-impl Direct {
     /// Runs each read (`?n` placeholders and its values) and returns its rows, in order, on a
     /// free reader connection.
     pub fn read<'a>(
@@ -118,11 +110,7 @@ impl Direct {
             .readers
             .iter()
             .find_map(|reader| reader.try_lock().ok())
-            .unwrap_or_else(|| {
-                self.readers[0]
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-            });
+            .unwrap_or_else(|| lock(&self.readers[0]));
         read_on(&conn, reads)
     }
 
@@ -134,12 +122,27 @@ impl Direct {
         &self,
         reads: impl Iterator<Item = (&'a str, &'a [Value])>,
     ) -> Result<Vec<Vec<Row>>, rusqlite::Error> {
-        let conn = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        read_on(&conn, reads)
+        read_on(&lock(&self.writer), reads)
     }
+}
+
+/// A connection, whether or not a panic left its lock poisoned (`write` undoes a transaction
+/// a panic left open).
+fn lock(conn: &Mutex<rusqlite::Connection>) -> MutexGuard<'_, rusqlite::Connection> {
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `sql` prepared (or taken from the connection's cache) with `values` bound to `?1…`.
+fn prepare_bound<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+    values: &[Value],
+) -> Result<rusqlite::CachedStatement<'c>, rusqlite::Error> {
+    let mut statement = conn.prepare_cached(sql)?;
+    for (i, value) in values.iter().enumerate() {
+        statement.raw_bind_parameter(i + 1, Bound(value))?;
+    }
+    Ok(statement)
 }
 
 fn read_on<'a>(
@@ -148,10 +151,7 @@ fn read_on<'a>(
 ) -> Result<Vec<Vec<Row>>, rusqlite::Error> {
     let mut sets = Vec::new();
     for (sql, values) in reads {
-        let mut statement = conn.prepare_cached(sql)?;
-        for (i, value) in values.iter().enumerate() {
-            statement.raw_bind_parameter(i + 1, Bound(value))?;
-        }
+        let mut statement = prepare_bound(conn, sql, values)?;
         let columns = statement.column_count();
         let mut rows = statement.raw_query();
         let mut set = Vec::new();
