@@ -13,6 +13,10 @@
 //! the writer pool's one connection ([`Db::writer`](super::Db::writer)): all writes still queue
 //! in one line, and neither connection ever finds the other holding the lock.
 //!
+//! Another process may hold the lock (`herald kb import` writing the same file): the calls
+//! here then fail at once with `SQLITE_BUSY` ([`is_busy`]) instead of sleeping in SQLite's busy
+//! handler on a runtime thread, and their callers wait asynchronously and try again.
+//!
 //! Only for databases in a file (a `:memory:` database is private to its connection).
 
 use std::path::Path;
@@ -54,7 +58,7 @@ impl Direct {
             )?;
             conn.execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                 PRAGMA busy_timeout = 0; PRAGMA foreign_keys = ON; \
                  PRAGMA temp_store = MEMORY;",
             )?;
             conn.execute_batch(settings)?;
@@ -179,6 +183,37 @@ fn read_on<'a>(
     }
     Ok(sets)
 }
+
+/// Whether `error` is SQLite's "the database is locked" (by another process: within this one
+/// every writer queues for the writer pool's connection first).
+pub fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Runs `call` until it does not find the database locked, waiting asynchronously in between
+/// (from 1 ms up to 50 ms) for at most `BUSY_WAIT`, as `busy_timeout` would have on a thread
+/// of its own. Every call here either ran whole or not at all when it reports busy.
+pub async fn retry_while_busy<T>(
+    mut call: impl FnMut() -> Result<T, rusqlite::Error>,
+) -> Result<T, rusqlite::Error> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match call() {
+            Err(error) if is_busy(&error) && started.elapsed() < BUSY_WAIT => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How long a call waits for another process's lock before it fails (the pools' `busy_timeout`).
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A script value as SQLite binds it.
 struct Bound<'a>(&'a Value);

@@ -397,9 +397,21 @@ mod checkpoint_tests {
     fn the_writer_copies_only_a_short_rest_of_the_log_unless_the_log_is_too_long() {
         assert!(!writer_pass_needed(0, 0, LOG_LIMIT_FRAMES));
         assert!(writer_pass_needed(5_000, 0, LOG_LIMIT_FRAMES));
-        assert!(writer_pass_needed(5_000, WRITER_PASS_FRAMES, LOG_LIMIT_FRAMES));
-        assert!(!writer_pass_needed(5_000, WRITER_PASS_FRAMES + 1, LOG_LIMIT_FRAMES));
-        assert!(writer_pass_needed(LOG_LIMIT_FRAMES, 9_000, LOG_LIMIT_FRAMES));
+        assert!(writer_pass_needed(
+            5_000,
+            WRITER_PASS_FRAMES,
+            LOG_LIMIT_FRAMES
+        ));
+        assert!(!writer_pass_needed(
+            5_000,
+            WRITER_PASS_FRAMES + 1,
+            LOG_LIMIT_FRAMES
+        ));
+        assert!(writer_pass_needed(
+            LOG_LIMIT_FRAMES,
+            9_000,
+            LOG_LIMIT_FRAMES
+        ));
         assert!(writer_pass_needed(300, 299, 0));
     }
 }

@@ -345,13 +345,15 @@ impl Script {
                     )
                 })
                 .collect();
-            direct
-                .write(
+            super::direct::retry_while_busy(|| {
+                direct.write(
                     statements
                         .iter()
                         .map(|(sql, values)| (sql.as_str(), *values)),
                 )
-                .map_err(super::direct::DirectError::from)?;
+            })
+            .await
+            .map_err(super::direct::DirectError::from)?;
             return Ok(());
         }
         drop(turn);
@@ -446,14 +448,17 @@ async fn read_many_in(
             .iter()
             .map(|(sql, values)| (question_marks(sql), values.as_slice()))
             .collect();
-        let statements = statements
-            .iter()
-            .map(|(sql, values)| (sql.as_str(), *values));
-        let rows = if on_writer {
-            direct.read_on_writer(statements)
-        } else {
-            direct.read(statements)
-        };
+        let rows = super::direct::retry_while_busy(|| {
+            let statements = statements
+                .iter()
+                .map(|(sql, values)| (sql.as_str(), *values));
+            if on_writer {
+                direct.read_on_writer(statements)
+            } else {
+                direct.read(statements)
+            }
+        })
+        .await;
         return Ok(rows.map_err(super::direct::DirectError::from)?);
     }
     match db.backend {

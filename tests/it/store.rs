@@ -251,3 +251,62 @@ async fn sqlite_log_starts_over_under_steady_writes() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// Another process holding SQLite's write lock (`herald kb import` writing the same file) makes
+/// a write wait — asynchronously: the server keeps answering on its one runtime thread — and the
+/// write goes through once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_write_waits_for_another_process_lock_without_holding_up_the_server() {
+    use sqlx::Connection;
+    let Some(env) = TestEnv::new(crate::helpers::Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.spawn(&[]).await;
+    let db = app.state.db.clone();
+    let mut other = sqlx::sqlite::SqliteConnection::connect(&env.database_url)
+        .await
+        .expect("a second connection to the file");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("the other writer takes the lock");
+    let write = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut script = Script::new(db.backend);
+            insert_ids(&mut script, "busy", 3);
+            script.commit(&db).await
+        }
+    });
+    for _ in 0..5 {
+        let response = app
+            .client
+            .get(app.url("/healthz"))
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await
+            .expect("the server answers while the write waits");
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    assert!(
+        !write.is_finished(),
+        "the write cannot finish while the lock is held"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("release");
+    write
+        .await
+        .expect("task")
+        .expect("the write goes through once the lock is released");
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM inbound_deliveries WHERE source = 'script-test' AND delivery_id LIKE 'busy-%'",
+    )
+    .fetch_one(db.reader())
+    .await
+    .expect("count");
+    assert_eq!(n, 3);
+    app.stop().await;
+    env.cleanup().await;
+}
