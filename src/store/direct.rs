@@ -11,7 +11,9 @@
 //! SQLite allows one writer at a time, and a second writer waiting for the lock sleeps in
 //! `busy_timeout` steps of milliseconds. So this connection writes only while its caller holds
 //! the writer pool's one connection ([`Db::writer`](super::Db::writer)): all writes still queue
-//! in one line, and neither connection ever finds the other holding the lock.
+//! in one line, and the two connections do not meet on SQLite's lock (the exception: sqlx closing
+//! a connection abandoned mid-transaction may still hold it briefly; that is waited out like
+//! another process's lock, below).
 //!
 //! Another process may hold the lock (`herald kb import` writing the same file): the calls
 //! here then fail at once with `SQLITE_BUSY` ([`is_busy`]) instead of sleeping in SQLite's busy
@@ -83,10 +85,7 @@ impl Direct {
         statements: impl Iterator<Item = (&'a str, &'a [Value])>,
     ) -> Result<(), rusqlite::Error> {
         let conn = lock(&self.writer);
-        // Left over by a panic in the middle of an earlier call: undo it before going on.
-        if !conn.is_autocommit() {
-            conn.execute_batch("ROLLBACK")?;
-        }
+        settle(&conn)?;
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = (|| {
             for (sql, values) in statements {
@@ -97,9 +96,10 @@ impl Direct {
             }
             conn.execute_batch("COMMIT")
         })();
-        if result.is_err() && !conn.is_autocommit() {
-            // A failed COMMIT may have rolled back by itself; otherwise undo what ran.
-            let _ = conn.execute_batch("ROLLBACK");
+        if result.is_err() {
+            // A failed COMMIT may have rolled back by itself; otherwise undo what ran. If even
+            // that fails, the next call tries again before anything else (`settle`).
+            let _ = settle(&conn);
         }
         result
     }
@@ -126,7 +126,9 @@ impl Direct {
         &self,
         reads: impl Iterator<Item = (&'a str, &'a [Value])>,
     ) -> Result<Vec<Vec<Row>>, rusqlite::Error> {
-        read_on(&lock(&self.writer), reads)
+        let conn = lock(&self.writer);
+        settle(&conn)?;
+        read_on(&conn, reads)
     }
 }
 
@@ -136,13 +138,33 @@ fn lock(conn: &Mutex<rusqlite::Connection>) -> MutexGuard<'_, rusqlite::Connecti
     conn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `sql` prepared (or taken from the connection's cache) with `values` bound to `?1…`.
+/// Undoes a transaction left open on the connection (by a failed rollback, or a panic midway
+/// through a call), so that nothing reads or builds on its uncommitted rows.
+fn settle(conn: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    Ok(())
+}
+
+/// `sql` prepared (or taken from the connection's cache) with `values` bound to `?1…`; a
+/// statement whose parameters are not exactly `?1…?k` for its `k` values is refused (binding
+/// is by position, so a `$n` left unconverted would take another value silently).
 fn prepare_bound<'c>(
     conn: &'c rusqlite::Connection,
     sql: &str,
     values: &[Value],
 ) -> Result<rusqlite::CachedStatement<'c>, rusqlite::Error> {
     let mut statement = conn.prepare_cached(sql)?;
+    let count = statement.parameter_count();
+    let numbered = (1..=count).all(|i| {
+        statement
+            .parameter_name(i)
+            .is_none_or(|name| name.starts_with('?'))
+    });
+    if count != values.len() || !numbered {
+        return Err(rusqlite::Error::InvalidParameterCount(values.len(), count));
+    }
     for (i, value) in values.iter().enumerate() {
         statement.raw_bind_parameter(i + 1, Bound(value))?;
     }
@@ -196,13 +218,14 @@ pub fn is_busy(error: &rusqlite::Error) -> bool {
 /// Runs `call` until it does not find the database locked, waiting asynchronously in between
 /// (from 1 ms up to 50 ms) for at most `BUSY_WAIT`, as `busy_timeout` would have on a thread
 /// of its own. Every call here either ran whole or not at all when it reports busy.
-pub async fn retry_while_busy<T>(
-    mut call: impl FnMut() -> Result<T, rusqlite::Error>,
-) -> Result<T, rusqlite::Error> {
+pub async fn retry_while_busy_async<T, F>(mut call: impl FnMut() -> F) -> Result<T, rusqlite::Error>
+where
+    F: std::future::Future<Output = Result<T, rusqlite::Error>>,
+{
     let started = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(1);
     loop {
-        match call() {
+        match call().await {
             Err(error) if is_busy(&error) && started.elapsed() < BUSY_WAIT => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_millis(50));

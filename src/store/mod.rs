@@ -157,15 +157,22 @@ impl Db {
         };
         let write = pool(1, true).await?;
         let read = pool(8, false).await?;
-        // Opened once the pools have made the file and set it to WAL.
-        let direct =
-            if path_part.is_empty() || path_part.starts_with("file:") || path_part == ":memory:" {
-                None
-            } else {
-                let direct = direct::Direct::open(std::path::Path::new(path_part))
-                    .map_err(direct::DirectError::from)?;
-                Some(std::sync::Arc::new(direct))
-            };
+        // Opened once the pools have made the file and set it to WAL; only for a plain path,
+        // read-write (sqlx alone handles options such as `mode=memory`, `mode=ro` or
+        // `immutable`, and percent-encoded names).
+        let plain =
+            matches!(url.split_once('?'), None | Some((_, "mode=rwc"))) && !path_part.contains('%');
+        let direct = if !plain
+            || path_part.is_empty()
+            || path_part.starts_with("file:")
+            || path_part == ":memory:"
+        {
+            None
+        } else {
+            let direct = direct::Direct::open(std::path::Path::new(path_part))
+                .map_err(direct::DirectError::from)?;
+            Some(std::sync::Arc::new(direct))
+        };
         Ok(Db {
             read,
             write,
