@@ -224,9 +224,9 @@ impl Db {
     /// copied, and SQLite only starts a log over from its beginning once it is: it grew by
     /// ~15 MB/s at 1,000 deliveries/s, without bound. So a last pass runs on the writer itself,
     /// where no commit can slip in, copying what the readers' passes left — but only once that
-    /// is little ([`WRITER_PASS_FRAMES`]): the readers try again a few times while it is more
-    /// (pruning a backlog dirties pages faster than a pass copies them, and a writer pass then
-    /// held every push for tens of milliseconds). A log over [`LOG_LIMIT_FRAMES`] gets the
+    /// is little ([`WRITER_PASS_FRAMES`], or a sixteenth of a long log): the readers try again
+    /// a few times while it is more (pruning a backlog dirties pages faster than a pass copies
+    /// them, and a writer pass then held every push for tens of milliseconds). A log over [`LOG_LIMIT_FRAMES`] gets the
     /// writer's pass whatever it costs, so the log stays bounded.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         self.checkpoint_within(LOG_LIMIT_FRAMES).await
@@ -272,7 +272,8 @@ impl Db {
     }
 }
 
-/// Log frames (pages) the writer's own checkpoint pass may copy: ~1 MiB, a millisecond or two.
+/// Log frames (pages) the writer's own checkpoint pass may copy at least: ~1 MiB, a millisecond
+/// or two (more once the log is over 16 MiB, see [`writer_pass_needed`]).
 const WRITER_PASS_FRAMES: i64 = 256;
 /// Reader passes per checkpoint, at most, to bring what is left under [`WRITER_PASS_FRAMES`].
 const READER_CHECKPOINT_PASSES: usize = 4;
@@ -283,8 +284,11 @@ const LOG_LIMIT_FRAMES: i64 = 16_384;
 /// Even with nothing left it does (then it copies nothing and syncs nothing): a commit may have
 /// begun during the readers' pass, and only a pass under the writer's lock makes sure the next
 /// write finds the whole log copied and starts it over.
+/// The allowance grows with the log (a sixteenth of it), so that under writes the readers never
+/// quite catch up with, the writer copies a moderate rest early rather than the whole log at
+/// [`LOG_LIMIT_FRAMES`] in one long hold.
 fn writer_pass_needed(log: i64, left: i64, log_limit_frames: i64) -> bool {
-    log > 0 && (left <= WRITER_PASS_FRAMES || log >= log_limit_frames)
+    log > 0 && (left <= WRITER_PASS_FRAMES.max(log / 16) || log >= log_limit_frames)
 }
 
 const LEASE_MS: i64 = 120_000;
@@ -410,7 +414,7 @@ mod checkpoint_tests {
             LOG_LIMIT_FRAMES
         ));
         assert!(!writer_pass_needed(
-            5_000,
+            4_000,
             WRITER_PASS_FRAMES + 1,
             LOG_LIMIT_FRAMES
         ));
@@ -420,5 +424,8 @@ mod checkpoint_tests {
             LOG_LIMIT_FRAMES
         ));
         assert!(writer_pass_needed(300, 299, 0));
+        // A longer log allows a longer rest: a sixteenth of it.
+        assert!(writer_pass_needed(8_192, 512, LOG_LIMIT_FRAMES));
+        assert!(!writer_pass_needed(8_192, 513, LOG_LIMIT_FRAMES));
     }
 }
