@@ -35,13 +35,7 @@ const PREPARED: usize = 128;
 
 pub struct Direct {
     writer: Mutex<rusqlite::Connection>,
-    /// One per runtime worker thread at most is busy at a time; more only wait.
-    readers: Vec<Mutex<rusqlite::Connection>>,
 }
-
-/// Reader connections: reads run on the calling (runtime) thread, two of them on this size
-/// of machine, and a read takes a fraction of a millisecond.
-const READERS: usize = 2;
 
 impl std::fmt::Debug for Direct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,27 +47,18 @@ impl Direct {
     /// Opens the writer connection to an existing database file, with the settings of the
     /// writer pool's (WAL, `synchronous = NORMAL`, foreign keys, no automatic checkpoint).
     pub fn open(path: &Path) -> Result<Direct, rusqlite::Error> {
-        let open = |settings: &str| -> Result<rusqlite::Connection, rusqlite::Error> {
-            let conn = rusqlite::Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                 PRAGMA busy_timeout = 0; PRAGMA foreign_keys = ON; \
-                 PRAGMA temp_store = MEMORY;",
-            )?;
-            conn.execute_batch(settings)?;
-            conn.set_prepared_statement_cache_capacity(PREPARED);
-            Ok(conn)
-        };
-        let writer = open("PRAGMA wal_autocheckpoint = 0;")?;
-        let readers = (0..READERS)
-            .map(|_| open("PRAGMA query_only = ON;").map(Mutex::new))
-            .collect::<Result<_, _>>()?;
+        let writer = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        writer.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA busy_timeout = 0; PRAGMA foreign_keys = ON; \
+             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
+        )?;
+        writer.set_prepared_statement_cache_capacity(PREPARED);
         Ok(Direct {
             writer: Mutex::new(writer),
-            readers,
         })
     }
 
@@ -104,24 +89,11 @@ impl Direct {
         result
     }
 
-    /// Runs each read (`?n` placeholders and its values) and returns its rows, in order, on a
-    /// free reader connection.
-    pub fn read<'a>(
-        &self,
-        reads: impl Iterator<Item = (&'a str, &'a [Value])>,
-    ) -> Result<Vec<Vec<Row>>, rusqlite::Error> {
-        let conn = self
-            .readers
-            .iter()
-            .find_map(|reader| reader.try_lock().ok())
-            .unwrap_or_else(|| lock(&self.readers[0]));
-        read_on(&conn, reads)
-    }
-
-    /// Like [`Direct::read`], on the writer connection; the caller must hold the writer pool's
-    /// connection. A reader connection drops its whole page cache whenever another connection
-    /// has committed since its last read (that is, before nearly every read under load), so a
-    /// read there goes back to the files; the writer's cache holds what it wrote itself.
+    /// Runs each read (`?n` placeholders and its values) on the writer connection and returns
+    /// its rows, in order; the caller must hold the writer pool's connection. Not on a reader
+    /// connection: one drops its whole page cache whenever another connection has committed
+    /// since its last read (before nearly every read under load), so a read there goes back to
+    /// the files, while the writer's cache holds what it wrote itself.
     pub fn read_on_writer<'a>(
         &self,
         reads: impl Iterator<Item = (&'a str, &'a [Value])>,
@@ -316,5 +288,21 @@ impl sqlx::error::DatabaseError for DirectError {
             Some(ffi::SQLITE_CONSTRAINT_CHECK) => ErrorKind::CheckViolation,
             _ => ErrorKind::Other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_bind_only_numbered_parameters_and_exactly_their_values() {
+        let conn = rusqlite::Connection::open_in_memory().expect("open");
+        let two = [Value::from(1_i64), Value::from("x")];
+        assert!(prepare_bound(&conn, "SELECT ?2, ?1", &two).is_ok());
+        // A `$n` left unconverted would bind by first appearance, not by number.
+        assert!(prepare_bound(&conn, "SELECT $2, $1", &two).is_err());
+        assert!(prepare_bound(&conn, "SELECT ?1", &two).is_err());
+        assert!(prepare_bound(&conn, "SELECT ?1, ?2, ?3", &two).is_err());
     }
 }

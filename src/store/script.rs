@@ -445,9 +445,8 @@ impl Script {
 }
 
 /// Runs several independent reads (each written with its own `$1…$k`, with its values) and
-/// returns each one's rows, in order: on SQLite one after another on one reader connection (on
-/// the calling thread for a database in a file, see `store::direct`); on PostgreSQL at once,
-/// each on its own connection. Each read sees everything committed before it started; they are
+/// returns each one's rows, in order: on SQLite in one call to one reader connection; on
+/// PostgreSQL at once, each on its own connection. Each read sees everything committed before it started; they are
 /// not one snapshot.
 pub async fn read_many(
     db: &Db,
@@ -476,20 +475,17 @@ async fn read_many_in(
     if reads.is_empty() {
         return Ok(Vec::new());
     }
-    if let Some(direct) = &db.direct {
+    if let (Some(direct), true) = (&db.direct, on_writer) {
         let statements: Vec<(String, &[Value])> = reads
             .iter()
             .map(|(sql, values)| (question_marks(sql), values.as_slice()))
             .collect();
         let rows = super::direct::retry_while_busy_async(|| async {
-            let statements = statements
-                .iter()
-                .map(|(sql, values)| (sql.as_str(), *values));
-            if on_writer {
-                direct.read_on_writer(statements)
-            } else {
-                direct.read(statements)
-            }
+            direct.read_on_writer(
+                statements
+                    .iter()
+                    .map(|(sql, values)| (sql.as_str(), *values)),
+            )
         })
         .await;
         return Ok(rows.map_err(super::direct::DirectError::from)?);

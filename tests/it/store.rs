@@ -1,7 +1,7 @@
 //! The storage layer's own promises, on both backends: a write script is all or nothing, in one
 //! call or (a long one) several, and the writer stays usable after a script fails.
 
-use herald::store::{Row, Script, Value, is_unique_violation, read_many};
+use herald::store::{Row, Script, Value, is_unique_violation, read_many, read_many_in_turn};
 
 use crate::both_backends;
 use crate::helpers::TestEnv;
@@ -29,22 +29,21 @@ fn insert_ids(script: &mut Script, prefix: &str, rows: usize) {
     }
 }
 
+/// How many of the ids `insert_ids` wrote with `prefix` are stored.
+async fn count_ids(db: &herald::store::Db, prefix: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM inbound_deliveries WHERE source = 'script-test' AND delivery_id LIKE $1",
+    )
+    .bind(format!("{prefix}-%"))
+    .fetch_one(db.reader())
+    .await
+    .expect("count")
+}
+
 async fn write_scripts_are_all_or_nothing(env: TestEnv) {
     let app = env.spawn(&[]).await;
     let db = app.state.db.clone();
-    let count = |prefix: &'static str| {
-        let db = db.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM inbound_deliveries WHERE source = 'script-test' AND delivery_id LIKE $1",
-            )
-            .bind(format!("{prefix}-%"))
-            .fetch_one(db.reader())
-            .await
-            .expect("count");
-            n
-        }
-    };
+    let count = |prefix: &'static str| count_ids(&db, prefix);
 
     // Good scripts: every statement lands, with values numbered across statements. (On
     // PostgreSQL a script's statements share one snapshot: the update touches an earlier row.)
@@ -165,6 +164,28 @@ async fn reads_return_each_statements_rows_with_their_types(env: TestEnv) {
     assert_eq!(sets[3][0].get::<String>(0), "x");
     assert_eq!(sets[3][0].get::<i64>(1), 5);
     let _: &Row = &sets[3][0];
+    // The same reads in a turn at the writer (the push path's: on SQLite on the writer's own
+    // connection) give the same rows.
+    let mut turn = db.writer_turn().await.expect("turn");
+    let in_turn = read_many_in_turn(
+        &db,
+        &mut turn,
+        vec![(
+            "SELECT delivery_id, NULL FROM inbound_deliveries WHERE source = $1 ORDER BY delivery_id"
+                .to_string(),
+            vec![Value::from("script-test")],
+        )],
+    )
+    .await
+    .expect("reads in a turn");
+    drop(turn);
+    let ids: Vec<String> = in_turn[0].iter().map(|row| row.get(0)).collect();
+    assert_eq!(ids, ["r-0", "r-1", "r-2"]);
+    assert!(
+        in_turn[0]
+            .iter()
+            .all(|row| row.get::<Option<i64>>(1).is_none())
+    );
     // A read that fails is an error, and the next reads still work.
     let error = read_many(
         &db,
@@ -300,13 +321,7 @@ async fn a_write_waits_for_another_process_lock_without_holding_up_the_server() 
         .await
         .expect("task")
         .expect("the write goes through once the lock is released");
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM inbound_deliveries WHERE source = 'script-test' AND delivery_id LIKE 'busy-%'",
-    )
-    .fetch_one(db.reader())
-    .await
-    .expect("count");
-    assert_eq!(n, 3);
+    assert_eq!(count_ids(&db, "busy").await, 3);
     app.stop().await;
     env.cleanup().await;
 }
