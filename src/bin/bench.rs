@@ -100,6 +100,10 @@ enum Scenario {
         /// `--seconds 60` or more.
         #[arg(long, default_value_t = 0)]
         backlog: usize,
+        /// Write every delivery's timing to this file (push sha, sent at in ns since the Unix
+        /// epoch, latency in ns), for looking into the slow ones.
+        #[arg(long)]
+        samples: Option<std::path::PathBuf>,
     },
     /// Idle authenticated chat sockets: memory per socket, CPU at rest with heartbeats.
     ChatSockets {
@@ -868,15 +872,27 @@ async fn webhook_throughput(args: &Args, endpoints: usize, seconds: u64, senders
     );
 }
 
-async fn webhook_delivery_latency(
-    args: &Args,
+/// The `delivery-latency` scenario's settings.
+struct LatencyRun<'a> {
     endpoints: usize,
     rate: usize,
     seconds: u64,
     hanging: bool,
     with_reqwest: bool,
     backlog: usize,
-) {
+    samples_file: Option<&'a std::path::Path>,
+}
+
+async fn webhook_delivery_latency(args: &Args, run: LatencyRun<'_>) {
+    let LatencyRun {
+        endpoints,
+        rate,
+        seconds,
+        hanging,
+        with_reqwest,
+        backlog,
+        samples_file,
+    } = run;
     let (herald, receiver, _github, repo) = webhook_setup(args, endpoints, hanging).await;
     let pruning = if backlog > 0 {
         Some(seed_old_deliveries(&herald.database_url, backlog).await)
@@ -987,7 +1003,37 @@ async fn webhook_delivery_latency(
             println!("pruning the backlog had {state} when the load ended: run longer");
         }
     }
+    if let Some(path) = samples_file {
+        write_samples(path, &arrivals, &sent_at);
+    }
     describe("push sent → delivery received", samples);
+}
+
+/// One line per delivery: the push's head sha, when the push was sent (ns since the Unix epoch,
+/// to line up with herald's own logs), and how long until the delivery arrived (ns).
+fn write_samples(
+    path: &std::path::Path,
+    arrivals: &[(String, Instant)],
+    sent_at: &std::collections::HashMap<String, Instant>,
+) {
+    let (anchor, anchor_epoch) = (Instant::now(), std::time::SystemTime::now());
+    let epoch_ns = |at: Instant| {
+        anchor_epoch
+            .checked_sub(anchor.duration_since(at))
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    };
+    let mut out = String::with_capacity(arrivals.len() * 72);
+    for (sha, at) in arrivals {
+        if let Some(sent) = sent_at.get(sha) {
+            let took = at.duration_since(*sent).as_nanos();
+            out.push_str(&format!("{sha} {} {took}\n", epoch_ns(*sent)));
+        }
+    }
+    match std::fs::write(path, out) {
+        Ok(()) => println!("samples written to {}", path.display()),
+        Err(error) => eprintln!("could not write {}: {error}", path.display()),
+    }
 }
 
 /// Writes `rows` deliveries finished 40 days ago (each with one attempt and a ~600-byte
@@ -2135,15 +2181,19 @@ async fn main() {
             with_hanging,
             reqwest,
             backlog,
+            samples,
         } => {
             webhook_delivery_latency(
                 &args,
-                *endpoints,
-                *rate,
-                *seconds,
-                *with_hanging,
-                *reqwest,
-                *backlog,
+                LatencyRun {
+                    endpoints: *endpoints,
+                    rate: *rate,
+                    seconds: *seconds,
+                    hanging: *with_hanging,
+                    with_reqwest: *reqwest,
+                    backlog: *backlog,
+                    samples_file: samples.as_deref(),
+                },
             )
             .await
         }

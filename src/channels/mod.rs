@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod email;
+pub mod hook_client;
 pub mod kakao;
 pub mod telegram;
 pub mod webex;

@@ -14,25 +14,30 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::StatusCode;
+use hyper::StatusCode;
+use hyper::header::{HeaderName, HeaderValue};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::Semaphore;
 
-use crate::outbox::channel::{OutgoingMessage, error_chain};
+use crate::channels::hook_client::{HookClient, PRIVATE_REFUSAL, resolve_guarded};
+use crate::outbox::channel::OutgoingMessage;
 use crate::outbox::{Attempt, Channel, Verdict};
 use crate::projects::signing::{github_signature, standard_webhooks_signature};
 use crate::projects::{HookTarget, hook_target};
 use crate::store::Db;
-use crate::watch::repo::{is_private_host, is_private_ip};
+use crate::watch::repo::is_private_host;
 
 /// How long a hook's settings are trusted before they are read again.
 const HOOK_CACHE_TTL: Duration = Duration::from_secs(2);
 /// How much of a receiver's answer is kept in the attempt log.
 const RESPONSE_LOG_BYTES: usize = 4096;
-const PRIVATE_REFUSAL: &str = "set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it";
 
 struct HookRuntime {
     target: HookTarget,
+    /// The payload URL, parsed once per load; `Err` holds why it cannot be sent to.
+    uri: Result<hyper::Uri, String>,
+    /// The URL's host when it is a loopback or private address (refused unless allowed).
+    private_host: Option<String>,
     loaded_at: Instant,
     permits: Arc<Semaphore>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
@@ -40,7 +45,7 @@ struct HookRuntime {
 
 pub struct WebhookChannel {
     db: Db,
-    http: reqwest::Client,
+    http: HookClient,
     allow_private: bool,
     hooks: Mutex<HashMap<i64, Arc<HookRuntime>>>,
 }
@@ -51,19 +56,7 @@ struct PublicOnlyResolver;
 impl Resolve for PublicOnlyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|a| !is_private_ip(a.ip()))
-                .collect();
-            if public.is_empty() {
-                let message = format!(
-                    "{host} resolves only to loopback or private addresses; {PRIVATE_REFUSAL}"
-                );
-                return Err(message.into());
-            }
+            let public: Vec<SocketAddr> = resolve_guarded(name.as_str(), false).await?;
             Ok(Box::new(public.into_iter()) as Addrs)
         })
     }
@@ -89,10 +82,10 @@ impl WebhookChannel {
         db: Db,
         timeout: Duration,
         allow_private: bool,
-    ) -> Result<Arc<WebhookChannel>, reqwest::Error> {
+    ) -> std::io::Result<Arc<WebhookChannel>> {
         Ok(Arc::new(WebhookChannel {
             db,
-            http: guarded_client(timeout, allow_private)?,
+            http: HookClient::new(timeout, allow_private)?,
             allow_private,
             hooks: Mutex::new(HashMap::new()),
         }))
@@ -135,7 +128,18 @@ impl WebhookChannel {
                     .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate)))),
             ),
         };
+        let parsed = url::Url::parse(&target.payload_url);
+        let private_host = parsed
+            .as_ref()
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .filter(|host| is_private_host(host));
+        let uri = parsed
+            .map_err(|e| e.to_string())
+            .and_then(|u| u.as_str().parse::<hyper::Uri>().map_err(|e| e.to_string()));
         let runtime = Arc::new(HookRuntime {
+            uri,
+            private_host,
             target,
             loaded_at: Instant::now(),
             permits,
@@ -178,67 +182,73 @@ impl WebhookChannel {
             let rate = hook.target.rate_per_second.unwrap_or(1).max(1) as u64;
             return Attempt::deferred(Duration::from_millis((1000 / rate).max(5)));
         }
-        let url = &hook.target.payload_url;
-        if !self.allow_private {
-            let host = url::Url::parse(url)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string))
-                .unwrap_or_default();
-            if is_private_host(&host) {
-                return Attempt::failed(
-                    Verdict::Permanent,
-                    None,
-                    None,
-                    format!("refused: {host} is a loopback or private address; {PRIVATE_REFUSAL}"),
-                );
-            }
+        if !self.allow_private
+            && let Some(host) = &hook.private_host
+        {
+            return Attempt::failed(
+                Verdict::Permanent,
+                None,
+                None,
+                format!("refused: {host} is a loopback or private address; {PRIVATE_REFUSAL}"),
+            );
         }
+        let uri = match &hook.uri {
+            Ok(uri) => uri,
+            Err(error) => {
+                let error = format!("the payload URL cannot be used: {error}");
+                return Attempt::failed(Verdict::Permanent, None, None, error);
+            }
+        };
 
         let id = message.id.to_string();
         let timestamp = chrono::Utc::now().timestamp();
         let body = message.payload.as_bytes();
         let secret = &hook.target.secret;
-        let request = self
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header(
+        let value = |text: String| HeaderValue::try_from(text).ok();
+        let headers = [
+            (
+                "content-type",
+                Some(HeaderValue::from_static("application/json")),
+            ),
+            ("webhook-id", value(id.clone())),
+            ("webhook-timestamp", value(timestamp.to_string())),
+            (
                 "webhook-signature",
-                standard_webhooks_signature(secret, &id, timestamp, body),
-            )
-            .header("x-github-event", message.event_type.unwrap_or("push"))
-            .header("x-github-delivery", &id)
-            .header("x-github-hook-id", hook_id.to_string())
-            .header("x-hub-signature-256", github_signature(secret, body))
-            .body(message.payload.to_string());
-        let mut response = match request.send().await {
-            Ok(response) => response,
+                value(standard_webhooks_signature(secret, &id, timestamp, body)),
+            ),
+            (
+                "x-github-event",
+                value(message.event_type.unwrap_or("push").to_string()),
+            ),
+            ("x-github-delivery", value(id.clone())),
+            ("x-github-hook-id", value(hook_id.to_string())),
+            ("x-hub-signature-256", value(github_signature(secret, body))),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((HeaderName::from_static(name), value?)));
+        let payload = bytes::Bytes::copy_from_slice(body);
+        let answer = match self
+            .http
+            .post(uri, headers, payload, RESPONSE_LOG_BYTES)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) if error.is_private_refusal() => {
+                let error = format!("refused: {}", error.message());
+                return Attempt::failed(Verdict::Permanent, None, None, error);
+            }
             Err(error) => {
-                let text = error_chain(&error);
-                if text.contains(PRIVATE_REFUSAL) {
-                    return Attempt::failed(
-                        Verdict::Permanent,
-                        None,
-                        None,
-                        format!("refused: {text}"),
-                    );
-                }
-                return Attempt::from_transport_error(&error);
+                return Attempt::failed(
+                    Verdict::Retry { after: None },
+                    None,
+                    None,
+                    error.message(),
+                );
             }
         };
-        let status = response.status();
-        let retry_after = crate::outbox::channel::retry_after(response.headers());
-        let mut logged = Vec::new();
-        while logged.len() < RESPONSE_LOG_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => logged.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
-        logged.truncate(RESPONSE_LOG_BYTES);
-        let body = Some(String::from_utf8_lossy(&logged).into_owned());
+        let status = answer.status;
+        let retry_after = answer.retry_after;
+        let body = Some(String::from_utf8_lossy(&answer.body).into_owned());
         let code = Some(status.as_u16());
         if status.is_success() {
             return Attempt::delivered(code, body);

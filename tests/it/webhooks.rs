@@ -19,6 +19,7 @@ both_backends!(
     strangers_can_neither_see_nor_delete_hooks,
     finished_deliveries_are_pruned_after_the_retention_period,
     the_delivery_log_is_pruned_in_the_background,
+    https_receivers_must_present_a_trusted_certificate,
 );
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -185,6 +186,11 @@ async fn push_reaches_the_receiver_signed_and_logged(env: TestEnv) {
     let push = &receiver.received()[1];
     assert_eq!(push.header("x-github-event"), "push");
     assert_eq!(push.header("content-type"), "application/json");
+    assert!(
+        push.header("user-agent").starts_with("herald-Hookshot/"),
+        "{:?}",
+        push.headers
+    );
     assert_eq!(push.header("webhook-id"), push.header("x-github-delivery"));
     assert_eq!(push.header("x-github-hook-id"), hook_id);
     assert!(verify_standard_webhooks(
@@ -1281,6 +1287,105 @@ async fn the_delivery_log_is_pruned_in_the_background(env: TestEnv) {
         app.count("SELECT COUNT(*) FROM inbound_deliveries").await == 0
     })
     .await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A TLS receiver with a self-signed certificate for 127.0.0.1 (tests/fixtures/tls): it counts
+/// the handshakes clients start and the requests that get through.
+struct UntrustedTlsReceiver {
+    url: String,
+    handshakes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl UntrustedTlsReceiver {
+    async fn start() -> UntrustedTlsReceiver {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let cert = CertificateDer::from_pem_file(dir.join("cert.pem")).expect("cert");
+        let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).expect("key");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("https://{}/hook", listener.local_addr().expect("addr"));
+        let handshakes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (h, r) = (handshakes.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                h.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, r) = (acceptor.clone(), r.clone());
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(tcp).await {
+                        let mut buf = [0u8; 4096];
+                        if tls.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            let _ = tls
+                                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        UntrustedTlsReceiver {
+            url,
+            handshakes,
+            requests,
+        }
+    }
+}
+
+/// https hooks are sent over TLS, and a certificate no trusted authority signed is refused
+/// before anything is sent: the attempt says why, and the delivery is retried (a certificate
+/// can be fixed), not lost.
+async fn https_receivers_must_present_a_trusted_certificate(env: TestEnv) {
+    use std::sync::atomic::Ordering;
+
+    let receiver = UntrustedTlsReceiver::start().await;
+    let repo = GitRepo::new();
+    let app = env.spawn(&[("HERALD_RETRY_SCHEDULE", "200ms,200ms")]).await;
+    create_project(&app, &repo.url()).await;
+    let (status, hook) = create_hook(&app, json!({"payload_url": receiver.url})).await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+
+    wait_until("the ping to fail", WAIT, || async {
+        deliveries(&app, &hook_id)
+            .await
+            .first()
+            .is_some_and(|d| d["status"] == json!("failed"))
+    })
+    .await;
+    let log = deliveries(&app, &hook_id).await;
+    let attempts = log[0]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3, "first try + 2 retries: {}", log[0]);
+    for attempt in attempts {
+        let error = attempt["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("could not connect") && error.contains("certificate"),
+            "{attempt}"
+        );
+    }
+    assert!(receiver.handshakes.load(Ordering::SeqCst) >= 3);
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        0,
+        "nothing was sent"
+    );
     app.stop().await;
     env.cleanup().await;
 }
