@@ -226,8 +226,8 @@ impl Db {
     /// where no commit can slip in, copying what the readers' passes left — but only once that
     /// is little ([`WRITER_PASS_FRAMES`], or a sixteenth of a long log): the readers try again
     /// a few times while it is more (pruning a backlog dirties pages faster than a pass copies
-    /// them, and a writer pass then held every push for tens of milliseconds). A log over [`LOG_LIMIT_FRAMES`] gets the
-    /// writer's pass whatever it costs, so the log stays bounded.
+    /// them, and a writer pass then held every push for tens of milliseconds). A log over
+    /// [`LOG_LIMIT_FRAMES`] gets the writer's pass whatever it costs, so the log stays bounded.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         self.checkpoint_within(LOG_LIMIT_FRAMES).await
     }

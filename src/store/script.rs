@@ -446,8 +446,8 @@ impl Script {
 
 /// Runs several independent reads (each written with its own `$1…$k`, with its values) and
 /// returns each one's rows, in order: on SQLite in one call to one reader connection; on
-/// PostgreSQL at once, each on its own connection. Each read sees everything committed before it started; they are
-/// not one snapshot.
+/// PostgreSQL at once, each on its own connection. Each read sees everything committed before
+/// it started; they are not one snapshot.
 pub async fn read_many(
     db: &Db,
     reads: Vec<(String, Vec<Value>)>,
@@ -475,7 +475,7 @@ async fn read_many_in(
     if reads.is_empty() {
         return Ok(Vec::new());
     }
-    if let (Some(direct), true) = (&db.direct, on_writer) {
+    if on_writer && let Some(direct) = &db.direct {
         let statements: Vec<(String, &[Value])> = reads
             .iter()
             .map(|(sql, values)| (question_marks(sql), values.as_slice()))

@@ -43,7 +43,6 @@ async fn count_ids(db: &herald::store::Db, prefix: &str) -> i64 {
 async fn write_scripts_are_all_or_nothing(env: TestEnv) {
     let app = env.spawn(&[]).await;
     let db = app.state.db.clone();
-    let count = |prefix: &'static str| count_ids(&db, prefix);
 
     // Good scripts: every statement lands, with values numbered across statements. (On
     // PostgreSQL a script's statements share one snapshot: the update touches an earlier row.)
@@ -60,8 +59,8 @@ async fn write_scripts_are_all_or_nothing(env: TestEnv) {
         .bind("script-test")
         .bind("a-99");
     script.commit(&db).await.expect("a good script commits");
-    assert_eq!(count("a").await, 100);
-    assert_eq!(count("e").await, 3);
+    assert_eq!(count_ids(&db, "a").await, 100);
+    assert_eq!(count_ids(&db, "e").await, 3);
     let at: i64 = sqlx::query_scalar(
         "SELECT received_at FROM inbound_deliveries WHERE source = 'script-test' AND delivery_id = 'a-99'",
     )
@@ -76,7 +75,7 @@ async fn write_scripts_are_all_or_nothing(env: TestEnv) {
     insert_ids(&mut script, "a", 1);
     let error = script.commit(&db).await.expect_err("a duplicate id fails");
     assert!(is_unique_violation(&error), "{error}");
-    assert_eq!(count("b").await, 0);
+    assert_eq!(count_ids(&db, "b").await, 0);
 
     // So does a long one (sent a statement at a time, in a transaction).
     let mut script = Script::new(db.backend);
@@ -84,13 +83,13 @@ async fn write_scripts_are_all_or_nothing(env: TestEnv) {
     insert_ids(&mut script, "a", 1);
     let error = script.commit(&db).await.expect_err("a duplicate id fails");
     assert!(is_unique_violation(&error), "{error}");
-    assert_eq!(count("c").await, 0);
+    assert_eq!(count_ids(&db, "c").await, 0);
 
     // The writer is usable afterwards, and a large script commits whole.
     let mut script = Script::new(db.backend);
     insert_ids(&mut script, "c", 12_000);
     script.commit(&db).await.expect("a large script commits");
-    assert_eq!(count("c").await, 12_000);
+    assert_eq!(count_ids(&db, "c").await, 12_000);
 
     // Inside a caller's transaction, a script is undone with it.
     let mut tx = db.writer().begin().await.expect("begin");
@@ -101,7 +100,7 @@ async fn write_scripts_are_all_or_nothing(env: TestEnv) {
         .await
         .expect("runs in the transaction");
     tx.rollback().await.expect("rollback");
-    assert_eq!(count("d").await, 0);
+    assert_eq!(count_ids(&db, "d").await, 0);
 
     // And the app still takes pushes and everything else through the same writer.
     let response = app
