@@ -343,6 +343,9 @@ pub async fn claim(
         return Ok(Vec::new());
     }
     let now = now_ms();
+    if !anything_due(db, channels, now).await? {
+        return Ok(Vec::new());
+    }
     let channel_list = (0..channels.len())
         .map(|i| format!("${}", i + 4))
         .collect::<Vec<_>>()
@@ -378,6 +381,25 @@ pub async fn claim(
         query = query.bind(key.as_str());
     }
     query.fetch_all(db.writer()).await
+}
+
+/// Whether any delivery of `channels` is due and unleased, asked of a reader: the dispatcher
+/// looks at the table four times a second, and a claim that finds nothing would still take the
+/// writer (on SQLite, every push waits for it: ~0.5 ms, four times a second).
+async fn anything_due(db: &Db, channels: &[&str], now: i64) -> Result<bool, StoreError> {
+    let channel_list = (0..channels.len())
+        .map(|i| format!("${}", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+         AND locked_until <= $1 AND channel IN ({channel_list}) LIMIT 1"
+    );
+    let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(now);
+    for channel in channels {
+        query = query.bind(*channel);
+    }
+    Ok(query.fetch_optional(db.reader()).await?.is_some())
 }
 
 /// The delay before retry number `failures` (1-based), with ±20 % jitter so that a burst of
