@@ -29,6 +29,9 @@ pub const PRIVATE_REFUSAL: &str = "set HERALD_ALLOW_PRIVATE_TARGETS=true to allo
 const USER_AGENT: &str = concat!("herald-Hookshot/", env!("CARGO_PKG_VERSION"));
 /// Idle connections kept per receiver: enough for a hook at its highest concurrency.
 const IDLE_PER_HOST: usize = 64;
+/// How long the rest of an answer's body is waited for once its status has arrived (at most a
+/// quarter of the timeout, so that the dispatcher's own timeout does not fire first).
+const BODY_WAIT: Duration = Duration::from_secs(2);
 
 /// The addresses `host` resolves to, minus loopback, private and reserved ones unless
 /// `allow_private`; an error when nothing is left.
@@ -129,6 +132,8 @@ impl HookClient {
         let mut http = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
         http.enforce_http(false);
         http.set_nodelay(true);
+        // Pooled connections idle up to 90 s: notice a peer (or a NAT) that dropped one.
+        http.set_keepalive(Some(Duration::from_secs(15)));
         http.set_connect_timeout(Some(Duration::from_secs(10).min(timeout)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_platform_verifier(rustls::crypto::aws_lc_rs::default_provider())?
@@ -143,8 +148,9 @@ impl HookClient {
         Ok(HookClient { client, timeout })
     }
 
-    /// POSTs `body` with `headers` to `url` (redirects are not followed) and reads at most
-    /// `keep` bytes of the answer; the rest is not read, and its connection is closed.
+    /// POSTs `body` with `headers` to `url` (redirects are not followed) within the timeout,
+    /// and reads at most `keep` bytes of the answer; the rest is not read, and its connection
+    /// is closed.
     pub async fn post(
         &self,
         url: &hyper::Uri,
@@ -155,46 +161,51 @@ impl HookClient {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(url.clone())
-            .header(hyper::header::USER_AGENT, USER_AGENT);
+            .header(hyper::header::USER_AGENT, USER_AGENT)
+            .header(hyper::header::ACCEPT, "*/*");
         if let Some(map) = request.headers_mut() {
             map.extend(headers);
         }
         let request = request
             .body(Full::new(body))
             .map_err(|e| SendError::Failed(e.to_string()))?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|error| {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Err(_) => return Err(SendError::TimedOut),
+            Ok(Err(error)) => {
                 let text = error_chain(&error);
-                if error.is_connect() {
+                return Err(if error.is_connect() {
                     SendError::Connect(text)
                 } else {
                     SendError::Failed(text)
-                }
-            })?;
-            let status = response.status();
-            let retry_after = crate::outbox::channel::retry_after(response.headers());
-            let mut incoming = response.into_body();
-            let mut kept = Vec::new();
-            while kept.len() < keep && !incoming.is_end_stream() {
-                match incoming.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            kept.extend_from_slice(&data);
-                        }
-                    }
-                    // A body cut short still leaves the status, which is what counts.
-                    Some(Err(_)) | None => break,
-                }
+                });
             }
-            kept.truncate(keep);
-            Ok(HookAnswer {
-                status,
-                retry_after,
-                body: kept,
-            })
+            Ok(Ok(response)) => response,
         };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .unwrap_or(Err(SendError::TimedOut))
+        // The answer is given: the body is only for the log, so a receiver that stalls in it
+        // is waited for briefly (and never past the deadline), and its status still counts.
+        let status = response.status();
+        let retry_after = crate::outbox::channel::retry_after(response.headers());
+        let body_deadline =
+            deadline.min(tokio::time::Instant::now() + BODY_WAIT.min(self.timeout / 4));
+        let mut incoming = response.into_body();
+        let mut kept = Vec::new();
+        while kept.len() < keep && !incoming.is_end_stream() {
+            match tokio::time::timeout_at(body_deadline, incoming.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        kept.extend_from_slice(&data);
+                    }
+                }
+                // Cut short, broken or too slow: what arrived is logged.
+                Ok(Some(Err(_)) | None) | Err(_) => break,
+            }
+        }
+        kept.truncate(keep);
+        Ok(HookAnswer {
+            status,
+            retry_after,
+            body: kept,
+        })
     }
 }

@@ -20,6 +20,7 @@ both_backends!(
     finished_deliveries_are_pruned_after_the_retention_period,
     the_delivery_log_is_pruned_in_the_background,
     https_receivers_must_present_a_trusted_certificate,
+    a_receiver_that_stalls_in_its_body_is_judged_by_its_status,
 );
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -1386,6 +1387,61 @@ async fn https_receivers_must_present_a_trusted_certificate(env: TestEnv) {
         0,
         "nothing was sent"
     );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A receiver that answers 200 at once but then stalls in the middle of its body, holding the
+/// connection: the delivery counts as delivered (its status is the answer), the part of the body
+/// that came is logged, and it is not sent again.
+async fn a_receiver_that_stalls_in_its_body_is_judged_by_its_status(env: TestEnv) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                if socket.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let head =
+                        "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nreceived, logging slowly";
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            });
+        }
+    });
+    let repo = GitRepo::new();
+    let app = env.spawn(&[]).await;
+    create_project(&app, &repo.url()).await;
+    let (status, hook) = create_hook(&app, json!({"payload_url": url})).await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+
+    wait_until("the ping to be delivered", WAIT, || async {
+        deliveries(&app, &hook_id)
+            .await
+            .first()
+            .is_some_and(|d| d["status"] == json!("delivered"))
+    })
+    .await;
+    let log = deliveries(&app, &hook_id).await;
+    let attempts = log[0]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{}", log[0]);
+    assert_eq!(attempts[0]["status_code"], json!(200));
+    assert_eq!(
+        attempts[0]["response_body"],
+        json!("received, logging slowly")
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once");
     app.stop().await;
     env.cleanup().await;
 }
