@@ -26,7 +26,8 @@ use crate::watch::repo::is_private_ip;
 
 /// What the SSRF refusals say, so that an operator knows the switch.
 pub const PRIVATE_REFUSAL: &str = "set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it";
-const USER_AGENT: &str = concat!("herald-Hookshot/", env!("CARGO_PKG_VERSION"));
+/// Sent with every request to a URL a user gave (hooks, Kakao callbacks).
+pub const USER_AGENT: &str = concat!("herald-Hookshot/", env!("CARGO_PKG_VERSION"));
 /// Idle connections kept per receiver: enough for a hook at its highest concurrency.
 const IDLE_PER_HOST: usize = 64;
 /// How long the rest of an answer's body is waited for once its status has arrived (at most a
@@ -99,7 +100,7 @@ pub struct HookAnswer {
 /// Why a send got no answer.
 #[derive(Debug)]
 pub enum SendError {
-    /// The whole exchange took longer than the timeout.
+    /// No answer (status and headers) within the timeout.
     TimedOut,
     /// No connection: refused, unreachable, TLS handshake failed, or the name was refused.
     Connect(String),

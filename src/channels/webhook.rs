@@ -66,7 +66,7 @@ impl Resolve for PublicOnlyResolver {
 /// a resolver that refuses loopback and private addresses (the SSRF check after DNS).
 pub fn guarded_client(timeout: Duration, allow_private: bool) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("herald-Hookshot/", env!("CARGO_PKG_VERSION")))
+        .user_agent(crate::channels::hook_client::USER_AGENT)
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .redirect(reqwest::redirect::Policy::none())

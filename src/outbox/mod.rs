@@ -346,24 +346,16 @@ pub async fn claim(
     if !anything_due(db, channels, now).await? {
         return Ok(Vec::new());
     }
-    let channel_list = (0..channels.len())
-        .map(|i| format!("${}", i + 4))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let due = due_condition(2, 4, channels.len());
     let busy_clause = if busy.is_empty() {
         String::new()
     } else {
-        let first = 4 + channels.len();
-        let list = (0..busy.len())
-            .map(|i| format!("${}", first + i))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = crate::store::placeholders(4 + channels.len(), busy.len());
         format!(" AND (channel || ':' || destination) NOT IN ({list})")
     };
     let sql = format!(
         "UPDATE deliveries SET locked_until = $1 WHERE id IN (\
-           SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $2 \
-           AND locked_until <= $2 AND channel IN ({channel_list}){busy_clause} \
+           SELECT id FROM deliveries WHERE {due}{busy_clause} \
            ORDER BY next_attempt_at, id LIMIT $3{}) \
          RETURNING id, channel, destination, \
            COALESCE((SELECT body FROM delivery_payloads b WHERE b.id = deliveries.payload_id), payload) AS payload, \
@@ -387,19 +379,22 @@ pub async fn claim(
 /// looks at the table four times a second, and a claim that finds nothing would still take the
 /// writer (on SQLite, every push waits for it: ~0.5 ms, four times a second).
 async fn anything_due(db: &Db, channels: &[&str], now: i64) -> Result<bool, StoreError> {
-    let channel_list = (0..channels.len())
-        .map(|i| format!("${}", i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
-         AND locked_until <= $1 AND channel IN ({channel_list}) LIMIT 1"
-    );
+    let due = due_condition(1, 2, channels.len());
+    let sql = format!("SELECT id FROM deliveries WHERE {due} LIMIT 1");
     let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(now);
     for channel in channels {
         query = query.bind(*channel);
     }
     Ok(query.fetch_optional(db.reader()).await?.is_some())
+}
+
+/// Pending, due at `$now` and not leased, on one of `channels` channels bound from `$first`.
+fn due_condition(now: usize, first: usize, channels: usize) -> String {
+    format!(
+        "status = 'pending' AND next_attempt_at <= ${now} AND locked_until <= ${now} \
+         AND channel IN ({})",
+        crate::store::placeholders(first, channels)
+    )
 }
 
 /// The delay before retry number `failures` (1-based), with ±20 % jitter so that a burst of
