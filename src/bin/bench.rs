@@ -104,6 +104,12 @@ enum Scenario {
         /// epoch, latency in ns), for looking into the slow ones.
         #[arg(long)]
         samples: Option<std::path::PathBuf>,
+        /// Measure the floor instead of herald: the same pushes to a relay in its own process
+        /// that does herald's HTTP work and nothing else (checks the push's signature, parses
+        /// it, answers 202 and at once sends it, signed both ways, to every endpoint with
+        /// herald's hook client): what this machine takes without a database or a queue.
+        #[arg(long, conflicts_with_all = ["with_hanging", "reqwest", "backlog"])]
+        floor: bool,
     },
     /// Idle authenticated chat sockets: memory per socket, CPU at rest with heartbeats.
     ChatSockets {
@@ -139,6 +145,17 @@ enum Scenario {
         users: usize,
         #[arg(long, default_value = "도움말")]
         text: String,
+    },
+    /// (internal) The relay `delivery-latency --floor` measures.
+    #[command(hide = true)]
+    RelayServer {
+        #[arg(long)]
+        port: u16,
+        /// The receiver's base URL; the relay sends to `{receiver}/hook/0` … `/hook/{endpoints-1}`.
+        #[arg(long)]
+        receiver: String,
+        #[arg(long)]
+        endpoints: usize,
     },
     /// (internal) The bare axum echo handler the kakao-skill scenario compares against.
     #[command(hide = true)]
@@ -881,6 +898,146 @@ struct LatencyRun<'a> {
     with_reqwest: bool,
     backlog: usize,
     samples_file: Option<&'a std::path::Path>,
+    floor: bool,
+}
+
+/// Where the latency scenario's pushes go.
+enum PushTarget {
+    Herald {
+        herald: Arc<Herald>,
+        _github: FakeGithub,
+        _repo: GitRepo,
+    },
+    /// The relay of `--floor`, in its own process.
+    Relay {
+        _child: tokio::process::Child,
+        address: std::net::SocketAddr,
+    },
+}
+
+impl PushTarget {
+    fn address(&self) -> std::net::SocketAddr {
+        match self {
+            PushTarget::Herald { herald, .. } => herald.address(),
+            PushTarget::Relay { address, .. } => *address,
+        }
+    }
+}
+
+/// Starts the relay (`relay-server`) for `endpoints` endpoints of `receiver`, and waits until it
+/// takes connections.
+async fn start_relay(receiver: &str, endpoints: usize) -> PushTarget {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        listener.local_addr().expect("addr").port()
+    };
+    let child = tokio::process::Command::new(std::env::current_exe().expect("own path"))
+        .args(["relay-server", "--port", &port.to_string()])
+        .args([
+            "--receiver",
+            receiver,
+            "--endpoints",
+            &endpoints.to_string(),
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the relay");
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the relay did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    PushTarget::Relay {
+        _child: child,
+        address,
+    }
+}
+
+/// herald's HTTP path without its database or queue: checks a push's GitHub signature, parses
+/// it, answers 202 and sends it to every endpoint at once, signed both ways, through herald's
+/// hook client (`delivery-latency --floor`).
+async fn relay_server(port: u16, receiver: &str, endpoints: usize) {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+    use herald::projects::signing::{github_signature, standard_webhooks_signature};
+    #[derive(Clone)]
+    struct Relay {
+        client: Arc<herald::channels::hook_client::HookClient>,
+        targets: Arc<Vec<Uri>>,
+        next_id: Arc<std::sync::atomic::AtomicU64>,
+    }
+    async fn push(
+        State(relay): State<Relay>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> StatusCode {
+        let signed = headers
+            .get("x-hub-signature-256")
+            .and_then(|v| v.to_str().ok());
+        if signed != Some(github_signature(SECRET, &body).as_str()) {
+            return StatusCode::UNAUTHORIZED;
+        }
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(event) if event["after"].is_string() => {}
+            _ => return StatusCode::BAD_REQUEST,
+        }
+        for target in relay.targets.iter() {
+            let (client, target, body) = (relay.client.clone(), target.clone(), body.clone());
+            let id = relay
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .to_string();
+            tokio::spawn(async move {
+                let timestamp = chrono::Utc::now().timestamp();
+                let signature = standard_webhooks_signature(SECRET, &id, timestamp, &body);
+                let headers = [
+                    ("content-type", "application/json".to_string()),
+                    ("webhook-id", id.clone()),
+                    ("webhook-timestamp", timestamp.to_string()),
+                    ("webhook-signature", signature),
+                    ("x-github-event", "push".into()),
+                    ("x-github-delivery", id),
+                    ("x-hub-signature-256", github_signature(SECRET, &body)),
+                ]
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        HeaderName::from_static(name),
+                        HeaderValue::try_from(value).ok()?,
+                    ))
+                });
+                let _ = client.post(&target, headers, body, 4096).await;
+            });
+        }
+        StatusCode::ACCEPTED
+    }
+    let relay = Relay {
+        client: Arc::new(
+            herald::channels::hook_client::HookClient::new(Duration::from_secs(15), true)
+                .expect("hook client"),
+        ),
+        targets: Arc::new(
+            (0..endpoints)
+                .map(|n| {
+                    format!("{receiver}/hook/{n}")
+                        .parse()
+                        .expect("receiver URL")
+                })
+                .collect(),
+        ),
+        next_id: Arc::default(),
+    };
+    let router = axum::Router::new()
+        .route("/hooks/github", axum::routing::post(push))
+        .with_state(relay);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    axum::serve(listener, router).await.expect("serve");
 }
 
 async fn webhook_delivery_latency(args: &Args, run: LatencyRun<'_>) {
@@ -892,19 +1049,34 @@ async fn webhook_delivery_latency(args: &Args, run: LatencyRun<'_>) {
         with_reqwest,
         backlog,
         samples_file,
+        floor,
     } = run;
-    let (herald, receiver, _github, repo) = webhook_setup(args, endpoints, hanging).await;
-    let pruning = if backlog > 0 {
-        Some(seed_old_deliveries(&herald.database_url, backlog).await)
+    let (target, receiver, base) = if floor {
+        let (receiver, url) = LeanReceiver::start().await;
+        // Any head will do: the relay reads nothing but the push itself.
+        (start_relay(&url, endpoints).await, receiver, "0".repeat(40))
     } else {
-        None
+        let (herald, receiver, github, repo) = webhook_setup(args, endpoints, hanging).await;
+        let base = repo.head("main");
+        let herald = Arc::new(herald);
+        let target = PushTarget::Herald {
+            herald,
+            _github: github,
+            _repo: repo,
+        };
+        (target, receiver, base)
+    };
+    let pruning = match (&target, backlog) {
+        (PushTarget::Herald { herald, .. }, 1..) => {
+            Some(seed_old_deliveries(&herald.database_url, backlog).await)
+        }
+        _ => None,
     };
     receiver
         .record
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let pushes_per_second = (rate / endpoints).max(1);
     let interval = Duration::from_secs_f64(1.0 / pushes_per_second as f64);
-    let base = repo.head("main");
     let total = pushes_per_second * seconds as usize;
     // When each push was sent: by the raw sender just before its request is written to the
     // socket, by reqwest before the request is handed to it.
@@ -912,10 +1084,9 @@ async fn webhook_delivery_latency(args: &Args, run: LatencyRun<'_>) {
         String,
         Instant,
     >::with_capacity(total)));
-    let herald = Arc::new(herald);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let acknowledged = if with_reqwest {
+    let acknowledged = if let (true, PushTarget::Herald { herald, .. }) = (with_reqwest, &target) {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..total {
             ticker.tick().await;
@@ -938,7 +1109,7 @@ async fn webhook_delivery_latency(args: &Args, run: LatencyRun<'_>) {
         }
         acknowledged
     } else {
-        raw_pushes(&herald, &base, total, &mut ticker, &sent).await
+        raw_pushes(target.address(), &base, total, &mut ticker, &sent).await
     };
     let expected = total * endpoints;
     let started = Instant::now();
@@ -960,8 +1131,12 @@ async fn webhook_delivery_latency(args: &Args, run: LatencyRun<'_>) {
         }
     }
     println!(
-        "backend: {:?}; {endpoints} healthy endpoints{}; {rate} deliveries/s ({pushes_per_second} pushes/s) for {seconds} s",
-        args.backend,
+        "{}; {endpoints} healthy endpoints{}; {rate} deliveries/s ({pushes_per_second} pushes/s) for {seconds} s",
+        if floor {
+            "the floor: a relay without database or queue".to_string()
+        } else {
+            format!("backend: {:?}", args.backend)
+        },
         if hanging {
             " + 1 endpoint that never answers"
         } else {
@@ -1136,7 +1311,7 @@ fn push_request(address: std::net::SocketAddr, delivery: &str, body: &str) -> Ve
 /// stays out of the measurement); notes in `sent` when each was written. Returns the
 /// push → answer latencies.
 async fn raw_pushes(
-    herald: &Herald,
+    address: std::net::SocketAddr,
     base: &str,
     total: usize,
     ticker: &mut tokio::time::Interval,
@@ -1144,7 +1319,6 @@ async fn raw_pushes(
 ) -> Vec<Duration> {
     use tokio::io::AsyncWriteExt;
     const CONNECTIONS: usize = 8;
-    let address = herald.address();
     let (queue, requests) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
     let requests = Arc::new(tokio::sync::Mutex::new(requests));
     let mut connections = tokio::task::JoinSet::new();
@@ -2164,6 +2338,11 @@ async fn main() {
             text,
         } => kakao_skill(&args, *connections, *seconds, *users, text).await,
         Scenario::EchoServer { port } => echo_server(*port).await,
+        Scenario::RelayServer {
+            port,
+            receiver,
+            endpoints,
+        } => relay_server(*port, receiver, *endpoints).await,
         Scenario::KbSearch {
             documents,
             queries,
@@ -2182,6 +2361,7 @@ async fn main() {
             reqwest,
             backlog,
             samples,
+            floor,
         } => {
             webhook_delivery_latency(
                 &args,
@@ -2193,6 +2373,7 @@ async fn main() {
                     with_reqwest: *reqwest,
                     backlog: *backlog,
                     samples_file: samples.as_deref(),
+                    floor: *floor,
                 },
             )
             .await
