@@ -12,6 +12,7 @@ pub mod channel;
 pub mod retention;
 pub mod worker;
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use rand::RngExt;
@@ -107,16 +108,20 @@ pub fn enqueue_into(
             if i > 0 {
                 sql.push(',');
             }
-            let params: Vec<String> = (1..=INSERT_PARAMS).map(|n| format!("${}", p + n)).collect();
-            sql.push_str(&format!(
-                "({}, 'pending', {}, {}, {}, {}, {})",
-                params[..8].join(", "),
-                params[8],
-                params[9],
-                params[9],
-                params[10],
-                params[11]
-            ));
+            // Written in place: a push's fan-out builds this text on the single writer's turn.
+            sql.push('(');
+            for n in 1..=8 {
+                let _ = write!(sql, "${}, ", p + n);
+            }
+            let _ = write!(
+                sql,
+                "'pending', ${}, ${}, ${}, ${}, ${})",
+                p + 9,
+                p + 10,
+                p + 10,
+                p + 11,
+                p + 12
+            );
         }
         script.push(sql);
         for (delivery, payload_id) in chunk.iter().zip(shared) {

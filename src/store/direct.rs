@@ -71,7 +71,7 @@ impl Direct {
     ) -> Result<(), rusqlite::Error> {
         let conn = lock(&self.writer);
         settle(&conn)?;
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+        run_cached(&conn, "BEGIN IMMEDIATE")?;
         let result = (|| {
             for (sql, values) in statements {
                 let mut statement = prepare_bound(&conn, sql, values)?;
@@ -79,7 +79,7 @@ impl Direct {
                 let mut rows = statement.raw_query();
                 while rows.next()?.is_some() {}
             }
-            conn.execute_batch("COMMIT")
+            run_cached(&conn, "COMMIT")
         })();
         if result.is_err() {
             // A failed COMMIT may have rolled back by itself; otherwise undo what ran. If even
@@ -119,6 +119,12 @@ fn settle(conn: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
+/// A statement without parameters or rows (`BEGIN IMMEDIATE`, `COMMIT`), kept prepared rather
+/// than parsed again on every transaction.
+fn run_cached(conn: &rusqlite::Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
+}
+
 /// `sql` prepared (or taken from the connection's cache) with `values` bound to `?1…`; a
 /// statement whose parameters are not exactly `?1…?k` for its `k` values is refused (binding
 /// is by position, so a `$n` left unconverted would take another value silently).
@@ -129,11 +135,15 @@ fn prepare_bound<'c>(
 ) -> Result<rusqlite::CachedStatement<'c>, rusqlite::Error> {
     let mut statement = conn.prepare_cached(sql)?;
     let count = statement.parameter_count();
-    let numbered = (1..=count).all(|i| {
-        statement
-            .parameter_name(i)
-            .is_none_or(|name| name.starts_with('?'))
-    });
+    // Named parameters (`$x`, `:x`, `@x`) need one of those characters in the text; without
+    // any, every parameter is a `?` or `?n` and the names need no look (a push's statements
+    // carry over a hundred, each name a call into SQLite).
+    let numbered = !sql.contains(['$', ':', '@'])
+        || (1..=count).all(|i| {
+            statement
+                .parameter_name(i)
+                .is_none_or(|name| name.starts_with('?'))
+        });
     if count != values.len() || !numbered {
         return Err(rusqlite::Error::InvalidParameterCount(values.len(), count));
     }

@@ -24,6 +24,8 @@
 //!
 //! Values are only BIGINT and TEXT (the storage boundary), so a script keeps them as [`Value`].
 
+use std::fmt::Write as _;
+
 use sqlx::any::AnyArguments;
 use sqlx::{Arguments, AssertSqlSafe};
 
@@ -339,36 +341,39 @@ impl Script {
             return Ok(());
         }
         if let (Some(direct), Some(_writer)) = (&db.direct, &turn.0) {
-            let mut statements: Vec<(String, Vec<Value>)> =
+            // Each statement with the range of its values in `values` (moved, not copied).
+            let mut statements: Vec<(String, std::ops::Range<usize>)> =
                 Vec::with_capacity(self.statements.len());
             for s in &self.statements {
-                let values = self
-                    .values
-                    .get(s.first..s.first + s.params)
-                    .ok_or_else(|| {
-                        StoreError::Protocol(format!(
-                            "statement bound with too few values: {}",
-                            s.sql
-                        ))
-                    })?;
-                statements.push((question_marks(&s.sql), values.to_vec()));
+                let range = s.first..s.first + s.params;
+                if range.end > self.values.len() {
+                    return Err(StoreError::Protocol(format!(
+                        "statement bound with too few values: {}",
+                        s.sql
+                    )));
+                }
+                statements.push((question_marks(&s.sql), range));
             }
-            let write = |direct: &super::direct::Direct, statements: &[(String, Vec<Value>)]| {
+            let write = |direct: &super::direct::Direct,
+                         statements: &[(String, std::ops::Range<usize>)],
+                         values: &[Value]| {
                 direct.write(
                     statements
                         .iter()
-                        .map(|(sql, values)| (sql.as_str(), values.as_slice())),
+                        .map(|(sql, range)| (sql.as_str(), &values[range.clone()])),
                 )
             };
             // A long script (a fan-out to thousands: ~300 ms for 10,000 rows) runs on a blocking
             // thread rather than hold up a runtime thread; the turn stays held meanwhile.
             let long = statements.len() > STATEMENTS_PER_CALL || self.values.len() > LONG_VALUES;
             let statements = std::sync::Arc::new(statements);
+            let values = std::sync::Arc::new(self.values);
             super::direct::retry_while_busy_async(|| {
-                let (direct, statements) = (direct.clone(), statements.clone());
+                let (direct, statements, values) =
+                    (direct.clone(), statements.clone(), values.clone());
                 async move {
                     if long {
-                        tokio::task::spawn_blocking(move || write(&direct, &statements))
+                        tokio::task::spawn_blocking(move || write(&direct, &statements, &values))
                             .await
                             .unwrap_or_else(|failed| {
                                 if failed.is_panic() {
@@ -381,7 +386,7 @@ impl Script {
                                 ))
                             })
                     } else {
-                        write(&direct, &statements)
+                        write(&direct, &statements, &values)
                     }
                 }
             })
@@ -630,7 +635,7 @@ fn renumber(sql: &str, offset: usize) -> String {
     let mut copied = 0;
     placeholders(sql, |range, n| {
         out.push_str(&sql[copied..range.start]);
-        out.push_str(&format!("${}", n + offset));
+        let _ = write!(out, "${}", n + offset);
         copied = range.end;
     });
     out.push_str(&sql[copied..]);
@@ -642,10 +647,11 @@ fn renumber(sql: &str, offset: usize) -> String {
 fn question_marks(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut copied = 0;
-    placeholders(sql, |range, n| {
+    placeholders(sql, |range, _| {
+        // The `$` becomes `?`; the number after it is copied with the next stretch.
         out.push_str(&sql[copied..range.start]);
-        out.push_str(&format!("?{n}"));
-        copied = range.end;
+        out.push('?');
+        copied = range.start + 1;
     });
     out.push_str(&sql[copied..]);
     out
