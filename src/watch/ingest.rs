@@ -355,54 +355,33 @@ fn heads_and_seen_reads(batch: &[Job]) -> Vec<(String, Vec<Value>)> {
             values.push(value);
             format!("${}", values.len())
         };
-        if !inbound_chunk.is_empty() {
-            let condition = inbound_chunk
-                .iter()
-                .map(|(source, id)| {
-                    format!(
-                        "(source = {} AND delivery_id = {})",
-                        next((*source).into()),
-                        next((*id).into())
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" OR ");
+        // One lookup of a whole primary key per key, never `(a AND b) OR (a AND c)`: PostgreSQL
+        // factors the common `a` out of such an OR and, until it has statistics on the table
+        // (a new database, a fast-growing one), scans every row under it — every commit ever
+        // announced on the branch (17 ms at 6,000 commits, growing without bound).
+        for (source, id) in inbound_chunk {
             parts.push(format!(
                 "SELECT CAST(2 AS BIGINT) AS kind, CAST(0 AS BIGINT) AS repository_id, source AS name, \
-                 delivery_id AS sha FROM inbound_deliveries WHERE {condition}"
+                 delivery_id AS sha FROM inbound_deliveries WHERE source = {} AND delivery_id = {}",
+                next((*source).into()),
+                next((*id).into())
             ));
         }
-        if !heads_chunk.is_empty() {
-            let condition = heads_chunk
-                .iter()
-                .map(|(repository, branch)| {
-                    format!(
-                        "(repository_id = {} AND branch = {})",
-                        next((*repository).into()),
-                        next((*branch).into())
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" OR ");
+        for (repository, branch) in heads_chunk {
             parts.push(format!(
-                "SELECT CAST(0 AS BIGINT) AS kind, repository_id, branch AS name, sha FROM branch_heads WHERE {condition}"
+                "SELECT CAST(0 AS BIGINT) AS kind, repository_id, branch AS name, sha FROM branch_heads \
+                 WHERE repository_id = {} AND branch = {}",
+                next((*repository).into()),
+                next((*branch).into())
             ));
         }
-        if !commits_chunk.is_empty() {
-            let condition = commits_chunk
-                .iter()
-                .map(|(repository, ref_name, sha)| {
-                    format!(
-                        "(repository_id = {} AND ref = {} AND sha = {})",
-                        next((*repository).into()),
-                        next((*ref_name).into()),
-                        next((*sha).into())
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" OR ");
+        for (repository, ref_name, sha) in commits_chunk {
             parts.push(format!(
-                "SELECT CAST(1 AS BIGINT) AS kind, repository_id, ref AS name, sha FROM seen_commits WHERE {condition}"
+                "SELECT CAST(1 AS BIGINT) AS kind, repository_id, ref AS name, sha FROM seen_commits \
+                 WHERE repository_id = {} AND ref = {} AND sha = {}",
+                next((*repository).into()),
+                next((*ref_name).into()),
+                next((*sha).into())
             ));
         }
         reads.push((parts.join(" UNION ALL "), values));
