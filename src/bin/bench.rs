@@ -924,33 +924,42 @@ impl PushTarget {
     }
 }
 
-/// Starts the relay (`relay-server`) for `endpoints` endpoints of `receiver`, and waits until it
-/// takes connections.
-async fn start_relay(receiver: &str, endpoints: usize) -> PushTarget {
+/// Runs this bench binary's hidden `scenario` (a server) in a process of its own on a free
+/// loopback port, with `args`, and waits until it takes connections.
+async fn start_server_process(
+    scenario: &str,
+    args: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         listener.local_addr().expect("addr").port()
     };
     let child = tokio::process::Command::new(std::env::current_exe().expect("own path"))
-        .args(["relay-server", "--port", &port.to_string()])
-        .args([
-            "--receiver",
-            receiver,
-            "--endpoints",
-            &endpoints.to_string(),
-        ])
+        .args([scenario, "--port", &port.to_string()])
+        .args(args)
         .kill_on_drop(true)
         .spawn()
-        .expect("start the relay");
+        .unwrap_or_else(|e| panic!("start {scenario}: {e}"));
     let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let started = Instant::now();
     while tokio::net::TcpStream::connect(address).await.is_err() {
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "the relay did not start"
+            "{scenario} did not start"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    (child, address)
+}
+
+/// Starts the relay (`relay-server`) for `endpoints` endpoints of `receiver`.
+async fn start_relay(receiver: &str, endpoints: usize) -> PushTarget {
+    let endpoints = endpoints.to_string();
+    let (child, address) = start_server_process(
+        "relay-server",
+        &["--receiver", receiver, "--endpoints", &endpoints],
+    )
+    .await;
     PushTarget::Relay {
         _child: child,
         address,
@@ -1898,24 +1907,7 @@ async fn kakao_skill(args: &Args, connections: usize, seconds: u64, users: usize
         describe(name, latencies);
     };
     // The bare handler first, in its own process like herald.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        listener.local_addr().expect("addr").port()
-    };
-    let mut echo = tokio::process::Command::new(std::env::current_exe().expect("own path"))
-        .args(["echo-server", "--port", &port.to_string()])
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the echo server");
-    let echo_address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(echo_address).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "echo server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut echo, echo_address) = start_server_process("echo-server", &[]).await;
     let requests: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..users)
             .map(|u| skill_request(&echo_address.to_string(), &format!("bench-user-{u}"), text))
