@@ -971,13 +971,14 @@ async fn start_relay(receiver: &str, endpoints: usize) -> PushTarget {
 /// hook client (`delivery-latency --floor`).
 async fn relay_server(port: u16, receiver: &str, endpoints: usize) {
     use axum::extract::State;
-    use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
-    use herald::projects::signing::{github_signature, standard_webhooks_signature};
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use herald::channels::webhook::signed_headers;
+    use herald::projects::signing::github_signature;
     #[derive(Clone)]
     struct Relay {
         client: Arc<herald::channels::hook_client::HookClient>,
         targets: Arc<Vec<Uri>>,
-        next_id: Arc<std::sync::atomic::AtomicU64>,
+        next_id: Arc<std::sync::atomic::AtomicI64>,
     }
     async fn push(
         State(relay): State<Relay>,
@@ -998,27 +999,9 @@ async fn relay_server(port: u16, receiver: &str, endpoints: usize) {
             let (client, target, body) = (relay.client.clone(), target.clone(), body.clone());
             let id = relay
                 .next_id
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                .to_string();
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
-                let timestamp = chrono::Utc::now().timestamp();
-                let signature = standard_webhooks_signature(SECRET, &id, timestamp, &body);
-                let headers = [
-                    ("content-type", "application/json".to_string()),
-                    ("webhook-id", id.clone()),
-                    ("webhook-timestamp", timestamp.to_string()),
-                    ("webhook-signature", signature),
-                    ("x-github-event", "push".into()),
-                    ("x-github-delivery", id),
-                    ("x-hub-signature-256", github_signature(SECRET, &body)),
-                ]
-                .into_iter()
-                .filter_map(|(name, value)| {
-                    Some((
-                        HeaderName::from_static(name),
-                        HeaderValue::try_from(value).ok()?,
-                    ))
-                });
+                let headers = signed_headers(SECRET, id, 0, "push", &body);
                 let _ = client.post(&target, headers, body, 4096).await;
             });
         }

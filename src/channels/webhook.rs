@@ -43,6 +43,39 @@ struct HookRuntime {
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
+/// The headers of a hook delivery: content type, Standard Webhooks id, timestamp (now) and
+/// signature, and GitHub's event, delivery id, hook id and `X-Hub-Signature-256`. The delivery
+/// id is the same on every retry.
+pub fn signed_headers(
+    secret: &str,
+    delivery_id: i64,
+    hook_id: i64,
+    event_type: &str,
+    body: &[u8],
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + use<> {
+    let id = delivery_id.to_string();
+    let timestamp = chrono::Utc::now().timestamp();
+    let value = |text: String| HeaderValue::try_from(text).ok();
+    [
+        (
+            "content-type",
+            Some(HeaderValue::from_static("application/json")),
+        ),
+        ("webhook-id", value(id.clone())),
+        ("webhook-timestamp", value(timestamp.to_string())),
+        (
+            "webhook-signature",
+            value(standard_webhooks_signature(secret, &id, timestamp, body)),
+        ),
+        ("x-github-event", value(event_type.to_string())),
+        ("x-github-delivery", value(id)),
+        ("x-github-hook-id", value(hook_id.to_string())),
+        ("x-hub-signature-256", value(github_signature(secret, body))),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((HeaderName::from_static(name), value?)))
+}
+
 pub struct WebhookChannel {
     db: Db,
     http: HookClient,
@@ -200,32 +233,14 @@ impl WebhookChannel {
             }
         };
 
-        let id = message.id.to_string();
-        let timestamp = chrono::Utc::now().timestamp();
         let body = message.payload.as_bytes();
-        let secret = &hook.target.secret;
-        let value = |text: String| HeaderValue::try_from(text).ok();
-        let headers = [
-            (
-                "content-type",
-                Some(HeaderValue::from_static("application/json")),
-            ),
-            ("webhook-id", value(id.clone())),
-            ("webhook-timestamp", value(timestamp.to_string())),
-            (
-                "webhook-signature",
-                value(standard_webhooks_signature(secret, &id, timestamp, body)),
-            ),
-            (
-                "x-github-event",
-                value(message.event_type.unwrap_or("push").to_string()),
-            ),
-            ("x-github-delivery", value(id.clone())),
-            ("x-github-hook-id", value(hook_id.to_string())),
-            ("x-hub-signature-256", value(github_signature(secret, body))),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((HeaderName::from_static(name), value?)));
+        let headers = signed_headers(
+            &hook.target.secret,
+            message.id,
+            hook_id,
+            message.event_type.unwrap_or("push"),
+            body,
+        );
         let payload = bytes::Bytes::copy_from_slice(body);
         let answer = match self
             .http
