@@ -219,43 +219,58 @@ impl Db {
     /// Moves the SQLite write-ahead log into the database file and lets it start over; the app
     /// calls it every second. A no-op on PostgreSQL.
     ///
-    /// From a reader connection first: it copies the log (and pays the fsyncs) without holding
-    /// up writers. But commits go on meanwhile, so under steady load the log is never wholly
-    /// copied, and SQLite only starts a log over from its beginning once it is: it grew by
-    /// ~15 MB/s at 1,000 deliveries/s, without bound. So a last pass runs on the writer itself,
-    /// where no commit can slip in, copying what the readers' passes left — but only once that
-    /// is little ([`WRITER_PASS_FRAMES`], or a sixteenth of a long log): the readers try again
-    /// a few times while it is more (pruning a backlog dirties pages faster than a pass copies
-    /// them, and a writer pass then held every push for tens of milliseconds). A log over
-    /// [`LOG_LIMIT_FRAMES`] gets the writer's pass whatever it costs, so the log stays bounded.
-    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+    /// SQLite starts a log over at the first write that finds all of it copied. The copying
+    /// runs on a reader connection, paying its fsyncs without holding up writers; but commits
+    /// go on meanwhile, so a pass that took a while (a second's log: ~16 MB, ~50 ms at 1,000
+    /// deliveries/s) never leaves the whole log copied. So the readers pass again at once, each
+    /// pass shorter than the one before (it copies what came in during the last), until one
+    /// finds nothing new: at that moment every frame was copied, and the next write starts the
+    /// log over. Under writes that never pause that long, the log grows; from
+    /// [`WRITER_PASS_AT_FRAMES`] on, a last pass runs on the writer itself, where no commit
+    /// can slip in. That pass holds every push for its two fsyncs (6–10 ms when it ran every
+    /// second, the largest part of the delivery latency's 99th percentile), so it is kept for
+    /// logs the readers could not start over, and it comes after the readers' shortest pass so
+    /// that it copies only what arrived during that one. Pruning a backlog dirties pages faster
+    /// than the readers copy them: the writer then waits until what is left is little (256
+    /// frames, or a sixteenth of a long log) — a writer pass over more held every push for tens
+    /// of milliseconds — except that a log over [`LOG_LIMIT_FRAMES`] gets the writer's pass
+    /// whatever it costs, so the log stays bounded.
+    pub async fn checkpoint(&self) -> Result<Checkpoint, StoreError> {
         self.checkpoint_within(LOG_LIMIT_FRAMES).await
     }
 
     /// [`Db::checkpoint`] with the log's bound given in frames (tests force the writer's pass
     /// with 0).
-    pub async fn checkpoint_within(&self, log_limit_frames: i64) -> Result<(), StoreError> {
+    pub async fn checkpoint_within(&self, log_limit_frames: i64) -> Result<Checkpoint, StoreError> {
         if self.backend != Backend::Sqlite {
-            return Ok(());
+            return Ok(Checkpoint::NoLog);
         }
         let mut log = 0;
         let mut left = 0;
+        let mut copied_before = None;
         for _ in 0..READER_CHECKPOINT_PASSES {
             let (_busy, frames, copied): (i64, i64, i64) =
                 sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                     .fetch_one(&self.read)
                     .await?;
             (log, left) = (frames, frames - copied);
-            if left <= WRITER_PASS_FRAMES {
-                break;
+            // Nothing committed since the last pass, which had copied everything: the next
+            // write starts the log over (so does an empty log: it just did).
+            if frames == 0 {
+                return Ok(Checkpoint::NoLog);
             }
+            if left == 0 && copied_before == Some(copied) {
+                return Ok(Checkpoint::CopiedByReaders);
+            }
+            copied_before = Some(copied);
         }
-        if writer_pass_needed(log, left, log_limit_frames) {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&self.write)
-                .await?;
+        if !writer_pass_needed(log, left, log_limit_frames) {
+            return Ok(Checkpoint::NotYet);
         }
-        Ok(())
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.write)
+            .await?;
+        Ok(Checkpoint::CopiedByWriter)
     }
 
     pub async fn close(&self) {
@@ -272,23 +287,44 @@ impl Db {
     }
 }
 
+/// How a [`Db::checkpoint`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Nothing to copy: an empty log (it has just started over), or not SQLite.
+    NoLog,
+    /// The readers' passes copied every frame with no commit in between: the next write starts
+    /// the log over.
+    CopiedByReaders,
+    /// The writer's pass copied the rest: the next write starts the log over.
+    CopiedByWriter,
+    /// Commits kept coming and the log is still short: left for the next checkpoint.
+    NotYet,
+}
+
 /// Log frames (pages) the writer's own checkpoint pass may copy at least: ~1 MiB, a millisecond
 /// or two (more once the log is over 16 MiB, see [`writer_pass_needed`]).
 const WRITER_PASS_FRAMES: i64 = 256;
-/// Reader passes per checkpoint, at most, to bring what is left under [`WRITER_PASS_FRAMES`].
-const READER_CHECKPOINT_PASSES: usize = 4;
+/// Reader passes per checkpoint, at most, to copy the whole log (each is shorter than the one
+/// before while the writes keep up their pace: ~50 ms, 5 ms, 3 ms… at 1,000 deliveries/s).
+const READER_CHECKPOINT_PASSES: usize = 8;
+/// A log shorter than this (32 MiB of 4 KiB pages) is left to the readers' passes to start over.
+const WRITER_PASS_AT_FRAMES: i64 = 8_192;
 /// A log this long (64 MiB of 4 KiB pages) is copied whole by the writer, however long it takes.
 const LOG_LIMIT_FRAMES: i64 = 16_384;
 
-/// Whether the writer's checkpoint pass runs after the readers' left `left` of `log` frames.
-/// Even with nothing left it does (then it copies nothing and syncs nothing): a commit may have
-/// begun during the readers' pass, and only a pass under the writer's lock makes sure the next
-/// write finds the whole log copied and starts it over.
+/// Whether the writer's checkpoint pass runs after the readers' passes left `left` of `log`
+/// frames without ever finding all of it copied. Not for a log under [`WRITER_PASS_AT_FRAMES`]:
+/// the readers' next passes will likely start it over, and the writer's pass would hold every
+/// write for its fsyncs. Even with nothing left it does run (then it copies nothing and syncs
+/// nothing): a commit may have begun during the readers' last pass, and only a pass under the
+/// writer's lock makes sure the next write finds the whole log copied and starts it over.
 /// The allowance grows with the log (a sixteenth of it), so that under writes the readers never
 /// quite catch up with, the writer copies a moderate rest early rather than the whole log at
 /// [`LOG_LIMIT_FRAMES`] in one long hold.
 fn writer_pass_needed(log: i64, left: i64, log_limit_frames: i64) -> bool {
-    log > 0 && (left <= WRITER_PASS_FRAMES.max(log / 16) || log >= log_limit_frames)
+    log > 0
+        && log >= WRITER_PASS_AT_FRAMES.min(log_limit_frames)
+        && (left <= WRITER_PASS_FRAMES.max(log / 16) || log >= log_limit_frames)
 }
 
 const LEASE_MS: i64 = 120_000;
@@ -407,15 +443,21 @@ mod checkpoint_tests {
     #[test]
     fn the_writer_copies_only_a_short_rest_of_the_log_unless_the_log_is_too_long() {
         assert!(!writer_pass_needed(0, 0, LOG_LIMIT_FRAMES));
-        assert!(writer_pass_needed(5_000, 0, LOG_LIMIT_FRAMES));
+        // A short log is left to the readers, however little of it is left to copy.
+        assert!(!writer_pass_needed(5_000, 0, LOG_LIMIT_FRAMES));
         assert!(writer_pass_needed(
-            5_000,
+            WRITER_PASS_AT_FRAMES,
+            0,
+            LOG_LIMIT_FRAMES
+        ));
+        assert!(writer_pass_needed(
+            WRITER_PASS_AT_FRAMES,
             WRITER_PASS_FRAMES,
             LOG_LIMIT_FRAMES
         ));
         assert!(!writer_pass_needed(
-            4_000,
-            WRITER_PASS_FRAMES + 1,
+            WRITER_PASS_AT_FRAMES,
+            WRITER_PASS_FRAMES.max(WRITER_PASS_AT_FRAMES / 16) + 1,
             LOG_LIMIT_FRAMES
         ));
         assert!(writer_pass_needed(

@@ -1,7 +1,9 @@
 //! The storage layer's own promises, on both backends: a write script is all or nothing, in one
 //! call or (a long one) several, and the writer stays usable after a script fails.
 
-use herald::store::{Row, Script, Value, is_unique_violation, read_many, read_many_in_turn};
+use herald::store::{
+    Checkpoint, Row, Script, Value, is_unique_violation, read_many, read_many_in_turn,
+};
 
 use crate::both_backends;
 use crate::helpers::TestEnv;
@@ -201,9 +203,42 @@ async fn reads_return_each_statements_rows_with_their_types(env: TestEnv) {
 }
 
 /// Under steady writes a checkpoint lets the SQLite log start over, so it does not grow without
-/// bound (a checkpoint from a reader alone never catches up with commits made meanwhile).
+/// bound (a checkpoint from a reader alone never catches up with commits made meanwhile): the
+/// writer's own pass copies what the readers' left (forced here with a bound of 0 frames).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_log_starts_over_under_steady_writes() {
+    log_starts_over_under_writes(None, |db| async move {
+        // However much the readers' passes left (a debug build writing flat out outruns them),
+        // the writer's pass copies it when the log is over the bound; 0 forces it.
+        db.checkpoint_within(0).await.expect("checkpoint")
+    })
+    .await;
+}
+
+/// Writes that leave gaps between commits (a steady pace rather than flat out): the readers'
+/// passes alone start the log over — the writer's pass, which holds every write for its fsyncs,
+/// is not needed for a short log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_log_starts_over_without_holding_up_paced_writes() {
+    log_starts_over_under_writes(Some(std::time::Duration::from_millis(5)), |db| async move {
+        let end = db.checkpoint().await.expect("checkpoint");
+        assert_ne!(
+            end,
+            Checkpoint::CopiedByWriter,
+            "a short log took the writer's pass"
+        );
+        end
+    })
+    .await;
+}
+
+/// Writes (one commit every `pace`, or flat out) while `checkpoint` runs a few times: the log
+/// must start over.
+async fn log_starts_over_under_writes<F, Fut>(pace: Option<std::time::Duration>, checkpoint: F)
+where
+    F: Fn(herald::store::Db) -> Fut,
+    Fut: std::future::Future<Output = Checkpoint>,
+{
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let Some(env) = TestEnv::new(crate::helpers::Backend::Sqlite).await else {
@@ -217,7 +252,11 @@ async fn sqlite_log_starts_over_under_steady_writes() {
         let (db, commits, stop) = (db.clone(), commits.clone(), stop.clone());
         async move {
             let mut n = 0;
+            let mut ticks = pace.map(tokio::time::interval);
             while !stop.load(Ordering::Relaxed) {
+                if let Some(ticks) = ticks.as_mut() {
+                    ticks.tick().await;
+                }
                 let mut script = Script::new(db.backend);
                 insert_ids(&mut script, &format!("w{n}"), 20);
                 script.commit(&db).await.expect("write");
@@ -252,9 +291,7 @@ async fn sqlite_log_starts_over_under_steady_writes() {
     // a reader happens to be between frames just then: a few tries, each after a checkpoint.
     let mut after = before;
     for _ in 0..5 {
-        // However much the readers' passes left (a debug build writing flat out outruns
-        // them), the writer's pass copies it when the log is over the bound; 0 forces it.
-        db.checkpoint_within(0).await.expect("checkpoint");
+        checkpoint(db.clone()).await;
         let done = commits.load(Ordering::Relaxed);
         wait_for(done + 10).await;
         after = log_frames().await;
