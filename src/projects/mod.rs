@@ -391,7 +391,7 @@ pub fn plan_webhook_deliveries(
         let body = match &body_for_project {
             Some((id, body)) if *id == project.id => body.clone(),
             _ => {
-                let body = payload::push(project, event).to_string();
+                let body = payload::push(project, event);
                 body_for_project = Some((project.id, body.clone()));
                 body
             }
