@@ -157,19 +157,39 @@ fn share_payloads(
     ids: &IdGenerator,
     deliveries: &[NewDelivery],
 ) -> Vec<Option<i64>> {
-    let mut carriers: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Distinct long payloads, with how many deliveries carry each, and which one each delivery
+    // carries. A fan-out's deliveries come in runs with one payload (a push's hooks, one after
+    // another), so each is compared with the one before it first: hashing the ~2 KB body of
+    // every delivery of a push cost more than the rest of this put together.
+    let mut bodies: Vec<(&str, usize)> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut carried: Vec<Option<usize>> = Vec::with_capacity(deliveries.len());
+    let mut last: Option<usize> = None;
     for delivery in deliveries {
-        if delivery.payload.len() >= SHARED_PAYLOAD_MIN_BYTES {
-            *carriers.entry(delivery.payload.as_str()).or_default() += 1;
+        let payload = delivery.payload.as_str();
+        if payload.len() < SHARED_PAYLOAD_MIN_BYTES {
+            carried.push(None);
+            continue;
         }
+        let slot = match last {
+            Some(slot) if bodies[slot].0 == payload => slot,
+            _ => *index.entry(payload).or_insert_with(|| {
+                bodies.push((payload, 0));
+                bodies.len() - 1
+            }),
+        };
+        bodies[slot].1 += 1;
+        carried.push(Some(slot));
+        last = Some(slot);
     }
-    carriers.retain(|_, count| *count > 1);
-    if carriers.is_empty() {
-        return vec![None; deliveries.len()];
-    }
-    let rows: Vec<(&str, i64)> = carriers
-        .into_keys()
-        .map(|body| (body, ids.next()))
+    let stored: Vec<Option<i64>> = bodies
+        .iter()
+        .map(|(_, carriers)| (*carriers > 1).then(|| ids.next()))
+        .collect();
+    let rows: Vec<(&str, i64)> = bodies
+        .iter()
+        .zip(&stored)
+        .filter_map(|((body, _), id)| Some((*body, (*id)?)))
         .collect();
     for chunk in rows.chunks(INSERT_CHUNK) {
         let values = (0..chunk.len())
@@ -183,11 +203,7 @@ fn share_payloads(
             script.bind(*id).bind(*body);
         }
     }
-    let stored: std::collections::HashMap<&str, i64> = rows.into_iter().collect();
-    deliveries
-        .iter()
-        .map(|d| stored.get(d.payload.as_str()).copied())
-        .collect()
+    carried.into_iter().map(|slot| stored[slot?]).collect()
 }
 
 /// Channels whose deliveries may skip the claim round trip: no global pacing, so a leased row
@@ -721,6 +737,46 @@ pub fn truncate_bytes(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_payload_several_deliveries_carry_is_stored_once_each() {
+        let long = |c: char| c.to_string().repeat(SHARED_PAYLOAD_MIN_BYTES);
+        let delivery = |payload: String| NewDelivery {
+            channel: "webhook".into(),
+            destination: "1".into(),
+            payload,
+            event_id: None,
+            contact_id: None,
+            webhook_id: None,
+            event_type: None,
+        };
+        // Runs and interleavings; a short payload and a long one carried once stay inline.
+        let deliveries: Vec<NewDelivery> = [
+            long('a'),
+            long('a'),
+            long('b'),
+            "short".to_string(),
+            long('a'),
+            long('b'),
+            long('c'),
+        ]
+        .into_iter()
+        .map(delivery)
+        .collect();
+        let mut script = Script::new(Backend::Sqlite);
+        let stored = share_payloads(&mut script, &IdGenerator::new(1), &deliveries);
+        let (a, b) = (stored[0].expect("a stored"), stored[2].expect("b stored"));
+        assert_ne!(a, b);
+        assert_eq!(
+            stored,
+            vec![Some(a), Some(a), Some(b), None, Some(a), Some(b), None]
+        );
+        assert!(!script.is_empty());
+        let mut none = Script::new(Backend::Sqlite);
+        let single = share_payloads(&mut none, &IdGenerator::new(1), &deliveries[..1]);
+        assert_eq!(single, vec![None]);
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn retry_schedule_with_jitter_then_exhausted() {
