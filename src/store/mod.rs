@@ -254,11 +254,12 @@ impl Db {
                     .fetch_one(&self.read)
                     .await?;
             (log, left) = (frames, frames - copied);
-            // Nothing committed since the last pass, which had copied everything: the next
-            // write starts the log over (so does an empty log: it just did).
+            // An empty log has just started over.
             if frames == 0 {
                 return Ok(Checkpoint::NoLog);
             }
+            // Nothing committed since the last pass, which had copied everything: the next
+            // write starts the log over.
             if left == 0 && copied_before == Some(copied) {
                 return Ok(Checkpoint::CopiedByReaders);
             }
