@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::Semaphore;
 
 use crate::channels::hook_client::{HookClient, PRIVATE_REFUSAL, resolve_guarded};
+use crate::ids::now_ms;
 use crate::outbox::channel::OutgoingMessage;
 use crate::outbox::{Attempt, Channel, Verdict};
 use crate::projects::signing::{github_signature, standard_webhooks_signature};
@@ -29,6 +31,8 @@ use crate::watch::repo::is_private_host;
 
 /// How long a hook's settings are trusted before they are read again.
 const HOOK_CACHE_TTL: Duration = Duration::from_secs(2);
+/// The longest a delivery waits for a permit of a hook whose permits are all taken.
+const BUSY_DEFER_MAX: Duration = Duration::from_secs(2);
 /// How much of a receiver's answer is kept in the attempt log.
 const RESPONSE_LOG_BYTES: usize = 4096;
 
@@ -40,7 +44,26 @@ struct HookRuntime {
     private_host: Option<String>,
     loaded_at: Instant,
     permits: Arc<Semaphore>,
+    /// When a send last found a free permit (Unix ms), kept across reloads like `permits`.
+    last_free: Arc<AtomicI64>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
+}
+
+impl HookRuntime {
+    /// How long a delivery waits when every permit is taken: a quarter of how long the hook
+    /// has had none free, from 50 ms up to [`BUSY_DEFER_MAX`]. A hook that answers slowly frees
+    /// permits often and its queue is tried again soon; one that holds every request until the
+    /// timeout (a dead receiver) would otherwise have its whole backlog claimed, tried and put
+    /// back twenty times a second — a write per delivery each time, which doubled herald's CPU
+    /// with one such hook among 100 and slowed the healthy ones' deliveries with it.
+    fn busy_wait(&self) -> Duration {
+        busy_wait_after(now_ms().saturating_sub(self.last_free.load(Ordering::Relaxed)))
+    }
+}
+
+/// [`HookRuntime::busy_wait`] for a hook that has had no free permit for `busy_ms`.
+fn busy_wait_after(busy_ms: i64) -> Duration {
+    Duration::from_millis((busy_ms / 4).clamp(50, BUSY_DEFER_MAX.as_millis() as i64) as u64)
 }
 
 /// The headers of a hook delivery: content type, Standard Webhooks id, timestamp (now) and
@@ -144,17 +167,22 @@ impl WebhookChannel {
             return Ok(None);
         };
         // Keep the live semaphore and limiter unless the hook's limits changed.
-        let (permits, limiter) = match &cached {
+        let (permits, last_free, limiter) = match &cached {
             Some(old)
                 if old.target.max_concurrency == target.max_concurrency
                     && old.target.rate_per_second == target.rate_per_second =>
             {
-                (old.permits.clone(), old.limiter.clone())
+                (
+                    old.permits.clone(),
+                    old.last_free.clone(),
+                    old.limiter.clone(),
+                )
             }
             _ => (
                 Arc::new(Semaphore::new(
                     target.max_concurrency.clamp(1, 1000) as usize
                 )),
+                Arc::new(AtomicI64::new(now_ms())),
                 target
                     .rate_per_second
                     .and_then(|rate| NonZeroU32::new(rate.clamp(1, 100_000) as u32))
@@ -176,6 +204,7 @@ impl WebhookChannel {
             target,
             loaded_at: Instant::now(),
             permits,
+            last_free,
             limiter,
         });
         self.hooks
@@ -207,8 +236,9 @@ impl WebhookChannel {
             return Attempt::failed(Verdict::Permanent, None, None, "the webhook is disabled");
         }
         let Ok(_permit) = hook.permits.clone().try_acquire_owned() else {
-            return Attempt::deferred(Duration::from_millis(50));
+            return Attempt::deferred(hook.busy_wait());
         };
+        hook.last_free.store(now_ms(), Ordering::Relaxed);
         if let Some(limiter) = &hook.limiter
             && limiter.check().is_err()
         {
@@ -293,6 +323,16 @@ impl Channel for WebhookChannel {
 mod tests {
     use super::*;
     use crate::outbox::channel::parse_retry_after;
+
+    #[test]
+    fn a_hook_without_free_permits_is_tried_less_often_the_longer_it_stays_so() {
+        assert_eq!(busy_wait_after(0), Duration::from_millis(50));
+        assert_eq!(busy_wait_after(200), Duration::from_millis(50));
+        assert_eq!(busy_wait_after(1_000), Duration::from_millis(250));
+        assert_eq!(busy_wait_after(60_000), BUSY_DEFER_MAX);
+        // A clock step backwards never makes it negative.
+        assert_eq!(busy_wait_after(-5_000), Duration::from_millis(50));
+    }
 
     #[test]
     fn retry_after_in_seconds_or_as_a_date() {
