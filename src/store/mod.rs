@@ -249,10 +249,14 @@ impl Db {
         let mut left = 0;
         let mut copied_before = None;
         for _ in 0..READER_CHECKPOINT_PASSES {
-            let (_busy, frames, copied): (i64, i64, i64) =
+            let (busy, frames, copied): (i64, i64, i64) =
                 sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                     .fetch_one(&self.read)
                     .await?;
+            // Another checkpoint is running (SQLite answers -1 frames): it does the work.
+            if busy != 0 || frames < 0 {
+                return Ok(Checkpoint::NotYet);
+            }
             (log, left) = (frames, frames - copied);
             // An empty log has just started over.
             if frames == 0 {
@@ -298,7 +302,8 @@ pub enum Checkpoint {
     CopiedByReaders,
     /// The writer's pass copied the rest: the next write starts the log over.
     CopiedByWriter,
-    /// Commits kept coming and the log is still short: left for the next checkpoint.
+    /// Commits kept coming and the log is still short, or another checkpoint was running:
+    /// left for the next checkpoint.
     NotYet,
 }
 

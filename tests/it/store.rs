@@ -275,18 +275,43 @@ where
             .await;
         }
     };
+    // The log's length, read by a checkpoint pass of our own; while the app's own checkpoint
+    // is running SQLite answers "busy" with -1 frames, so ask again until it is not.
     let log_frames = || {
         let db = db.clone();
         async move {
-            let row: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(db.reader())
-                .await
-                .expect("checkpoint");
-            row.1
+            let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
+            loop {
+                let (busy, frames, _): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                        .fetch_one(db.reader())
+                        .await
+                        .expect("checkpoint");
+                if busy == 0 && frames >= 0 {
+                    return frames;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the checkpoint stayed busy"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
         }
     };
     wait_for(300).await;
-    let before = log_frames().await;
+    // A log of some length, so that "shorter afterwards" means it started over (the app's own
+    // checkpoint may just have started it over, leaving it nearly empty).
+    let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
+    let mut before = log_frames().await;
+    while before < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log never reached 100 frames"
+        );
+        let done = commits.load(Ordering::Relaxed);
+        wait_for(done + 5).await;
+        before = log_frames().await;
+    }
     // The log starts over at the first write after a checkpoint that copied all of it, unless
     // a reader happens to be between frames just then: a few tries, each after a checkpoint.
     let mut after = before;
