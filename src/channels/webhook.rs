@@ -166,16 +166,28 @@ impl WebhookChannel {
                 .remove(&id);
             return Ok(None);
         };
-        // Keep the live semaphore and limiter unless the hook's limits changed.
-        let (permits, last_free, limiter) = match &cached {
-            Some(old)
-                if old.target.max_concurrency == target.max_concurrency
-                    && old.target.rate_per_second == target.rate_per_second =>
+        let parsed = url::Url::parse(&target.payload_url);
+        let private_host = parsed
+            .as_ref()
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .filter(|host| is_private_host(host));
+        let uri = parsed
+            .map_err(|e| e.to_string())
+            .and_then(|u| u.as_str().parse::<hyper::Uri>().map_err(|e| e.to_string()));
+        // Keep the live semaphore and limiter unless the hook's limits changed — those of the
+        // entry in the map now, under its lock: two sends that both found no entry (or a stale
+        // one) load at once, and each making its own semaphore let both through a limit of one.
+        let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+        let (permits, last_free, limiter) = match hooks.get(&id) {
+            Some(current)
+                if current.target.max_concurrency == target.max_concurrency
+                    && current.target.rate_per_second == target.rate_per_second =>
             {
                 (
-                    old.permits.clone(),
-                    old.last_free.clone(),
-                    old.limiter.clone(),
+                    current.permits.clone(),
+                    current.last_free.clone(),
+                    current.limiter.clone(),
                 )
             }
             _ => (
@@ -189,15 +201,6 @@ impl WebhookChannel {
                     .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate)))),
             ),
         };
-        let parsed = url::Url::parse(&target.payload_url);
-        let private_host = parsed
-            .as_ref()
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .filter(|host| is_private_host(host));
-        let uri = parsed
-            .map_err(|e| e.to_string())
-            .and_then(|u| u.as_str().parse::<hyper::Uri>().map_err(|e| e.to_string()));
         let runtime = Arc::new(HookRuntime {
             uri,
             private_host,
@@ -207,10 +210,7 @@ impl WebhookChannel {
             last_free,
             limiter,
         });
-        self.hooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, runtime.clone());
+        hooks.insert(id, runtime.clone());
         Ok(Some(runtime))
     }
 
