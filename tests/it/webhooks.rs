@@ -898,6 +898,63 @@ async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
     env.cleanup().await;
 }
 
+both_backends!(a_hook_whose_permits_stay_taken_is_tried_less_and_less_often);
+
+/// A receiver that holds every request leaves its hook (one permit) with none free; the
+/// hook's queued deliveries are then put back for longer the longer that lasts, rather than
+/// claimed, tried and put back every 50 ms (a write each time, for its whole backlog).
+async fn a_hook_whose_permits_stay_taken_is_tried_less_and_less_often(env: TestEnv) {
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/app", &repo);
+    let holding = Receiver::start().await;
+    holding.set_always(Some(Reply::Delay(Duration::from_secs(5))));
+    let secret = "inbound";
+    let app = env
+        .spawn(&[
+            ("HERALD_GITHUB_API", github.base_url.as_str()),
+            ("HERALD_GIT_WEBHOOK_SECRET", secret),
+            ("HERALD_POLL_INTERVAL", "1h"),
+            // Longer than the receiver holds the ping, so that the permit stays taken 5 s.
+            ("HERALD_DELIVERY_TIMEOUT", "10s"),
+        ])
+        .await;
+    create_project(&app, "octo/app").await;
+    let (status, _) = create_hook(
+        &app,
+        json!({"payload_url": holding.url, "max_concurrency": 1}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // The ping takes the one permit (held 5 s); the push waits for it.
+    push_signed(
+        &app.client,
+        &app.address,
+        secret,
+        &repo.head("main"),
+        0,
+        "held",
+    )
+    .await;
+    // A put-back delivery that was never attempted waits `next_attempt_at - updated_at`: 50 ms
+    // at first, a quarter of the time without a free permit later (100 ms after 0.4 s).
+    wait_until(
+        "a queued delivery waits longer than at first",
+        WAIT,
+        || async {
+            app.count(
+                "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND attempts = 0 \
+             AND next_attempt_at - updated_at >= 100",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
 both_backends!(projects_belong_to_accounts_and_owners_hear_of_disabled_hooks);
 
 async fn projects_belong_to_accounts_and_owners_hear_of_disabled_hooks(env: TestEnv) {
