@@ -448,9 +448,20 @@ pub async fn hook_deliveries(
             .map_err(|_| ApiError::Validation("before: not a delivery id".into()))?,
         None => i64::MAX,
     };
+    // Two parts in one statement, so one snapshot (see migrations/*/0010_hook_log_index.sql):
+    // deliveries tried at least once or out of the queue, from the hook's index; and those
+    // still waiting for a first try, from the queue's own index — few, unless the hook has a
+    // backlog it has not started on.
     let rows = sqlx::query(
-        "SELECT id, event_type, status, attempts, created_at, next_attempt_at, last_error FROM deliveries \
-         WHERE webhook_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        "SELECT id, event_type, status, attempts, created_at, next_attempt_at, last_error FROM \
+         (SELECT id, event_type, status, attempts, created_at, next_attempt_at, last_error \
+          FROM deliveries WHERE webhook_id = $1 AND (status <> 'pending' OR attempts > 0) \
+          AND id < $2 ORDER BY id DESC LIMIT $3) AS tried \
+         UNION ALL SELECT id, event_type, status, attempts, created_at, next_attempt_at, last_error FROM \
+         (SELECT id, event_type, status, attempts, created_at, next_attempt_at, last_error \
+          FROM deliveries WHERE status = 'pending' AND attempts = 0 AND webhook_id = $1 \
+          AND id < $2 ORDER BY id DESC LIMIT $3) AS waiting \
+         ORDER BY id DESC LIMIT $3",
     )
     .bind(hook_id)
     .bind(before)
@@ -564,7 +575,8 @@ async fn recover(
         .timestamp_millis();
     let recovered = sqlx::query(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, failures = 0, locked_until = 0, \
-         updated_at = $1 WHERE webhook_id = $2 AND status = 'failed' AND created_at >= $3",
+         updated_at = $1 WHERE webhook_id = $2 AND status = 'failed' AND created_at >= $3 \
+         AND (status <> 'pending' OR attempts > 0)",
     )
     .bind(now_ms())
     .bind(hook.id)

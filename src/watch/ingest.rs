@@ -54,11 +54,36 @@ pub async fn accept_push(
         .map_err(|_| StoreError::Protocol("push ingestion stopped".into()))?
 }
 
-/// Pushes waiting to be committed, and whether a drain task is running.
+/// Pushes waiting to be committed, and whether a drain task is running; and who hears of a
+/// push to each repository, as last read.
 #[derive(Default)]
 pub struct IngestQueue {
     pending: std::sync::Mutex<(Vec<Job>, bool)>,
+    routing: std::sync::Mutex<RoutingCache>,
 }
+
+/// Who hears of a push to one repository: its subscribers (with their contacts) and the
+/// active hooks of its projects.
+#[derive(Debug, Default)]
+pub struct Routing {
+    subscribers: Vec<Subscriber>,
+    hooks: Vec<crate::projects::ProjectHook>,
+}
+
+/// [`Routing`] by repository, as of one `routing_version` (migration 0011). That row changes
+/// in the same transaction as any change to subscriptions, contacts, projects or hooks (by
+/// triggers, whoever makes it: another node, an operator's SQL), so a push reads it — one
+/// small row — instead of the subscribers and hooks, and reads those only for repositories
+/// not yet cached or after the version moved on. The routing is always read in a later round
+/// than the version it is filed under, so it is never older than that version says.
+#[derive(Default)]
+struct RoutingCache {
+    version: Option<i64>,
+    by_repository: HashMap<i64, std::sync::Arc<Routing>>,
+}
+
+/// Repositories kept at most; past it the cache starts over.
+const ROUTING_CACHE_ENTRIES: usize = 10_000;
 
 /// The most events one transaction takes.
 const BATCH: usize = 64;
@@ -227,8 +252,7 @@ struct Known {
     inbound: HashSet<(String, String)>,
     heads: HashMap<(i64, String), Option<String>>,
     seen: HashSet<(i64, String, String)>,
-    subscribers: HashMap<i64, Vec<Subscriber>>,
-    hooks: Vec<crate::projects::ProjectHook>,
+    routing: HashMap<i64, std::sync::Arc<Routing>>,
 }
 
 /// Which pushes are new: a redelivered webhook (its id already recorded), or one sent twice in
@@ -247,10 +271,10 @@ fn fresh_inbound(batch: &[Job], recorded: &HashSet<(String, String)>) -> Vec<boo
         .collect()
 }
 
-/// Reads recorded inbound ids, heads and announced commits (one statement) and the subscribers
-/// and project hooks of every repository of the batch, all at once
-/// ([`store::read_many_in_turn`]: on the writer connection on SQLite, concurrent statements on
-/// PostgreSQL).
+/// Reads recorded inbound ids, heads and announced commits (one statement) and the routing
+/// version, then the subscribers and project hooks of the batch's repositories that the
+/// routing cache cannot answer for ([`store::read_many_in_turn`]: on the writer connection on
+/// SQLite, concurrent statements on PostgreSQL).
 async fn read_known(
     state: &AppState,
     turn: &mut store::WriterTurn,
@@ -264,19 +288,20 @@ async fn read_known(
         }
     }
     let mut reads = heads_and_seen_reads(batch);
-    let known_reads = reads.len();
-    reads.extend(subscriber_reads(&repositories));
-    let subscriber_reads_end = reads.len();
-    reads.extend(crate::projects::hook_target_reads(&repositories));
+    reads.push((
+        "SELECT version FROM routing_version".to_string(),
+        Vec::new(),
+    ));
     let mut results = store::read_many_in_turn(&state.db, turn, reads).await?;
-    let hook_rows = results.split_off(subscriber_reads_end);
-    let subscriber_rows = results.split_off(known_reads);
+    let version: Option<i64> = results
+        .pop()
+        .and_then(|rows| rows.into_iter().next())
+        .map(|row| row.get(0));
     let mut known = Known {
         inbound: HashSet::new(),
         heads: HashMap::new(),
         seen: HashSet::new(),
-        subscribers: HashMap::new(),
-        hooks: crate::projects::hook_targets_from(hook_rows.into_iter().flatten(), &repositories),
+        routing: HashMap::new(),
     };
     for row in results.into_iter().flatten() {
         let kind: i64 = row.get(0);
@@ -294,19 +319,75 @@ async fn read_known(
             }
         }
     }
-    for row in subscriber_rows.into_iter().flatten() {
-        known
-            .subscribers
-            .entry(row.get(6))
-            .or_default()
-            .push(Subscriber {
-                branch: row.get(0),
-                paths: serde_json::from_str(&row.get::<String>(1)).unwrap_or_default(),
-                exclude_authors: serde_json::from_str(&row.get::<String>(2)).unwrap_or_default(),
-                contact_id: row.get(3),
-                channel: row.get(4),
-                address: row.get(5),
-            });
+    let missing: Vec<(i64, &str)> = {
+        let mut cache = state
+            .ingest
+            .routing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if cache.version != version || version.is_none() {
+            cache.by_repository.clear();
+            cache.version = version;
+        }
+        repositories
+            .iter()
+            .filter(|(id, _)| match cache.by_repository.get(id) {
+                Some(routing) => {
+                    known.routing.insert(*id, routing.clone());
+                    false
+                }
+                None => true,
+            })
+            .copied()
+            .collect()
+    };
+    if missing.is_empty() {
+        return Ok(known);
+    }
+    let mut reads = subscriber_reads(&missing);
+    let subscriber_reads_end = reads.len();
+    reads.extend(crate::projects::hook_target_reads(&missing));
+    let mut results = store::read_many_in_turn(&state.db, turn, reads).await?;
+    let hook_rows = results.split_off(subscriber_reads_end);
+    let mut read: HashMap<i64, Routing> = missing
+        .iter()
+        .map(|(id, _)| (*id, Routing::default()))
+        .collect();
+    for hook in crate::projects::hook_targets_from(hook_rows.into_iter().flatten(), &missing) {
+        if let Some(routing) = read.get_mut(&hook.project.repository_id) {
+            routing.hooks.push(hook);
+        }
+    }
+    for row in results.into_iter().flatten() {
+        let Some(routing) = read.get_mut(&row.get(6)) else {
+            continue;
+        };
+        routing.subscribers.push(Subscriber {
+            branch: row.get(0),
+            paths: serde_json::from_str(&row.get::<String>(1)).unwrap_or_default(),
+            exclude_authors: serde_json::from_str(&row.get::<String>(2)).unwrap_or_default(),
+            contact_id: row.get(3),
+            channel: row.get(4),
+            address: row.get(5),
+        });
+    }
+    let mut cache = state
+        .ingest
+        .routing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // Filed only under the version read before these rows (another batch may have moved it on
+    // meanwhile; then these are used for this batch alone).
+    let file = version.is_some() && cache.version == version;
+    if file && cache.by_repository.len() + read.len() > ROUTING_CACHE_ENTRIES {
+        cache.by_repository.clear();
+    }
+    for (id, routing) in read {
+        let routing = std::sync::Arc::new(routing);
+        if file {
+            cache.by_repository.insert(id, routing.clone());
+        }
+        known.routing.insert(id, routing);
     }
     Ok(known)
 }
@@ -423,8 +504,7 @@ fn apply(
         inbound: _,
         mut heads,
         mut seen,
-        subscribers,
-        hooks,
+        routing,
     } = known;
 
     // 1. The decisions, push by push, each seeing the ones before it.
@@ -554,17 +634,16 @@ fn apply(
     let mut deliveries = Vec::new();
     for (i, event, event_id) in &accepted {
         let repository = &batch[*i].repository;
+        let routing = routing.get(&repository.id);
         let mut planned = plan_notifications(
             &repository.url.display_name(),
             event,
             *event_id,
-            subscribers
-                .get(&repository.id)
-                .map_or(&[][..], Vec::as_slice),
+            routing.map_or(&[][..], |r| r.subscribers.as_slice()),
         );
         let notifications = planned.len();
         planned.extend(crate::projects::plan_webhook_deliveries(
-            &hooks,
+            routing.map_or(&[][..], |r| r.hooks.as_slice()),
             repository.id,
             event,
             *event_id,

@@ -898,6 +898,84 @@ async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
     env.cleanup().await;
 }
 
+both_backends!(who_hears_of_a_push_follows_every_change_to_hooks);
+
+/// The push path keeps each repository's hooks and subscribers in memory (watch::ingest); any
+/// change — through the API, or straight in the database by an operator — is seen by the next
+/// push.
+async fn who_hears_of_a_push_follows_every_change_to_hooks(env: TestEnv) {
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/app", &repo);
+    let first = Receiver::start().await;
+    let second = Receiver::start().await;
+    let secret = "inbound";
+    let app = env
+        .spawn(&[
+            ("HERALD_GITHUB_API", github.base_url.as_str()),
+            ("HERALD_GIT_WEBHOOK_SECRET", secret),
+            ("HERALD_POLL_INTERVAL", "1h"),
+        ])
+        .await;
+    create_project(&app, "octo/app").await;
+    let (status, _) = create_hook(&app, json!({"payload_url": first.url})).await;
+    assert_eq!(status, 201);
+    wait_until("the first ping", WAIT, || async { first.count() == 1 }).await;
+    let mut head = repo.head("main");
+    head = push_signed(&app.client, &app.address, secret, &head, 0, "routing").await;
+    wait_until("push 0 at the first hook", WAIT, || async {
+        first.count() == 2
+    })
+    .await;
+
+    // A hook added through the API hears the next push.
+    let (status, second_hook) = create_hook(&app, json!({"payload_url": second.url})).await;
+    assert_eq!(status, 201);
+    let second_id = second_hook["id"].as_str().expect("id").to_string();
+    wait_until("the second ping", WAIT, || async { second.count() == 1 }).await;
+    head = push_signed(&app.client, &app.address, secret, &head, 1, "routing").await;
+    wait_until("push 1 at both hooks", WAIT, || async {
+        first.count() == 3 && second.count() == 2
+    })
+    .await;
+
+    // An operator turns the first hook off in the database itself.
+    sqlx::query("UPDATE webhooks SET active = 0 WHERE payload_url = $1")
+        .bind(&first.url)
+        .execute(app.state.db.writer())
+        .await
+        .expect("update");
+    head = push_signed(&app.client, &app.address, secret, &head, 2, "routing").await;
+    wait_until("push 2 at the second hook", WAIT, || async {
+        second.count() == 3
+    })
+    .await;
+
+    // The second hook turned off through the API: nobody hears push 3.
+    let (status, patched) = app
+        .admin(
+            Method::PATCH,
+            &format!("/api/v1/projects/octo/app/webhooks/{second_id}"),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    push_signed(&app.client, &app.address, secret, &head, 3, "routing").await;
+    app.wait_for_outbox_drained().await;
+    assert_eq!(
+        (first.count(), second.count()),
+        (3, 3),
+        "only active hooks hear a push"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE event_type = 'push'")
+            .await,
+        4
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
 both_backends!(a_hook_whose_permits_stay_taken_is_tried_less_and_less_often);
 
 /// A receiver that holds every request leaves its hook (one permit) with none free; the
@@ -920,12 +998,13 @@ async fn a_hook_whose_permits_stay_taken_is_tried_less_and_less_often(env: TestE
         ])
         .await;
     create_project(&app, "octo/app").await;
-    let (status, _) = create_hook(
+    let (status, hook) = create_hook(
         &app,
         json!({"payload_url": holding.url, "max_concurrency": 1}),
     )
     .await;
     assert_eq!(status, 201);
+    let hook_id = hook["id"].as_str().unwrap_or_default().to_string();
     // The ping takes the one permit (held 5 s); the push waits for it.
     push_signed(
         &app.client,
@@ -951,6 +1030,49 @@ async fn a_hook_whose_permits_stay_taken_is_tried_less_and_less_often(env: TestE
         },
     )
     .await;
+    // The log lists deliveries not yet tried (the held ping, the waiting push) newest first,
+    // page by page, though the hook's log index only holds them once tried.
+    let log = deliveries(&app, &hook_id).await;
+    let summary: Vec<(&str, &str, i64)> = log
+        .iter()
+        .map(|d| {
+            (
+                d["event"].as_str().unwrap_or_default(),
+                d["status"].as_str().unwrap_or_default(),
+                d["attempt_count"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("push", "pending", 0), ("ping", "pending", 0)],
+        "{log:?}"
+    );
+    let page = |query: String| {
+        let app = &app;
+        let hook_id = &hook_id;
+        async move {
+            let (status, body) = app
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/projects/octo/app/webhooks/{hook_id}/deliveries?{query}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["deliveries"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let first = page("limit=1".into()).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["id"], log[0]["id"]);
+    let rest = page(format!(
+        "limit=1&before={}",
+        first[0]["id"].as_str().unwrap_or_default()
+    ))
+    .await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0]["id"], log[1]["id"]);
     app.stop().await;
     env.cleanup().await;
 }
