@@ -25,12 +25,18 @@ use crate::ids::now_ms;
 use crate::outbox::channel::OutgoingMessage;
 use crate::outbox::{Attempt, Channel, Verdict};
 use crate::projects::signing::{github_signature, standard_webhooks_signature};
-use crate::projects::{HookTarget, hook_target};
-use crate::store::Db;
+use crate::projects::{HookTarget, hook_target, hook_targets};
+use crate::store::{Db, StoreError};
 use crate::watch::repo::is_private_host;
 
-/// How long a hook's settings are trusted before they are read again.
-const HOOK_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How often the settings of the hooks in use are read again, in the background: a change
+/// (limits, turned off, deleted) reaches sends within about this long, on every node.
+const HOOK_REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// A send reads its hook's settings itself only when they are older than this: a hook not in
+/// the cache (first send, or none for a while), or refreshes failing.
+const HOOK_STALE_AFTER: Duration = Duration::from_secs(3);
+/// Hooks not sent to for this long leave the cache and are no longer refreshed.
+const HOOK_IDLE_AFTER: Duration = Duration::from_secs(60);
 /// The longest a delivery waits for a permit of a hook whose permits are all taken.
 const BUSY_DEFER_MAX: Duration = Duration::from_secs(2);
 /// How much of a receiver's answer is kept in the attempt log.
@@ -42,6 +48,7 @@ struct HookRuntime {
     uri: Result<hyper::Uri, String>,
     /// The URL's host when it is a loopback or private address (refused unless allowed).
     private_host: Option<String>,
+    /// When the read that found these settings started.
     loaded_at: Instant,
     permits: Arc<Semaphore>,
     /// When a send last found a free permit (Unix ms), kept across reloads like `permits`.
@@ -103,7 +110,94 @@ pub struct WebhookChannel {
     db: Db,
     http: HookClient,
     allow_private: bool,
-    hooks: Mutex<HashMap<i64, Arc<HookRuntime>>>,
+    hooks: Mutex<HashMap<i64, CachedHook>>,
+}
+
+struct CachedHook {
+    runtime: Arc<HookRuntime>,
+    used_at: Instant,
+}
+
+/// Files `target`, read from a statement that started at `read_at`, as hook `target.id`'s
+/// settings — unless the entry there was read later (a send's own read and the background
+/// refresh can cross) — and returns the settings now in force. The live semaphore, rate
+/// limiter and busy clock carry over while the limits are unchanged: taken from the entry in
+/// the map under its lock, since two sends that load at once each making their own semaphore
+/// let both through a limit of one.
+fn install(
+    hooks: &mut HashMap<i64, CachedHook>,
+    target: HookTarget,
+    read_at: Instant,
+) -> Arc<HookRuntime> {
+    let current = hooks.get(&target.id);
+    if let Some(current) = current
+        && current.runtime.loaded_at > read_at
+    {
+        return current.runtime.clone();
+    }
+    let (permits, last_free, limiter) = match current {
+        Some(CachedHook { runtime, .. })
+            if runtime.target.max_concurrency == target.max_concurrency
+                && runtime.target.rate_per_second == target.rate_per_second =>
+        {
+            (
+                runtime.permits.clone(),
+                runtime.last_free.clone(),
+                runtime.limiter.clone(),
+            )
+        }
+        _ => (
+            Arc::new(Semaphore::new(
+                target.max_concurrency.clamp(1, 1000) as usize
+            )),
+            Arc::new(AtomicI64::new(now_ms())),
+            target
+                .rate_per_second
+                .and_then(|rate| NonZeroU32::new(rate.clamp(1, 100_000) as u32))
+                .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate)))),
+        ),
+    };
+    let parsed = url::Url::parse(&target.payload_url);
+    let private_host = parsed
+        .as_ref()
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .filter(|host| is_private_host(host));
+    let uri = parsed
+        .map_err(|e| e.to_string())
+        .and_then(|u| u.as_str().parse::<hyper::Uri>().map_err(|e| e.to_string()));
+    let used_at = current.map_or_else(Instant::now, |c| c.used_at);
+    let runtime = Arc::new(HookRuntime {
+        uri,
+        private_host,
+        target,
+        loaded_at: read_at,
+        permits,
+        last_free,
+        limiter,
+    });
+    hooks.insert(
+        runtime.target.id,
+        CachedHook {
+            runtime: runtime.clone(),
+            used_at,
+        },
+    );
+    runtime
+}
+
+/// Reads the settings of the hooks in use again every [`HOOK_REFRESH_EVERY`], so that sends
+/// find them fresh in memory instead of reading them on the way; ends with the channel.
+async fn refresh_in_background(channel: std::sync::Weak<WebhookChannel>) {
+    let mut tick = tokio::time::interval(HOOK_REFRESH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(channel) = channel.upgrade() else {
+            return;
+        };
+        channel.refresh().await;
+    }
 }
 
 /// Resolves names like the system does, minus loopback, private and reserved addresses.
@@ -134,31 +228,62 @@ pub fn guarded_client(timeout: Duration, allow_private: bool) -> reqwest::Result
 }
 
 impl WebhookChannel {
+    /// The channel, with its background refresh of hook settings (a task on the current
+    /// runtime that ends when the channel is dropped).
     pub fn new(
         db: Db,
         timeout: Duration,
         allow_private: bool,
     ) -> std::io::Result<Arc<WebhookChannel>> {
-        Ok(Arc::new(WebhookChannel {
+        let channel = Arc::new(WebhookChannel {
             db,
             http: HookClient::new(timeout, allow_private)?,
             allow_private,
             hooks: Mutex::new(HashMap::new()),
-        }))
+        });
+        tokio::spawn(refresh_in_background(Arc::downgrade(&channel)));
+        Ok(channel)
     }
 
-    async fn hook(&self, id: i64) -> Result<Option<Arc<HookRuntime>>, sqlx::Error> {
-        let cached = self
+    async fn refresh(&self) {
+        let ids: Vec<i64> = {
+            let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+            hooks.retain(|_, hook| hook.used_at.elapsed() < HOOK_IDLE_AFTER);
+            hooks.keys().copied().collect()
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let read_at = Instant::now();
+        match hook_targets(&self.db, &ids).await {
+            Ok(targets) => {
+                let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
+                let found: std::collections::HashSet<i64> = targets.iter().map(|t| t.id).collect();
+                // Deleted since: the next send reads again and finds out.
+                hooks.retain(|id, hook| found.contains(id) || hook.runtime.loaded_at > read_at);
+                for target in targets {
+                    install(&mut hooks, target, read_at);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, "could not refresh webhook settings; sends read their own");
+            }
+        }
+    }
+
+    async fn hook(&self, id: i64) -> Result<Option<Arc<HookRuntime>>, StoreError> {
+        if let Some(cached) = self
             .hooks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned();
-        if let Some(runtime) = &cached
-            && runtime.loaded_at.elapsed() < HOOK_CACHE_TTL
+            .get_mut(&id)
         {
-            return Ok(cached);
+            cached.used_at = Instant::now();
+            if cached.runtime.loaded_at.elapsed() < HOOK_STALE_AFTER {
+                return Ok(Some(cached.runtime.clone()));
+            }
         }
+        let read_at = Instant::now();
         let Some(target) = hook_target(&self.db, id).await? else {
             self.hooks
                 .lock()
@@ -166,52 +291,8 @@ impl WebhookChannel {
                 .remove(&id);
             return Ok(None);
         };
-        let parsed = url::Url::parse(&target.payload_url);
-        let private_host = parsed
-            .as_ref()
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .filter(|host| is_private_host(host));
-        let uri = parsed
-            .map_err(|e| e.to_string())
-            .and_then(|u| u.as_str().parse::<hyper::Uri>().map_err(|e| e.to_string()));
-        // Keep the live semaphore and limiter unless the hook's limits changed — those of the
-        // entry in the map now, under its lock: two sends that both found no entry (or a stale
-        // one) load at once, and each making its own semaphore let both through a limit of one.
         let mut hooks = self.hooks.lock().unwrap_or_else(|p| p.into_inner());
-        let (permits, last_free, limiter) = match hooks.get(&id) {
-            Some(current)
-                if current.target.max_concurrency == target.max_concurrency
-                    && current.target.rate_per_second == target.rate_per_second =>
-            {
-                (
-                    current.permits.clone(),
-                    current.last_free.clone(),
-                    current.limiter.clone(),
-                )
-            }
-            _ => (
-                Arc::new(Semaphore::new(
-                    target.max_concurrency.clamp(1, 1000) as usize
-                )),
-                Arc::new(AtomicI64::new(now_ms())),
-                target
-                    .rate_per_second
-                    .and_then(|rate| NonZeroU32::new(rate.clamp(1, 100_000) as u32))
-                    .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate)))),
-            ),
-        };
-        let runtime = Arc::new(HookRuntime {
-            uri,
-            private_host,
-            target,
-            loaded_at: Instant::now(),
-            permits,
-            last_free,
-            limiter,
-        });
-        hooks.insert(id, runtime.clone());
-        Ok(Some(runtime))
+        Ok(Some(install(&mut hooks, target, read_at)))
     }
 
     async fn deliver(&self, message: OutgoingMessage<'_>) -> Attempt {
@@ -332,6 +413,43 @@ mod tests {
         assert_eq!(busy_wait_after(60_000), BUSY_DEFER_MAX);
         // A clock step backwards never makes it negative.
         assert_eq!(busy_wait_after(-5_000), Duration::from_millis(50));
+    }
+
+    fn target(id: i64, rate: Option<i64>, url: &str) -> HookTarget {
+        HookTarget {
+            id,
+            payload_url: url.to_string(),
+            secret: "s".into(),
+            active: true,
+            rate_per_second: rate,
+            max_concurrency: 1,
+        }
+    }
+
+    #[test]
+    fn settings_read_earlier_never_replace_ones_read_later() {
+        let mut hooks = HashMap::new();
+        let (early, late) = (Instant::now(), Instant::now() + Duration::from_millis(5));
+        let first = install(&mut hooks, target(7, None, "http://a.example/"), late);
+        // A refresh that started before the send's own read finishes after it: ignored.
+        let stale = install(&mut hooks, target(7, None, "http://old.example/"), early);
+        assert!(Arc::ptr_eq(&first, &stale));
+        assert_eq!(hooks[&7].runtime.target.payload_url, "http://a.example/");
+        // A later read with the same limits keeps the live semaphore (a permit held stays held).
+        let held = first.permits.clone().try_acquire_owned().expect("free");
+        let later = late + Duration::from_millis(5);
+        let moved = install(&mut hooks, target(7, None, "http://b.example/"), later);
+        assert!(Arc::ptr_eq(&moved.permits, &first.permits));
+        assert_eq!(moved.permits.available_permits(), 0);
+        drop(held);
+        // New limits: new semaphore and limiter.
+        let limited = install(
+            &mut hooks,
+            target(7, Some(5), "http://b.example/"),
+            later + Duration::from_millis(5),
+        );
+        assert!(!Arc::ptr_eq(&limited.permits, &first.permits));
+        assert!(limited.limiter.is_some());
     }
 
     #[test]

@@ -228,22 +228,36 @@ pub struct HookTarget {
 }
 
 pub async fn hook_target(db: &Db, id: i64) -> Result<Option<HookTarget>, StoreError> {
-    let row: Option<(i64, String, String, i64, Option<i64>, i64)> = sqlx::query_as(
-        "SELECT id, payload_url, secret, active, rate_per_second, max_concurrency FROM webhooks WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db.reader())
-    .await?;
-    Ok(row.map(
-        |(id, payload_url, secret, active, rate_per_second, max_concurrency)| HookTarget {
-            id,
-            payload_url,
-            secret,
-            active: active != 0,
-            rate_per_second,
-            max_concurrency,
-        },
-    ))
+    Ok(hook_targets(db, &[id]).await?.pop())
+}
+
+/// The settings of these hooks (those that still exist), read in statements of up to 64 ids.
+pub async fn hook_targets(db: &Db, ids: &[i64]) -> Result<Vec<HookTarget>, StoreError> {
+    let mut targets = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(64) {
+        let sql = format!(
+            "SELECT id, payload_url, secret, active, rate_per_second, max_concurrency FROM webhooks \
+             WHERE id IN ({})",
+            crate::store::placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query_as::<_, (i64, String, String, i64, Option<i64>, i64)>(
+            sqlx::AssertSqlSafe(sql),
+        );
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        targets.extend(query.fetch_all(db.reader()).await?.into_iter().map(
+            |(id, payload_url, secret, active, rate_per_second, max_concurrency)| HookTarget {
+                id,
+                payload_url,
+                secret,
+                active: active != 0,
+                rate_per_second,
+                max_concurrency,
+            },
+        ));
+    }
+    Ok(targets)
 }
 
 /// Sends in flight to one hook at once unless the hook says otherwise.
