@@ -47,10 +47,13 @@ impl Direct {
     /// Opens the writer connection to an existing database file, with the settings of the
     /// writer pool's (WAL, `synchronous = NORMAL`, foreign keys, no automatic checkpoint).
     pub fn open(path: &Path) -> Result<Direct, rusqlite::Error> {
-        let writer = rusqlite::Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // Its log writes gathered into one system call per commit (`walbatch`).
+        let writer = if super::walbatch::register() {
+            rusqlite::Connection::open_with_flags_and_vfs(path, flags, super::walbatch::VFS_NAME)?
+        } else {
+            rusqlite::Connection::open_with_flags(path, flags)?
+        };
         writer.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA busy_timeout = 0; PRAGMA foreign_keys = ON; \
@@ -81,6 +84,7 @@ impl Direct {
             }
             run_cached(&conn, "COMMIT")
         })();
+        super::walbatch::flush_after_commit(&conn);
         if result.is_err() {
             // A failed COMMIT may have rolled back by itself; otherwise undo what ran. If even
             // that fails, the next call tries again before anything else (`settle`).

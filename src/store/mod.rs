@@ -20,6 +20,7 @@ use crate::ids::now_ms;
 mod direct;
 mod nodelay;
 mod script;
+pub mod walbatch;
 
 pub use script::{FromValue, Row, Script, Value, WriterTurn, read_many, read_many_in_turn};
 
