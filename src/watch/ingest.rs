@@ -288,15 +288,15 @@ async fn read_known(
         }
     }
     let mut reads = heads_and_seen_reads(batch);
-    reads.push((
-        "SELECT version FROM routing_version".to_string(),
-        Vec::new(),
-    ));
-    let mut results = store::read_many_in_turn(&state.db, turn, reads).await?;
-    let version: Option<i64> = results
-        .pop()
-        .and_then(|rows| rows.into_iter().next())
-        .map(|row| row.get(0));
+    // The routing version rides along in the same statement (one read transaction, not two).
+    if let Some((sql, _)) = reads.first_mut() {
+        sql.push_str(
+            " UNION ALL SELECT CAST(3 AS BIGINT) AS kind, version AS repository_id, '' AS name, \
+             '' AS sha FROM routing_version",
+        );
+    }
+    let results = store::read_many_in_turn(&state.db, turn, reads).await?;
+    let mut version: Option<i64> = None;
     let mut known = Known {
         inbound: HashSet::new(),
         heads: HashMap::new(),
@@ -314,6 +314,7 @@ async fn read_known(
             1 => {
                 known.seen.insert((row.get(1), row.get(2), row.get(3)));
             }
+            3 => version = Some(row.get(1)),
             _ => {
                 known.inbound.insert((row.get(2), row.get(3)));
             }
@@ -394,7 +395,8 @@ async fn read_known(
 
 /// Recorded inbound ids, branch heads and announced commits of the batch's pushes, read in one
 /// statement (per 64 of each): all are (repository, name, sha) rows, told apart by the first
-/// column — 0 a head, 1 an announced commit, 2 an inbound id (source, id).
+/// column — 0 a head, 1 an announced commit, 2 an inbound id (source, id); [`read_known`]
+/// adds 3, the routing version, to the first.
 fn heads_and_seen_reads(batch: &[Job]) -> Vec<(String, Vec<Value>)> {
     let inbound_keys: Vec<(&str, &str)> = batch
         .iter()
