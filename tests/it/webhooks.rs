@@ -119,6 +119,27 @@ async fn create_project(app: &TestApp, repository: &str) -> Value {
     project
 }
 
+/// The inbound secret of the tests built on [`push_app`].
+const INBOUND: &str = "inbound";
+
+/// herald with a project `octo/app` on a fake GitHub repository, taking signed push webhooks
+/// (`push_signed` with [`INBOUND`]) and not polling; `extra` settings on top.
+async fn push_app(env: &TestEnv, extra: &[(&str, &str)]) -> (FakeGithub, GitRepo, TestApp) {
+    let github = FakeGithub::start().await;
+    let repo = GitRepo::new();
+    github.add_repo("octo/app", &repo);
+    let api = github.base_url.clone();
+    let mut settings = vec![
+        ("HERALD_GITHUB_API", api.as_str()),
+        ("HERALD_GIT_WEBHOOK_SECRET", INBOUND),
+        ("HERALD_POLL_INTERVAL", "1h"),
+    ];
+    settings.extend_from_slice(extra);
+    let app = env.spawn(&settings).await;
+    create_project(&app, "octo/app").await;
+    (github, repo, app)
+}
+
 async fn create_hook(app: &TestApp, body: Value) -> (u16, Value) {
     app.admin(
         Method::POST,
@@ -837,21 +858,11 @@ async fn kill_9_with_deliveries_queued_and_in_flight_loses_nothing(env: TestEnv)
 both_backends!(per_hook_rate_and_concurrency_limits_are_enforced);
 
 async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
-    let github = FakeGithub::start().await;
-    let repo = GitRepo::new();
-    github.add_repo("octo/app", &repo);
+    let (_github, repo, app) = push_app(&env, &[]).await;
     let limited = Receiver::start().await;
     let serial = Receiver::start().await;
     serial.set_always(Some(Reply::Delay(Duration::from_millis(200))));
-    let secret = "inbound";
-    let app = env
-        .spawn(&[
-            ("HERALD_GITHUB_API", github.base_url.as_str()),
-            ("HERALD_GIT_WEBHOOK_SECRET", secret),
-            ("HERALD_POLL_INTERVAL", "1h"),
-        ])
-        .await;
-    create_project(&app, "octo/app").await;
+    let secret = INBOUND;
     let (status, _) = create_hook(
         &app,
         json!({"payload_url": limited.url, "rate_per_second": 2}),
@@ -904,20 +915,10 @@ both_backends!(who_hears_of_a_push_follows_every_change_to_hooks);
 /// change — through the API, or straight in the database by an operator — is seen by the next
 /// push.
 async fn who_hears_of_a_push_follows_every_change_to_hooks(env: TestEnv) {
-    let github = FakeGithub::start().await;
-    let repo = GitRepo::new();
-    github.add_repo("octo/app", &repo);
+    let (_github, repo, app) = push_app(&env, &[]).await;
     let first = Receiver::start().await;
     let second = Receiver::start().await;
-    let secret = "inbound";
-    let app = env
-        .spawn(&[
-            ("HERALD_GITHUB_API", github.base_url.as_str()),
-            ("HERALD_GIT_WEBHOOK_SECRET", secret),
-            ("HERALD_POLL_INTERVAL", "1h"),
-        ])
-        .await;
-    create_project(&app, "octo/app").await;
+    let secret = INBOUND;
     let (status, _) = create_hook(&app, json!({"payload_url": first.url})).await;
     assert_eq!(status, 201);
     wait_until("the first ping", WAIT, || async { first.count() == 1 }).await;
@@ -982,22 +983,11 @@ both_backends!(a_hook_whose_permits_stay_taken_is_tried_less_and_less_often);
 /// hook's queued deliveries are then put back for longer the longer that lasts, rather than
 /// claimed, tried and put back every 50 ms (a write each time, for its whole backlog).
 async fn a_hook_whose_permits_stay_taken_is_tried_less_and_less_often(env: TestEnv) {
-    let github = FakeGithub::start().await;
-    let repo = GitRepo::new();
-    github.add_repo("octo/app", &repo);
+    // A delivery timeout longer than the receiver holds the ping: the permit stays taken 5 s.
+    let (_github, repo, app) = push_app(&env, &[("HERALD_DELIVERY_TIMEOUT", "10s")]).await;
     let holding = Receiver::start().await;
     holding.set_always(Some(Reply::Delay(Duration::from_secs(5))));
-    let secret = "inbound";
-    let app = env
-        .spawn(&[
-            ("HERALD_GITHUB_API", github.base_url.as_str()),
-            ("HERALD_GIT_WEBHOOK_SECRET", secret),
-            ("HERALD_POLL_INTERVAL", "1h"),
-            // Longer than the receiver holds the ping, so that the permit stays taken 5 s.
-            ("HERALD_DELIVERY_TIMEOUT", "10s"),
-        ])
-        .await;
-    create_project(&app, "octo/app").await;
+    let secret = INBOUND;
     let (status, hook) = create_hook(
         &app,
         json!({"payload_url": holding.url, "max_concurrency": 1}),
