@@ -34,7 +34,8 @@ use super::script::{Row, Value};
 const PREPARED: usize = 128;
 
 pub struct Direct {
-    writer: Mutex<rusqlite::Connection>,
+    /// `None` once closed ([`Direct::close`]).
+    writer: Mutex<Option<rusqlite::Connection>>,
 }
 
 impl std::fmt::Debug for Direct {
@@ -61,8 +62,18 @@ impl Direct {
         )?;
         writer.set_prepared_statement_cache_capacity(PREPARED);
         Ok(Direct {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// Closes the connection (with the pools, at shutdown); calls after it fail. The last
+    /// connection to a database to close copies the log into it and removes the log.
+    pub fn close(&self) {
+        if let Some(conn) = lock(&self.writer).take()
+            && let Err((_, error)) = conn.close()
+        {
+            tracing::warn!(%error, "could not close the SQLite writer connection");
+        }
     }
 
     /// Runs `statements` (each with `?n` placeholders and its values) as one transaction:
@@ -72,23 +83,24 @@ impl Direct {
         &self,
         statements: impl Iterator<Item = (&'a str, &'a [Value])>,
     ) -> Result<(), rusqlite::Error> {
-        let conn = lock(&self.writer);
-        settle(&conn)?;
-        run_cached(&conn, "BEGIN IMMEDIATE")?;
+        let guard = lock(&self.writer);
+        let conn = open(&guard)?;
+        settle(conn)?;
+        run_cached(conn, "BEGIN IMMEDIATE")?;
         let result = (|| {
             for (sql, values) in statements {
-                let mut statement = prepare_bound(&conn, sql, values)?;
+                let mut statement = prepare_bound(conn, sql, values)?;
                 // Stepped to the end: a statement may return rows (`RETURNING`), unread here.
                 let mut rows = statement.raw_query();
                 while rows.next()?.is_some() {}
             }
-            run_cached(&conn, "COMMIT")
+            run_cached(conn, "COMMIT")
         })();
-        super::walbatch::flush_after_commit(&conn);
+        super::walbatch::flush_after_commit(conn);
         if result.is_err() {
             // A failed COMMIT may have rolled back by itself; otherwise undo what ran. If even
             // that fails, the next call tries again before anything else (`settle`).
-            let _ = settle(&conn);
+            let _ = settle(conn);
         }
         result
     }
@@ -102,16 +114,29 @@ impl Direct {
         &self,
         reads: impl Iterator<Item = (&'a str, &'a [Value])>,
     ) -> Result<Vec<Vec<Row>>, rusqlite::Error> {
-        let conn = lock(&self.writer);
-        settle(&conn)?;
-        read_on(&conn, reads)
+        let guard = lock(&self.writer);
+        let conn = open(&guard)?;
+        settle(conn)?;
+        read_on(conn, reads)
     }
 }
 
 /// A connection, whether or not a panic left its lock poisoned (`write` undoes a transaction
 /// a panic left open).
-fn lock(conn: &Mutex<rusqlite::Connection>) -> MutexGuard<'_, rusqlite::Connection> {
+fn lock(
+    conn: &Mutex<Option<rusqlite::Connection>>,
+) -> MutexGuard<'_, Option<rusqlite::Connection>> {
     conn.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The connection, unless it was closed.
+fn open(conn: &Option<rusqlite::Connection>) -> Result<&rusqlite::Connection, rusqlite::Error> {
+    conn.as_ref().ok_or_else(|| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+            Some("the database was closed".into()),
+        )
+    })
 }
 
 /// Undoes a transaction left open on the connection (by a failed rollback, or a panic midway

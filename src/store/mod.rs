@@ -282,6 +282,10 @@ impl Db {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        if let Some(direct) = self.direct.clone() {
+            // Last to close, it copies the log into the database file: off the runtime threads.
+            let _ = tokio::task::spawn_blocking(move || direct.close()).await;
+        }
     }
 
     /// `FOR UPDATE SKIP LOCKED` where the backend has it; SQLite's single writer needs none.

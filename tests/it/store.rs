@@ -202,6 +202,37 @@ async fn reads_return_each_statements_rows_with_their_types(env: TestEnv) {
     env.cleanup().await;
 }
 
+/// herald stopping closes every connection to its SQLite file, the direct writer's too: the
+/// last one copies the log into the database and removes it, and the rows are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_leaves_its_sqlite_log_copied_and_removed() {
+    let Some(env) = TestEnv::new(crate::helpers::Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.spawn(&[]).await;
+    let db = app.state.db.clone();
+    for n in 0..20 {
+        let mut script = Script::new(db.backend);
+        insert_ids(&mut script, &format!("closing{n}"), 10);
+        script.commit(&db).await.expect("write");
+    }
+    let log = env.data_dir.path().join("herald.db-wal");
+    assert!(log.exists(), "the writes went to the log");
+    app.stop().await;
+    assert!(!log.exists(), "the log was copied and removed at shutdown");
+    assert!(db.reader().acquire().await.is_err(), "closed");
+    let plain = rusqlite::Connection::open(env.data_dir.path().join("herald.db")).expect("open");
+    let rows: i64 = plain
+        .query_row(
+            "SELECT COUNT(*) FROM inbound_deliveries WHERE delivery_id LIKE 'closing%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(rows, 200);
+    env.cleanup().await;
+}
+
 /// Under steady writes a checkpoint lets the SQLite log start over, so it does not grow without
 /// bound (a checkpoint from a reader alone never catches up with commits made meanwhile): the
 /// writer's own pass copies what the readers' left (forced here with a bound of 0 frames).
