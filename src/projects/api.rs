@@ -573,6 +573,8 @@ async fn recover(
     let since = chrono::DateTime::parse_from_rfc3339(input.since.trim())
         .map_err(|e| ApiError::Validation(format!("since: not an RFC 3339 time ({e})")))?
         .timestamp_millis();
+    // The last condition is implied by the status; written out so the hook's log index
+    // (whose condition it is, migration 0010) serves the query.
     let recovered = sqlx::query(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, failures = 0, locked_until = 0, \
          updated_at = $1 WHERE webhook_id = $2 AND status = 'failed' AND created_at >= $3 \

@@ -64,8 +64,8 @@ pub struct IngestQueue {
 
 /// Who hears of a push to one repository: its subscribers (with their contacts) and the
 /// active hooks of its projects.
-#[derive(Debug, Default)]
-pub struct Routing {
+#[derive(Default)]
+struct Routing {
     subscribers: Vec<Subscriber>,
     hooks: Vec<crate::projects::ProjectHook>,
 }
@@ -296,7 +296,7 @@ async fn read_known(
         );
     }
     let results = store::read_many_in_turn(&state.db, turn, reads).await?;
-    let mut version: Option<i64> = None;
+    let mut version = None;
     let mut known = Known {
         inbound: HashSet::new(),
         heads: HashMap::new(),
@@ -320,28 +320,28 @@ async fn read_known(
             }
         }
     }
-    let missing: Vec<(i64, &str)> = {
+    let version: i64 =
+        version.ok_or_else(|| StoreError::Protocol("the routing_version row is missing".into()))?;
+    let mut missing: Vec<(i64, &str)> = Vec::new();
+    {
         let mut cache = state
             .ingest
             .routing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if cache.version != version || version.is_none() {
+        if cache.version != Some(version) {
             cache.by_repository.clear();
-            cache.version = version;
+            cache.version = Some(version);
         }
-        repositories
-            .iter()
-            .filter(|(id, _)| match cache.by_repository.get(id) {
+        for &(id, remote) in &repositories {
+            match cache.by_repository.get(&id) {
                 Some(routing) => {
-                    known.routing.insert(*id, routing.clone());
-                    false
+                    known.routing.insert(id, routing.clone());
                 }
-                None => true,
-            })
-            .copied()
-            .collect()
-    };
+                None => missing.push((id, remote)),
+            }
+        }
+    }
     if missing.is_empty() {
         return Ok(known);
     }
@@ -379,7 +379,7 @@ async fn read_known(
         .unwrap_or_else(|p| p.into_inner());
     // Filed only under the version read before these rows (another batch may have moved it on
     // meanwhile; then these are used for this batch alone).
-    let file = version.is_some() && cache.version == version;
+    let file = cache.version == Some(version);
     if file && cache.by_repository.len() + read.len() > ROUTING_CACHE_ENTRIES {
         cache.by_repository.clear();
     }

@@ -150,10 +150,15 @@ async fn create_hook(app: &TestApp, body: Value) -> (u16, Value) {
 }
 
 async fn deliveries(app: &TestApp, hook_id: &str) -> Vec<Value> {
+    deliveries_page(app, hook_id, "").await
+}
+
+/// A page of a hook's delivery log (`query`: `limit`, `before`).
+async fn deliveries_page(app: &TestApp, hook_id: &str, query: &str) -> Vec<Value> {
     let (status, body) = app
         .admin(
             Method::GET,
-            &format!("/api/v1/projects/octo/app/webhooks/{hook_id}/deliveries"),
+            &format!("/api/v1/projects/octo/app/webhooks/{hook_id}/deliveries?{query}"),
             None,
         )
         .await;
@@ -862,7 +867,6 @@ async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
     let limited = Receiver::start().await;
     let serial = Receiver::start().await;
     serial.set_always(Some(Reply::Delay(Duration::from_millis(200))));
-    let secret = INBOUND;
     let (status, _) = create_hook(
         &app,
         json!({"payload_url": limited.url, "rate_per_second": 2}),
@@ -882,7 +886,7 @@ async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
 
     let mut before = repo.head("main");
     for i in 0..6 {
-        before = push_signed(&app.client, &app.address, secret, &before, i, "limit").await;
+        before = push_signed(&app.client, &app.address, INBOUND, &before, i, "limit").await;
     }
     wait_until("all pushes at both receivers", WAIT, || async {
         limited.count() == 7 && serial.count() == 7
@@ -918,12 +922,11 @@ async fn who_hears_of_a_push_follows_every_change_to_hooks(env: TestEnv) {
     let (_github, repo, app) = push_app(&env, &[]).await;
     let first = Receiver::start().await;
     let second = Receiver::start().await;
-    let secret = INBOUND;
     let (status, _) = create_hook(&app, json!({"payload_url": first.url})).await;
     assert_eq!(status, 201);
     wait_until("the first ping", WAIT, || async { first.count() == 1 }).await;
     let mut head = repo.head("main");
-    head = push_signed(&app.client, &app.address, secret, &head, 0, "routing").await;
+    head = push_signed(&app.client, &app.address, INBOUND, &head, 0, "routing").await;
     wait_until("push 0 at the first hook", WAIT, || async {
         first.count() == 2
     })
@@ -934,7 +937,7 @@ async fn who_hears_of_a_push_follows_every_change_to_hooks(env: TestEnv) {
     assert_eq!(status, 201);
     let second_id = second_hook["id"].as_str().expect("id").to_string();
     wait_until("the second ping", WAIT, || async { second.count() == 1 }).await;
-    head = push_signed(&app.client, &app.address, secret, &head, 1, "routing").await;
+    head = push_signed(&app.client, &app.address, INBOUND, &head, 1, "routing").await;
     wait_until("push 1 at both hooks", WAIT, || async {
         first.count() == 3 && second.count() == 2
     })
@@ -946,7 +949,7 @@ async fn who_hears_of_a_push_follows_every_change_to_hooks(env: TestEnv) {
         .execute(app.state.db.writer())
         .await
         .expect("update");
-    head = push_signed(&app.client, &app.address, secret, &head, 2, "routing").await;
+    head = push_signed(&app.client, &app.address, INBOUND, &head, 2, "routing").await;
     wait_until("push 2 at the second hook", WAIT, || async {
         second.count() == 3
     })
@@ -961,7 +964,7 @@ async fn who_hears_of_a_push_follows_every_change_to_hooks(env: TestEnv) {
         )
         .await;
     assert_eq!(status, 200, "{patched}");
-    push_signed(&app.client, &app.address, secret, &head, 3, "routing").await;
+    push_signed(&app.client, &app.address, INBOUND, &head, 3, "routing").await;
     app.wait_for_outbox_drained().await;
     assert_eq!(
         (first.count(), second.count()),
@@ -987,7 +990,6 @@ async fn a_hook_whose_permits_stay_taken_is_tried_less_and_less_often(env: TestE
     let (_github, repo, app) = push_app(&env, &[("HERALD_DELIVERY_TIMEOUT", "10s")]).await;
     let holding = Receiver::start().await;
     holding.set_always(Some(Reply::Delay(Duration::from_secs(5))));
-    let secret = INBOUND;
     let (status, hook) = create_hook(
         &app,
         json!({"payload_url": holding.url, "max_concurrency": 1}),
@@ -999,7 +1001,7 @@ async fn a_hook_whose_permits_stay_taken_is_tried_less_and_less_often(env: TestE
     push_signed(
         &app.client,
         &app.address,
-        secret,
+        INBOUND,
         &repo.head("main"),
         0,
         "held",
@@ -1038,29 +1040,11 @@ async fn a_hook_whose_permits_stay_taken_is_tried_less_and_less_often(env: TestE
         [("push", "pending", 0), ("ping", "pending", 0)],
         "{log:?}"
     );
-    let page = |query: String| {
-        let app = &app;
-        let hook_id = &hook_id;
-        async move {
-            let (status, body) = app
-                .admin(
-                    Method::GET,
-                    &format!("/api/v1/projects/octo/app/webhooks/{hook_id}/deliveries?{query}"),
-                    None,
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            body["deliveries"].as_array().cloned().unwrap_or_default()
-        }
-    };
-    let first = page("limit=1".into()).await;
+    let first = deliveries_page(&app, &hook_id, "limit=1").await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["id"], log[0]["id"]);
-    let rest = page(format!(
-        "limit=1&before={}",
-        first[0]["id"].as_str().unwrap_or_default()
-    ))
-    .await;
+    let before = first[0]["id"].as_str().unwrap_or_default();
+    let rest = deliveries_page(&app, &hook_id, &format!("limit=1&before={before}")).await;
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0]["id"], log[1]["id"]);
     app.stop().await;
