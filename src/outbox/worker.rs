@@ -6,6 +6,10 @@
 //!
 //! A claimed row stays leased until its attempt is recorded, so neither this node nor another
 //! sends it twice meanwhile; if the node dies first, the lease runs out and it is sent again.
+//!
+//! The recorder writes once the sends in flight have finished (or after [`GATHER`]), so a
+//! push's fan-out is recorded in one commit after its last answer, not in two or three commits
+//! taken on a runtime thread while the rest of its sends still wait for one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +30,10 @@ use crate::store::Db;
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Attempts written per transaction, at most.
 const RECORD_BATCH: usize = 512;
+
+/// How long the recorder waits, at most, for the sends in flight to finish before it writes
+/// the attempts it holds.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// Destinations at their own limit are left unclaimed this long at most, and this many at once.
 const BUSY_MAX: usize = 200;
@@ -65,7 +73,8 @@ impl Dispatcher {
             return;
         }
         let (records, inbox) = mpsc::channel::<Recorded>(RECORD_BATCH * 4);
-        let recorder = tokio::spawn(self.clone().record(inbox));
+        let sending = Arc::new(InFlight::default());
+        let recorder = tokio::spawn(self.clone().record(inbox, sending.clone()));
         let permits = Arc::new(Semaphore::new(self.concurrency));
         // A send finished: its slot is free for a delivery waiting in memory or in the table.
         let finished = Arc::new(Notify::new());
@@ -74,11 +83,13 @@ impl Dispatcher {
             let this = self.clone();
             let records = records.clone();
             let finished = finished.clone();
+            let in_flight = InFlight::start(&sending);
             tracker.spawn(async move {
                 if let Some(recorded) = this.attempt(delivery).await {
                     // Backpressure: if the recorder is behind, sending waits.
                     let _ = records.send(recorded).await;
                 }
+                drop(in_flight);
                 drop(permit);
                 finished.notify_one();
             });
@@ -190,10 +201,18 @@ impl Dispatcher {
         }
     }
 
-    /// Writes finished attempts, as many per transaction as have arrived.
-    async fn record(self: Arc<Self>, mut inbox: mpsc::Receiver<Recorded>) {
+    /// Writes finished attempts: once the sends in flight have ended (or after [`GATHER`]),
+    /// everything that has arrived by then, in one transaction.
+    async fn record(self: Arc<Self>, mut inbox: mpsc::Receiver<Recorded>, sending: Arc<InFlight>) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
         while inbox.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            sending.ended_or(GATHER).await;
+            while batch.len() < RECORD_BATCH {
+                match inbox.try_recv() {
+                    Ok(recorded) => batch.push(recorded),
+                    Err(_) => break,
+                }
+            }
             match record_batch(&self.db, &self.ids, &batch, &self.retry_schedule).await {
                 Ok(settled) => {
                     for (recorded, settled) in batch.iter().zip(settled) {
@@ -266,5 +285,98 @@ impl Dispatcher {
             started_at,
             duration,
         })
+    }
+}
+
+/// The sends in flight (from before the send until its attempt is with the recorder), and a
+/// signal when the last one ends.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    none: Notify,
+}
+
+/// One send in flight; it ends when this is dropped (also if the send panicked).
+struct Sending(Arc<InFlight>);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.none.notify_one();
+        }
+    }
+}
+
+impl InFlight {
+    fn start(this: &Arc<InFlight>) -> Sending {
+        this.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Sending(this.clone())
+    }
+
+    /// Returns when no send is in flight, or after `limit`.
+    async fn ended_or(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let none = self.none.notified();
+            tokio::pin!(none);
+            // Registered before the count is read, so an end in between is not missed.
+            none.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, none).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn the_recorder_waits_for_the_last_send_in_flight() {
+        let sending = Arc::new(InFlight::default());
+        // Nothing in flight: no wait at all.
+        tokio::time::timeout(Duration::from_secs(10), sending.ended_or(LONG))
+            .await
+            .expect("returns at once when nothing is in flight");
+
+        let first = InFlight::start(&sending);
+        let second = InFlight::start(&sending);
+        let waiting = tokio::spawn({
+            let sending = sending.clone();
+            async move { sending.ended_or(LONG).await }
+        });
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one send is still in flight");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("returns when the last send ends, long before its limit")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn the_recorder_stops_waiting_for_a_send_that_hangs() {
+        let sending = Arc::new(InFlight::default());
+        let _hanging = InFlight::start(&sending);
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            sending.ended_or(Duration::from_millis(5)),
+        )
+        .await
+        .expect("gives up after its limit");
+        assert!(started.elapsed() >= Duration::from_millis(5));
     }
 }
