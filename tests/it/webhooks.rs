@@ -980,6 +980,67 @@ async fn who_hears_of_a_push_follows_every_change_to_hooks(env: TestEnv) {
     env.cleanup().await;
 }
 
+both_backends!(a_limit_changed_in_the_database_reaches_the_sends);
+
+/// Sends take a hook's limits from memory, read again in the background: a change made in the
+/// database by anyone (another node, an operator's SQL) governs the sends within seconds, even
+/// while the hook's deliveries are queued behind its old limit.
+async fn a_limit_changed_in_the_database_reaches_the_sends(env: TestEnv) {
+    const PUSHES: usize = 12;
+    const HOLD: Duration = Duration::from_millis(400);
+    let (_github, repo, app) = push_app(&env, &[]).await;
+    let receiver = Receiver::start().await;
+    let (status, _) = create_hook(
+        &app,
+        json!({"payload_url": receiver.url, "max_concurrency": 1}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    wait_until("the ping", WAIT, || async { receiver.count() == 1 }).await;
+
+    // One at a time, each held 400 ms: twelve pushes would take ~5 s.
+    receiver.set_always(Some(Reply::Delay(HOLD)));
+    let mut head = repo.head("main");
+    for i in 0..PUSHES {
+        head = push_signed(&app.client, &app.address, INBOUND, &head, i, "limits").await;
+    }
+    wait_until("two pushes delivered one after the other", WAIT, || async {
+        receiver.count() >= 3
+    })
+    .await;
+    let changed_after = receiver.count() - 1;
+    sqlx::query("UPDATE webhooks SET max_concurrency = $1 WHERE payload_url = $2")
+        .bind(PUSHES as i64)
+        .bind(&receiver.url)
+        .execute(app.state.db.writer())
+        .await
+        .expect("update");
+    wait_until("every push delivered", WAIT, || async {
+        receiver.count() == PUSHES + 1
+    })
+    .await;
+
+    let arrivals: Vec<_> = receiver.received().iter().skip(1).map(|r| r.at).collect();
+    let gaps: Vec<Duration> = arrivals
+        .windows(2)
+        .map(|pair| pair[1].duration_since(pair[0]))
+        .collect();
+    // Under the old limit a request starts only after the previous one was answered.
+    for gap in &gaps[..changed_after - 1] {
+        assert!(
+            *gap >= HOLD - Duration::from_millis(10),
+            "concurrency 1: {gaps:?}"
+        );
+    }
+    // Under the new one, requests overlap.
+    assert!(
+        gaps[changed_after - 1..].iter().any(|gap| *gap < HOLD / 2),
+        "the raised limit was never used: {gaps:?}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
 both_backends!(a_hook_whose_permits_stay_taken_is_tried_less_and_less_often);
 
 /// A receiver that holds every request leaves its hook (one permit) with none free; the
