@@ -206,7 +206,11 @@ impl Dispatcher {
     async fn record(self: Arc<Self>, mut inbox: mpsc::Receiver<Recorded>, sending: Arc<InFlight>) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
         while inbox.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-            sending.ended_or(GATHER).await;
+            // A full batch gains nothing by waiting (and under backpressure the sends in flight
+            // are the ones waiting for this recorder).
+            if batch.len() < RECORD_BATCH {
+                sending.ended_or(GATHER).await;
+            }
             while batch.len() < RECORD_BATCH {
                 match inbox.try_recv() {
                     Ok(recorded) => batch.push(recorded),
