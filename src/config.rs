@@ -32,6 +32,11 @@ impl fmt::Debug for Secret {
 
 /// Every setting herald understands, with its default and a one-line meaning. The names are part
 /// of herald's interface (SPEC §0); `herald check-config` prints this table with the values in use.
+///
+/// This table is the only place a default is written: a setting that is not given takes the
+/// default here ([`Settings::from_map`]), and a test checks that the README's settings table
+/// shows each one. An empty default means unset; the defaults of [`DERIVED_DEFAULTS`] describe
+/// a value made from other settings (`http://<listen>`) and are documentation only.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("HERALD_LISTEN", "127.0.0.1:8080", "address to bind"),
     (
@@ -176,6 +181,9 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Settings whose default is made from other settings; [`SETTINGS`] describes it in words.
+const DERIVED_DEFAULTS: &[&str] = &["HERALD_PUBLIC_URL", "HERALD_DATABASE_URL"];
+
 /// Settings that exist only to pick the file; they are read before the file is.
 const META_SETTINGS: &[&str] = &["HERALD_CONFIG"];
 
@@ -291,16 +299,20 @@ impl Settings {
         }
         // An empty value means "unset", as in most .env files.
         raw.retain(|_, value| !value.trim().is_empty());
-        let get = |name: &str| raw.get(name).map(|value| value.trim().to_string());
+        let get = |name: &str| {
+            raw.get(name)
+                .map(|value| value.trim().to_string())
+                .or_else(|| default_of(name).map(str::to_string))
+        };
 
-        let listen: SocketAddr = parse_or(&get, "HERALD_LISTEN", "127.0.0.1:8080", |v| {
+        let listen: SocketAddr = parse_setting(&get, "HERALD_LISTEN", |v| {
             v.parse()
                 .map_err(|e| format!("{e} (expected host:port, e.g. 127.0.0.1:8080)"))
         })?;
         let public_url = get("HERALD_PUBLIC_URL")
             .map(|v| parse_url("HERALD_PUBLIC_URL", &v))
             .transpose()?;
-        let data_dir = PathBuf::from(get("HERALD_DATA_DIR").unwrap_or("./herald-data".into()));
+        let data_dir = PathBuf::from(get("HERALD_DATA_DIR").unwrap_or_default());
         let database_url = match get("HERALD_DATABASE_URL") {
             Some(url) => {
                 if !(url.starts_with("sqlite:")
@@ -336,38 +348,33 @@ impl Settings {
                 )),
             })
             .transpose()?;
-        let poll_interval = parse_or(&get, "HERALD_POLL_INTERVAL", "1m", parse_duration)?;
+        let poll_interval = parse_setting(&get, "HERALD_POLL_INTERVAL", parse_duration)?;
         if poll_interval.is_zero() {
             return Err(invalid("HERALD_POLL_INTERVAL", "must be longer than zero"));
         }
-        let url_or = |name: &str, default: &str| -> Result<Url, ConfigError> {
-            parse_url(name, &get(name).unwrap_or(default.to_string()))
+        let url = |name: &str| -> Result<Url, ConfigError> {
+            parse_url(name, &get(name).unwrap_or_default())
         };
         let secret = |name: &str| get(name).map(Secret::new);
-        let rate = |name: &str, default: &str| -> Result<u32, ConfigError> {
-            parse_or(&get, name, default, |v| match v.parse::<u32>() {
+        let rate = |name: &str| -> Result<u32, ConfigError> {
+            parse_setting(&get, name, |v| match v.parse::<u32>() {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err("must be a whole number above zero".to_string()),
             })
         };
 
-        let retry_schedule = parse_or(
-            &get,
-            "HERALD_RETRY_SCHEDULE",
-            "5s,5m,30m,2h,5h,10h,10h",
-            |v| {
-                v.split(',')
-                    .map(|part| parse_duration(part.trim()))
-                    .collect::<Result<Vec<_>, _>>()
-            },
-        )?;
-        let delivery_concurrency = parse_or(&get, "HERALD_DELIVERY_CONCURRENCY", "64", |v| {
+        let retry_schedule = parse_setting(&get, "HERALD_RETRY_SCHEDULE", |v| {
+            v.split(',')
+                .map(|part| parse_duration(part.trim()))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let delivery_concurrency = parse_setting(&get, "HERALD_DELIVERY_CONCURRENCY", |v| {
             match v.parse::<usize>() {
                 Ok(n) if (1..=10_000).contains(&n) => Ok(n),
                 _ => Err("must be a whole number from 1 to 10000".to_string()),
             }
         })?;
-        let delivery_retention = parse_or(&get, "HERALD_DELIVERY_RETENTION", "30d", |v| {
+        let delivery_retention = parse_setting(&get, "HERALD_DELIVERY_RETENTION", |v| {
             if v.eq_ignore_ascii_case("forever") {
                 return Ok(None);
             }
@@ -377,8 +384,8 @@ impl Settings {
             }
         })?;
         let allow_private_targets =
-            parse_or(&get, "HERALD_ALLOW_PRIVATE_TARGETS", "false", parse_bool)?;
-        let log_format = parse_or(&get, "HERALD_LOG_FORMAT", "text", |v| match v {
+            parse_setting(&get, "HERALD_ALLOW_PRIVATE_TARGETS", parse_bool)?;
+        let log_format = parse_setting(&get, "HERALD_LOG_FORMAT", |v| match v {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
             _ => Err("must be text or json".to_string()),
@@ -392,25 +399,24 @@ impl Settings {
             redis_url,
             node_id,
             poll_interval,
-            github_api: url_or("HERALD_GITHUB_API", "https://api.github.com")?,
+            github_api: url("HERALD_GITHUB_API")?,
             github_token: secret("HERALD_GITHUB_TOKEN"),
             git_webhook_secret: secret("HERALD_GIT_WEBHOOK_SECRET"),
             telegram: TelegramSettings {
-                api: url_or("HERALD_TELEGRAM_API", "https://api.telegram.org")?,
+                api: url("HERALD_TELEGRAM_API")?,
                 bot_token: secret("HERALD_TELEGRAM_BOT_TOKEN"),
                 webhook_secret: secret("HERALD_TELEGRAM_WEBHOOK_SECRET"),
-                rate_per_second: rate("HERALD_TELEGRAM_RATE", "30")?,
-                chat_rate_per_second: rate("HERALD_TELEGRAM_CHAT_RATE", "1")?,
+                rate_per_second: rate("HERALD_TELEGRAM_RATE")?,
+                chat_rate_per_second: rate("HERALD_TELEGRAM_CHAT_RATE")?,
             },
             kakao: KakaoSettings {
-                api: url_or("HERALD_KAKAO_API", "https://bot-api.kakao.com")?,
+                api: url("HERALD_KAKAO_API")?,
                 bot_id: get("HERALD_KAKAO_BOT_ID"),
                 rest_key: secret("HERALD_KAKAO_REST_KEY"),
-                event_name: get("HERALD_KAKAO_EVENT_NAME")
-                    .unwrap_or_else(|| "herald_notification".into()),
+                event_name: get("HERALD_KAKAO_EVENT_NAME").unwrap_or_default(),
             },
             webex: WebexSettings {
-                api: url_or("HERALD_WEBEX_API", "https://webexapis.com/v1")?,
+                api: url("HERALD_WEBEX_API")?,
                 bot_token: secret("HERALD_WEBEX_BOT_TOKEN"),
                 webhook_secret: secret("HERALD_WEBEX_WEBHOOK_SECRET"),
             },
@@ -426,21 +432,20 @@ impl Settings {
                     }
                 })
                 .transpose()?,
-            mail_from: get("HERALD_MAIL_FROM").unwrap_or("herald <herald@localhost>".into()),
+            mail_from: get("HERALD_MAIL_FROM").unwrap_or_default(),
             retry_schedule,
-            delivery_timeout: parse_or(&get, "HERALD_DELIVERY_TIMEOUT", "15s", parse_duration)?,
+            delivery_timeout: parse_setting(&get, "HERALD_DELIVERY_TIMEOUT", parse_duration)?,
             delivery_concurrency,
             delivery_retention,
             allow_private_targets,
             admin_token: secret("HERALD_ADMIN_TOKEN"),
             log_format,
-            ws_heartbeat_timeout: parse_or(
+            ws_heartbeat_timeout: parse_setting(
                 &get,
                 "HERALD_WS_HEARTBEAT_TIMEOUT",
-                "45s",
                 parse_duration,
             )?,
-            login_attempts_per_minute: rate("HERALD_LOGIN_ATTEMPTS_PER_MINUTE", "30")?,
+            login_attempts_per_minute: rate("HERALD_LOGIN_ATTEMPTS_PER_MINUTE")?,
         })
     }
 
@@ -540,13 +545,26 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-fn parse_or<T>(
+/// The default of a setting as [`SETTINGS`] gives it, when it is a value (not unset, not
+/// derived from other settings).
+pub fn default_of(name: &str) -> Option<&'static str> {
+    if DERIVED_DEFAULTS.contains(&name) {
+        return None;
+    }
+    SETTINGS
+        .iter()
+        .find(|(known, _, _)| *known == name)
+        .map(|(_, default, _)| *default)
+        .filter(|default| !default.is_empty())
+}
+
+/// Parses a setting that has a default (given, or from [`SETTINGS`]).
+fn parse_setting<T>(
     get: &impl Fn(&str) -> Option<String>,
     name: &str,
-    default: &str,
     parse: impl Fn(&str) -> Result<T, String>,
 ) -> Result<T, ConfigError> {
-    let value = get(name).unwrap_or(default.to_string());
+    let value = get(name).unwrap_or_default();
     parse(&value).map_err(|reason| invalid(name, format!("{value:?}: {reason}")))
 }
 
@@ -613,6 +631,52 @@ fn read_toml_file(path: &Path, required: bool) -> Result<BTreeMap<String, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's settings table lists every setting, one row each, with its true default
+    /// (`[`value`]`, or `[unset…` when there is none), and nothing that is not a setting.
+    #[test]
+    fn the_readme_lists_every_setting_with_its_default() {
+        let readme = include_str!("../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `HERALD_"))
+            .collect();
+        for (name, default, _) in SETTINGS {
+            let prefix = format!("| `{name}` |");
+            let row = rows
+                .iter()
+                .find(|row| row.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("README's settings table has no row for {name}"));
+            if default.is_empty() {
+                assert!(row.contains("[unset"), "{name} has no default: {row}");
+            } else {
+                let shown = format!("[`{default}`]");
+                assert!(
+                    row.ends_with(&format!("{shown} |")),
+                    "{name} should show {shown}: {row}"
+                );
+            }
+        }
+        for row in rows {
+            assert!(
+                SETTINGS
+                    .iter()
+                    .any(|(name, _, _)| row.starts_with(&format!("| `{name}` |"))),
+                "README lists a setting herald does not have: {row}"
+            );
+        }
+    }
+
+    /// Every default written in [`SETTINGS`] is one the parser accepts.
+    #[test]
+    fn every_default_parses() {
+        let settings = Settings::from_map(BTreeMap::new()).expect("the defaults are valid");
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.poll_interval, Duration::from_secs(60));
+        assert_eq!(settings.mail_from, "herald <herald@localhost>");
+        assert_eq!(settings.kakao.event_name, "herald_notification");
+        assert_eq!(settings.data_dir, PathBuf::from("./herald-data"));
+    }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -19,6 +19,14 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Unix milliseconds as an RFC 3339 instant in UTC with milliseconds, as the JSON API shows
+/// every stored time.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[derive(Debug)]
 pub struct IdGenerator {
     worker_id: i64,

@@ -25,11 +25,47 @@ use crate::watch::gitremote::GitRemotes;
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
-    state: AppState,
+    features: Features,
     channels: HashMap<&'static str, Arc<dyn Channel>>,
     /// Set when the worker id is leased (not configured), so it can be renewed and released.
     lease_holder: Option<String>,
     local_receiver: crate::outbox::LocalReceiver,
+}
+
+/// The shared infrastructure and each feature's state, built once: the composition root is
+/// the one place that knows every feature.
+#[derive(Clone)]
+struct Features {
+    app: AppState,
+    accounts: crate::accounts::http::AccountsState,
+    bot: crate::bot::Bot,
+    chat: crate::chat::ChatState,
+    kb: crate::kb::http::KbState,
+    push: crate::push::PushState,
+    webex: crate::connectors::webex::WebexState,
+}
+
+impl Features {
+    /// Every route of the app, with the shared middleware.
+    fn routes(&self) -> axum::Router {
+        crate::http::serve_layers(
+            axum::Router::new()
+                .merge(crate::http::ops::router(self.app.clone()))
+                .merge(crate::push::hooks::router(self.push.clone()))
+                .merge(crate::contacts::reference::router(self.app.clone()))
+                .merge(crate::contacts::api::router(self.app.clone()))
+                .merge(crate::accounts::http::router(self.accounts.clone()))
+                .merge(crate::bot::link::router(self.app.clone()))
+                .merge(crate::connectors::kakao::router(self.bot.clone()))
+                .merge(crate::connectors::plusfriend::router(self.bot.clone()))
+                .merge(crate::connectors::telegram::router(self.bot.clone()))
+                .merge(crate::connectors::webex::router(self.webex.clone()))
+                .merge(crate::chat::socket::router(self.chat.clone()))
+                .merge(crate::projects::api::router(self.app.clone()))
+                .merge(crate::projects::pages::router(self.app.clone()))
+                .merge(crate::kb::http::router(self.kb.clone())),
+        )
+    }
 }
 
 /// Deliveries that may wait in memory for this node's worker; more go through the table.
@@ -37,13 +73,7 @@ const LOCAL_QUEUE_CAPACITY: usize = 2048;
 
 /// Connects to the database and applies migrations; what `herald migrate` does.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
-    let db = Db::connect(&settings.database_url)
-        .await
-        .with_context(|| "could not open the database named by HERALD_DATABASE_URL")?;
-    db.migrate()
-        .await
-        .context("could not apply database migrations")?;
-    Ok(db)
+    Db::open(&settings.database_url).await
 }
 
 /// Runs `step` every `period` until `shutdown` is cancelled.
@@ -168,10 +198,7 @@ impl Application {
             LOCAL_QUEUE_CAPACITY,
             crate::outbox::lease_for(settings.delivery_timeout),
         );
-        let bot_sessions = Arc::new(crate::bot::session::SessionCache::new(
-            db.backend == crate::store::Backend::Sqlite,
-        ));
-        let state = AppState::new(AppInner {
+        let app = AppState::new(AppInner {
             local_queue,
             public_url: settings.public_url_for(address),
             github: GithubClient::new(
@@ -185,21 +212,31 @@ impl Application {
             http,
             outbox_wake: Arc::new(Notify::new()),
             metrics: crate::http::ops::metrics_handle(),
-            login_limits: crate::accounts::http::login_limits(settings.login_attempts_per_minute),
-            bus,
-            sessions: Arc::default(),
-            kb,
-            bot_account_id: bot_id,
-            bot_sessions,
-            webex_me: Arc::default(),
-            ingest: Default::default(),
-            repositories: Default::default(),
             settings,
         });
+        let bot = crate::bot::Bot::new(app.clone(), kb.clone());
+        let features = Features {
+            accounts: crate::accounts::http::AccountsState::new(app.clone()),
+            chat: crate::chat::ChatState {
+                app: app.clone(),
+                bus,
+                sessions: Arc::default(),
+                bot: bot.clone(),
+                bot_account_id: bot_id,
+            },
+            kb: crate::kb::http::KbState {
+                app: app.clone(),
+                kb,
+            },
+            push: crate::push::PushState::new(app.clone()),
+            webex: crate::connectors::webex::WebexState::new(bot.clone()),
+            bot,
+            app,
+        };
         Ok(Application {
             listener,
             address,
-            state,
+            features,
             channels,
             lease_holder,
             local_receiver,
@@ -211,7 +248,17 @@ impl Application {
     }
 
     pub fn state(&self) -> &AppState {
-        &self.state
+        &self.features.app
+    }
+
+    /// The herald bot's account in chat.
+    pub fn bot_account_id(&self) -> i64 {
+        self.features.chat.bot_account_id
+    }
+
+    /// This node's knowledge base (its search index over the database's documents).
+    pub fn knowledge_base(&self) -> &Arc<crate::kb::KnowledgeBase> {
+        &self.features.kb.kb
     }
 
     /// Serves until `shutdown` is cancelled, then stops taking requests, lets in-flight
@@ -220,11 +267,12 @@ impl Application {
         let Application {
             listener,
             address,
-            state,
+            features,
             channels,
             lease_holder,
             local_receiver,
         } = self;
+        let state = features.app.clone();
         tracing::info!(
             url = %state.public_url,
             listen = %address,
@@ -245,17 +293,20 @@ impl Application {
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(dispatcher.run(shutdown.clone(), local_receiver, state.local_queue.clone()));
-        tasks.spawn(crate::watch::poller::run(state.clone(), shutdown.clone()));
-        tasks.spawn(crate::chat::bot::answer_missed(state.clone()));
+        tasks.spawn(crate::push::poller::run(
+            features.push.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::chat::bot::answer_missed(features.chat.clone()));
         if state.settings.telegram.bot_token.is_some() {
             tasks.spawn(crate::connectors::telegram::run(
-                state.clone(),
+                features.bot.clone(),
                 shutdown.clone(),
             ));
         }
         if state.settings.webex.bot_token.is_some() {
             tasks.spawn(crate::connectors::webex::run(
-                state.clone(),
+                features.webex.clone(),
                 shutdown.clone(),
             ));
         }
@@ -294,7 +345,7 @@ impl Application {
             ));
         }
 
-        let app = crate::http::router(state.clone());
+        let app = features.routes();
         // Small frames (chat, webhook answers) must not wait for Nagle's algorithm.
         let listener =
             axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {

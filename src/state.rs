@@ -1,4 +1,14 @@
-//! What every handler and background task shares, built once by `startup::Application::build`.
+//! The infrastructure every feature shares, built once by `startup::Application::build`:
+//! settings, storage, ids, the outbound HTTP client, the delivery queue's wake-ups, the clients
+//! of git remotes and the metrics handle.
+//!
+//! **Boundary**: nothing here belongs to one feature. A feature that keeps runtime state of its
+//! own (a cache, a bus, a limiter) owns it in a state struct of its module — `ChatState`,
+//! `bot::Bot`, `push::PushState`, `accounts::http::AccountsState`, `kb::http::KbState`,
+//! `connectors::webex::WebexState` — which holds an `AppState` beside its own handles and is
+//! given to that feature's router and tasks alone. This module imports no feature module
+//! except the queue handle (`outbox`) and the remote clients (`watch::github`,
+//! `watch::gitremote`), which import nothing back.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -31,23 +41,6 @@ pub struct AppInner {
     pub github: GithubClient,
     pub git: GitRemotes,
     pub metrics: PrometheusHandle,
-    pub login_limits: Arc<crate::accounts::http::LoginLimits>,
-    /// Carries chat frames to every socket of a user.
-    pub bus: Arc<dyn crate::chat::bus::Bus>,
-    /// Chat sessions whose socket dropped, waiting for `resume`.
-    pub sessions: Arc<crate::chat::resume::Sessions>,
-    /// Knowledge search: the database's documents through this node's index (`kb/`).
-    pub kb: Arc<crate::kb::KnowledgeBase>,
-    /// The account of the herald bot in chat.
-    pub bot_account_id: i64,
-    /// Bot conversations between messages (SQLite only; see `bot::session::SessionCache`).
-    pub bot_sessions: Arc<crate::bot::session::SessionCache>,
-    /// Push events waiting for their group commit (`watch::ingest`).
-    pub ingest: crate::watch::ingest::IngestQueue,
-    /// Repositories by key, for inbound webhooks.
-    pub repositories: crate::watch::RepositoryCache,
-    /// The Webex bot's own identity, read once from the API.
-    pub webex_me: Arc<tokio::sync::OnceCell<crate::connectors::webex::WebexMe>>,
 }
 
 impl AppState {
@@ -62,4 +55,27 @@ impl Deref for AppState {
     fn deref(&self) -> &AppInner {
         &self.0
     }
+}
+
+/// Makes a feature's state struct — one with an `app: AppState` field beside the feature's own
+/// handles — reach the shared infrastructure: `state.db` and the like through `Deref`, and the
+/// extractors that need `AppState` (`http::auth::Admin`, `accounts::auth::Actor` …) through
+/// axum's `FromRef`.
+#[macro_export]
+macro_rules! feature_state {
+    ($name:ty) => {
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::state::AppState;
+
+            fn deref(&self) -> &$crate::state::AppState {
+                &self.app
+            }
+        }
+
+        impl ::axum::extract::FromRef<$name> for $crate::state::AppState {
+            fn from_ref(state: &$name) -> $crate::state::AppState {
+                state.app.clone()
+            }
+        }
+    };
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,26 @@ use crate::state::AppState;
 /// Sign-up and login bodies are small.
 const MAX_BODY: usize = 16 * 1024;
 
-pub fn router() -> axum::Router<AppState> {
+/// What the account routes keep beside the shared infrastructure: the login attempt limits.
+#[derive(Clone)]
+pub struct AccountsState {
+    pub app: AppState,
+    login_limits: Arc<LoginLimits>,
+}
+
+crate::feature_state!(AccountsState);
+
+impl AccountsState {
+    pub fn new(app: AppState) -> AccountsState {
+        let per_address = app.settings.login_attempts_per_minute;
+        AccountsState {
+            app,
+            login_limits: Arc::new(LoginLimits::new(per_address)),
+        }
+    }
+}
+
+pub fn router(state: AccountsState) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/auth/register", post(register))
         .route("/api/v1/auth/email_verify/{key}", get(email_verify))
@@ -39,6 +58,7 @@ pub fn router() -> axum::Router<AppState> {
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/auth/me", get(me))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
 }
 
 /// The reference error: `{"type":"error","payload":{"code","reason"}}`.
@@ -141,7 +161,7 @@ fn required(value: Option<String>, field: &str) -> Result<String, AuthError> {
 }
 
 async fn register(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, AuthError> {
@@ -210,7 +230,7 @@ async fn register(
 }
 
 async fn email_verify(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, AuthError> {
     let invalid = || {
@@ -268,7 +288,7 @@ struct LoginIn {
 }
 
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
@@ -299,13 +319,15 @@ pub struct CurrentAccount {
     pub token: String,
 }
 
-impl FromRequestParts<AppState> for CurrentAccount {
+impl<S> FromRequestParts<S> for CurrentAccount
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
     type Rejection = AuthError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
         let Some(token) = crate::http::auth::bearer_token(parts) else {
             return Err(AuthError::new(
                 StatusCode::UNAUTHORIZED,
@@ -326,7 +348,7 @@ impl FromRequestParts<AppState> for CurrentAccount {
 }
 
 async fn logout(
-    State(state): State<AppState>,
+    State(state): State<AccountsState>,
     current: CurrentAccount,
 ) -> Result<Json<Value>, AuthError> {
     revoke_token(&state.db, &current.token).await?;
@@ -335,11 +357,6 @@ async fn logout(
 
 async fn me(current: CurrentAccount) -> Json<Value> {
     Json(json!({"type": "user", "payload": current.account}))
-}
-
-/// Shared limits live in the app state; this builds them.
-pub fn login_limits(per_address: u32) -> Arc<LoginLimits> {
-    Arc::new(LoginLimits::new(per_address))
 }
 
 #[cfg(test)]

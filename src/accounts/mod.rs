@@ -2,6 +2,7 @@
 //! The HTTP side (reference shapes) is in `http.rs`; `Account` is herald's identity for projects,
 //! chat and contacts.
 
+pub mod auth;
 pub mod http;
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use herald::push::hooks::hmac_sha256_hex;
 use herald::testkit::fake_github::FakeGithub;
 use herald::testkit::fake_telegram::FakeTelegram;
 use herald::testkit::git_repo::{GitRepo, git};
-use herald::watch::hooks::hmac_sha256_hex;
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection};
 

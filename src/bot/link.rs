@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use rand::RngExt;
 use serde_json::{Value, json};
 
+use crate::accounts::auth::Actor;
 use crate::accounts::secret_hash;
-use crate::http::auth::Actor;
 use crate::http::error::ApiError;
 use crate::ids::now_ms;
 use crate::state::AppState;
@@ -22,10 +22,11 @@ pub const CODE_VALID_MS: i64 = 10 * 60 * 1000;
 const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 8;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/auth/link_code", post(new_code))
         .route("/api/v1/auth/contacts", get(linked_contacts))
+        .with_state(state)
 }
 
 fn account_of(actor: Actor) -> Result<crate::accounts::Account, ApiError> {
@@ -75,7 +76,7 @@ async fn new_code(
         StatusCode::CREATED,
         Json(json!({
             "code": code,
-            "expires_at": crate::contacts::rfc3339(now + CODE_VALID_MS),
+            "expires_at": crate::ids::rfc3339(now + CODE_VALID_MS),
             "how": format!("send \u{201c}연결 {code}\u{201d} (or \u{201c}link {code}\u{201d}) to the herald bot"),
         })),
     ))
@@ -122,11 +123,7 @@ pub async fn redeem(db: &Db, contact_id: i64, code: &str) -> Result<Option<Strin
     let Some(account) = account else {
         return Ok(None);
     };
-    sqlx::query("UPDATE contacts SET account_id = $1 WHERE id = $2")
-        .bind(account)
-        .bind(contact_id)
-        .execute(&mut *tx)
-        .await?;
+    crate::contacts::link_to_account(&mut tx, contact_id, account).await?;
     let name: String = sqlx::query_scalar("SELECT name FROM accounts WHERE id = $1")
         .bind(account)
         .fetch_one(&mut *tx)

@@ -8,6 +8,7 @@
 //! base answer when one fits, and a helpful hint otherwise — never an error page.
 
 pub mod commands;
+pub mod deliver;
 pub mod link;
 pub mod reply;
 pub mod session;
@@ -29,6 +30,26 @@ const BRANCH_BUTTONS: usize = 9;
 const COMMITS_SHOWN: usize = 5;
 const SEARCH_HITS: usize = 3;
 
+/// What the engine works with: the shared infrastructure, the conversations between messages
+/// and the knowledge base. Connectors and the chat hold one and hand it to [`converse`].
+#[derive(Clone)]
+pub struct Bot {
+    pub app: AppState,
+    sessions: std::sync::Arc<session::SessionCache>,
+    kb: std::sync::Arc<crate::kb::KnowledgeBase>,
+}
+
+crate::feature_state!(Bot);
+
+impl Bot {
+    pub fn new(app: AppState, kb: std::sync::Arc<crate::kb::KnowledgeBase>) -> Bot {
+        let sessions = std::sync::Arc::new(session::SessionCache::new(
+            app.db.backend == crate::store::Backend::Sqlite,
+        ));
+        Bot { app, sessions, kb }
+    }
+}
+
 /// A message that reached the bot.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
@@ -49,9 +70,9 @@ pub struct Answer {
 
 /// Handles one message: the contact is created on first contact (and un-blocked if it had
 /// blocked the bot and came back), the conversation state is read and, if it changed, stored.
-pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer, StoreError> {
+pub async fn converse(state: &Bot, incoming: Incoming<'_>) -> Result<Answer, StoreError> {
     let db = &state.db;
-    let cached = state.bot_sessions.get(incoming.channel, incoming.address);
+    let cached = state.sessions.get(incoming.channel, incoming.address);
     // Whether the cache must learn this conversation afresh after the message.
     let mut refresh = cached.is_none();
     let found = match cached {
@@ -103,20 +124,16 @@ pub async fn converse(state: &AppState, incoming: Incoming<'_>) -> Result<Answer
     let changed = session.dirty;
     if let Err(error) = session::save(db, contact.id, &session).await {
         // The contact may have been deleted meanwhile: read it again next time.
-        state
-            .bot_sessions
-            .forget(incoming.channel, incoming.address);
+        state.sessions.forget(incoming.channel, incoming.address);
         return Err(error);
     }
     session.dirty = false;
     if contact_changed {
         // Muted or unmuted: the cached contact is stale; read it again next time.
-        state
-            .bot_sessions
-            .forget(incoming.channel, incoming.address);
+        state.sessions.forget(incoming.channel, incoming.address);
     } else if refresh || changed {
         state
-            .bot_sessions
+            .sessions
             .put(incoming.channel, incoming.address, &contact, &session);
     }
     Ok(Answer {
@@ -137,7 +154,7 @@ pub fn short_payload(index: usize, button: &Button) -> String {
 }
 
 struct Engine<'a> {
-    state: &'a AppState,
+    state: &'a Bot,
     contact: &'a Contact,
     session: &'a mut Session,
     lang: Lang,

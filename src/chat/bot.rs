@@ -4,19 +4,19 @@
 
 use serde_json::json;
 
+use super::ChatState;
 use crate::accounts::Account;
 use crate::bot::Incoming;
-use crate::connectors::{queue_replies, reply_delivery};
-use crate::state::AppState;
+use crate::bot::deliver::{queue_replies, reply_delivery};
 
 /// Answers a DM the account `me` sent to the bot (message `message_id`), in the background: the
 /// sender's own frame has already been acknowledged.
-pub fn answer(state: AppState, me: Account, message_id: i64, text: String) {
+pub fn answer(state: ChatState, me: Account, message_id: i64, text: String) {
     tokio::spawn(async move {
         let address = me.id.to_string();
         let answered = async {
             let answer = crate::bot::converse(
-                &state,
+                &state.bot,
                 Incoming {
                     channel: "chat",
                     address: &address,
@@ -51,7 +51,7 @@ const MISSED_WINDOW_US: i64 = 10 * 60 * 1_000_000;
 
 /// Answers DMs to the bot that were acknowledged but never answered, e.g. because the process
 /// was killed in between; run at start. A message already answered is recognised by its id.
-pub async fn answer_missed(state: AppState) {
+pub async fn answer_missed(state: ChatState) {
     let since = crate::chat::now_micros() - MISSED_WINDOW_US;
     // The bot account is made at first start, before anyone can sign up, so its id is the lower
     // one of every DM pair it is in: `low_id` (indexed) finds them.

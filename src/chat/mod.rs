@@ -15,6 +15,19 @@ use crate::accounts::Account;
 use crate::ids::IdGenerator;
 use crate::store::{Db, StoreError};
 
+/// The chat's state: the bus to every socket, the sessions waiting for `resume`, the bot
+/// engine that answers DMs to the herald bot, and that bot's account.
+#[derive(Clone)]
+pub struct ChatState {
+    pub app: crate::state::AppState,
+    pub bus: std::sync::Arc<dyn bus::Bus>,
+    pub sessions: std::sync::Arc<resume::Sessions>,
+    pub bot: crate::bot::Bot,
+    pub bot_account_id: i64,
+}
+
+crate::feature_state!(ChatState);
+
 /// `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, the reference's `created_at`.
 pub fn format_created_at(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)

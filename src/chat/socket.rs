@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::ChatState;
 use super::resume::{FrameLog, SessionState};
 use super::{
     ChatTarget, FriendChange, Message as ChatMessage, Room, accept_friend, add_member,
@@ -27,7 +28,6 @@ use super::{
     room_key, room_members, room_object, rooms_of, store_message, user_object, withdraw_request,
 };
 use crate::accounts::Account;
-use crate::state::AppState;
 
 /// The largest frame a client may send.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -36,11 +36,13 @@ pub const MAX_CONTENT_CHARS: usize = 4000;
 /// Frames a connection may send per second (with a burst of twice that).
 pub const FRAMES_PER_SECOND: u32 = 20;
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new().route("/ws", get(upgrade))
+pub fn router(state: ChatState) -> axum::Router {
+    axum::Router::new()
+        .route("/ws", get(upgrade))
+        .with_state(state)
 }
 
-async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(State(state): State<ChatState>, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         // tungstenite reads into a 128 KiB buffer by default; chat frames are small.
@@ -90,7 +92,7 @@ enum Next {
 }
 
 struct Session {
-    state: AppState,
+    state: ChatState,
     out: mpsc::Sender<Message>,
     heartbeat_seen: bool,
     account: Option<Account>,
@@ -101,7 +103,7 @@ struct Session {
     log: std::sync::Mutex<Option<FrameLog>>,
 }
 
-async fn connection(state: AppState, socket: WebSocket) {
+async fn connection(state: ChatState, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
@@ -215,7 +217,7 @@ impl Drop for Session {
 }
 
 /// Tells every friend that `account` came online or went offline.
-fn announce_presence(state: &AppState, account: &Account, friends: &[Account], status: &str) {
+fn announce_presence(state: &ChatState, account: &Account, friends: &[Account], status: &str) {
     let text: Arc<str> = Arc::from(frame(
         "presence",
         json!({"user": user_object(account), "status": status}),

@@ -20,13 +20,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::bot::Bot;
+use crate::bot::deliver::{queue_replies, reply_delivery};
 use crate::bot::reply::truncate_chars;
 use crate::bot::{Answer, Incoming, Lang, Reply};
-use crate::connectors::{bounded, queue_replies, reply_delivery};
+use crate::connectors::bounded;
 use crate::http::error::ApiError;
 use crate::ids::now_ms;
 use crate::outbox::NewDelivery;
-use crate::state::AppState;
 
 /// How long a skill request waits for the engine before switching to the callback.
 pub const INLINE_BUDGET: Duration = Duration::from_millis(1500);
@@ -41,10 +42,11 @@ const BUTTON_LABEL_CHARS: usize = 14;
 const CARD_BUTTONS_MAX: usize = 3;
 const BODY_LIMIT: usize = 256 * 1024;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: Bot) -> Router {
     Router::new()
         .route("/kakao/skill", post(skill))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
 }
 
 /// Splits text into pieces of at most `max` characters, at line breaks where possible.
@@ -133,14 +135,14 @@ fn apology(lang: Lang) -> Json<Value> {
 
 /// The callback URL, if it is one herald may call: http(s), and public unless private
 /// targets are allowed (it comes from the request body).
-fn usable_callback(state: &AppState, raw: Option<&str>) -> Option<url::Url> {
+fn usable_callback(state: &Bot, raw: Option<&str>) -> Option<url::Url> {
     let url = url::Url::parse(raw?).ok()?;
     let scheme_ok = matches!(url.scheme(), "https" | "http");
     let target_ok = state.settings.allow_private_targets || super::is_public_url(&url);
     (scheme_ok && target_ok).then_some(url)
 }
 
-async fn skill(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn skill(State(state): State<Bot>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not a SkillPayload JSON: {e}")))?;
     let user_request = request
@@ -247,7 +249,7 @@ async fn skill(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>
 /// Queues a slow answer: to Kakao's callback URL when there is one, else as an Event API
 /// message (when Kakao push is configured).
 async fn deliver_later(
-    state: &AppState,
+    state: &Bot,
     callback: Option<url::Url>,
     user: &str,
     received: i64,

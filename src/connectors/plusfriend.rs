@@ -15,17 +15,17 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use crate::bot::Bot;
 use crate::bot::reply::truncate_chars;
 use crate::bot::{Incoming, Reply};
 use crate::channels::kakao::PLUSFRIEND_PREFIX;
 use crate::connectors::bounded;
 use crate::http::error::{ApiError, ApiJson};
-use crate::state::AppState;
 
 const TEXT_MAX_CHARS: usize = 1000;
 const BODY_LIMIT: usize = 64 * 1024;
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: Bot) -> Router {
     Router::new()
         .route("/plusfriend/keyboard", get(keyboard))
         .route("/plusfriend/message", post(message))
@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/plusfriend/friend/{user_key}", delete(blocked))
         .route("/plusfriend/chat_room/{user_key}", delete(left))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
 }
 
 fn user_key(value: Option<&Value>) -> Result<String, ApiError> {
@@ -81,7 +82,7 @@ pub fn auto_reply(reply: &Reply) -> Value {
 }
 
 async fn message(
-    State(state): State<AppState>,
+    State(state): State<Bot>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let key = user_key(body.get("user_key"))?;
@@ -119,7 +120,7 @@ async fn message(
 }
 
 async fn added(
-    State(state): State<AppState>,
+    State(state): State<Bot>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let key = user_key(body.get("user_key"))?;
@@ -128,7 +129,7 @@ async fn added(
     Ok(Json(json!({})))
 }
 
-async fn stop(state: &AppState, key: &str) -> Result<Json<Value>, ApiError> {
+async fn stop(state: &Bot, key: &str) -> Result<Json<Value>, ApiError> {
     check_key(key)?;
     let address = format!("{PLUSFRIEND_PREFIX}{key}");
     crate::contacts::block_contact(&state.db, "kakao", &address).await?;
@@ -136,15 +137,12 @@ async fn stop(state: &AppState, key: &str) -> Result<Json<Value>, ApiError> {
 }
 
 async fn blocked(
-    State(state): State<AppState>,
+    State(state): State<Bot>,
     Path(key): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     stop(&state, &key).await
 }
 
-async fn left(
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn left(State(state): State<Bot>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
     stop(&state, &key).await
 }

@@ -20,13 +20,14 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
+use crate::bot::Bot;
+use crate::bot::deliver::{already_answered, queue_replies, reply_delivery};
 use crate::bot::reply::truncate_chars;
 use crate::bot::{Incoming, Reply, short_payload};
 use crate::channels::telegram::method_url;
-use crate::connectors::{already_answered, bounded, queue_replies, reply_delivery};
+use crate::connectors::bounded;
 use crate::http::error::ApiError;
 use crate::notify::render::escape_html;
-use crate::state::AppState;
 use crate::store::StoreError;
 
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
@@ -36,14 +37,15 @@ const BODY_LIMIT: usize = 1024 * 1024;
 const POLL_TIMEOUT_SECS: u64 = 25;
 const ALLOWED_UPDATES: [&str; 2] = ["message", "callback_query"];
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: Bot) -> Router {
     Router::new()
         .route("/telegram/webhook", post(webhook))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
 }
 
 /// The secret Telegram must present: the configured one, or one derived from the bot token.
-pub fn webhook_secret(state: &AppState) -> Option<String> {
+pub fn webhook_secret(state: &Bot) -> Option<String> {
     let telegram = &state.settings.telegram;
     let token = telegram.bot_token.as_ref()?;
     Some(match &telegram.webhook_secret {
@@ -53,7 +55,7 @@ pub fn webhook_secret(state: &AppState) -> Option<String> {
 }
 
 async fn webhook(
-    State(state): State<AppState>,
+    State(state): State<Bot>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -123,7 +125,7 @@ fn display_name(user: &Value) -> String {
 
 /// Handles one update, from the webhook or from polling. Errors are storage errors only (the
 /// update should be tried again); anything wrong with the update itself is ignored or answered.
-pub async fn handle_update(state: &AppState, update: &Value) -> Result<(), StoreError> {
+pub async fn handle_update(state: &Bot, update: &Value) -> Result<(), StoreError> {
     let Some(update_id) = update.get("update_id").and_then(Value::as_i64) else {
         return Ok(());
     };
@@ -197,7 +199,7 @@ pub async fn handle_update(state: &AppState, update: &Value) -> Result<(), Store
 
 /// Stops the client's spinner on the pressed button; best effort, not queued (it is only
 /// useful within seconds).
-fn answer_callback_query(state: &AppState, query: &Value) {
+fn answer_callback_query(state: &Bot, query: &Value) {
     let (Some(token), Some(id)) = (
         state.settings.telegram.bot_token.clone(),
         query.get("id").and_then(Value::as_str).map(str::to_string),
@@ -220,12 +222,7 @@ fn answer_callback_query(state: &AppState, query: &Value) {
 }
 
 /// What Telegram answered to a Bot API call.
-async fn call(
-    state: &AppState,
-    method: &str,
-    body: Value,
-    timeout: Duration,
-) -> Result<Value, String> {
+async fn call(state: &Bot, method: &str, body: Value, timeout: Duration) -> Result<Value, String> {
     let Some(token) = &state.settings.telegram.bot_token else {
         return Err("no bot token".into());
     };
@@ -249,7 +246,7 @@ async fn call(
 
 /// Connects the bot at start: `setWebhook` when herald is reachable from the internet, else
 /// long polling. Runs until `shutdown`.
-pub async fn run(state: AppState, shutdown: CancellationToken) {
+pub async fn run(state: Bot, shutdown: CancellationToken) {
     let Some(secret) = webhook_secret(&state) else {
         return;
     };
@@ -282,7 +279,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     poll(state, shutdown).await;
 }
 
-async fn poll(state: AppState, shutdown: CancellationToken) {
+async fn poll(state: Bot, shutdown: CancellationToken) {
     let mut offset: i64 = 0;
     let mut pause = Duration::from_secs(1);
     let mut webhook_deleted = false;

@@ -5,6 +5,7 @@
 //! `GET /messages/{id}` (in group rooms it starts with the bot's name, which is removed), asks
 //! the engine, and queues the answer as markdown for the same room. A message is answered once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -17,10 +18,11 @@ use serde_json::{Value, json};
 use sha1::Sha1;
 use tokio_util::sync::CancellationToken;
 
+use crate::bot::Bot;
+use crate::bot::deliver::{already_answered, queue_replies, reply_delivery};
 use crate::bot::{Incoming, Reply};
-use crate::connectors::{already_answered, bounded, queue_replies, reply_delivery};
+use crate::connectors::bounded;
 use crate::http::error::ApiError;
-use crate::state::AppState;
 
 pub const SIGNATURE_HEADER: &str = "x-spark-signature";
 const BODY_LIMIT: usize = 256 * 1024;
@@ -34,14 +36,45 @@ pub struct WebexMe {
     pub display_name: String,
 }
 
-pub fn router() -> Router<AppState> {
+/// The Webex connector's state: the engine, and the bot's own identity once read from the API.
+#[derive(Clone)]
+pub struct WebexState {
+    pub bot: Bot,
+    me: Arc<tokio::sync::OnceCell<WebexMe>>,
+}
+
+impl WebexState {
+    pub fn new(bot: Bot) -> WebexState {
+        WebexState {
+            bot,
+            me: Arc::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for WebexState {
+    type Target = Bot;
+
+    fn deref(&self) -> &Bot {
+        &self.bot
+    }
+}
+
+impl axum::extract::FromRef<WebexState> for crate::state::AppState {
+    fn from_ref(state: &WebexState) -> crate::state::AppState {
+        state.bot.app.clone()
+    }
+}
+
+pub fn router(state: WebexState) -> Router {
     Router::new()
         .route("/webex/webhook", post(webhook))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
 }
 
 /// The webhook secret: the configured one, or one derived from the bot token.
-pub fn webhook_secret(state: &AppState) -> Option<String> {
+pub fn webhook_secret(state: &WebexState) -> Option<String> {
     let webex = &state.settings.webex;
     let token = webex.bot_token.as_ref()?;
     Some(match &webex.webhook_secret {
@@ -57,14 +90,14 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn api(state: &AppState, path: &str) -> String {
+fn api(state: &WebexState, path: &str) -> String {
     format!(
         "{}/{path}",
         state.settings.webex.api.as_str().trim_end_matches('/')
     )
 }
 
-async fn get_json(state: &AppState, path: &str) -> Result<Value, String> {
+async fn get_json(state: &WebexState, path: &str) -> Result<Value, String> {
     let token = state
         .settings
         .webex
@@ -89,9 +122,9 @@ async fn get_json(state: &AppState, path: &str) -> Result<Value, String> {
 }
 
 /// The bot's identity, fetched on first need and kept.
-async fn me(state: &AppState) -> Result<WebexMe, String> {
+async fn me(state: &WebexState) -> Result<WebexMe, String> {
     state
-        .webex_me
+        .me
         .get_or_try_init(|| async {
             let me = get_json(state, "people/me").await?;
             Ok::<_, String>(WebexMe {
@@ -127,7 +160,7 @@ pub fn markdown(reply: &Reply, lang: crate::bot::Lang) -> String {
 }
 
 async fn webhook(
-    State(state): State<AppState>,
+    State(state): State<WebexState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -215,7 +248,7 @@ async fn webhook(
 }
 
 /// Registers (or repairs) herald's webhook at start, retrying with back-off until it works.
-pub async fn run(state: AppState, shutdown: CancellationToken) {
+pub async fn run(state: WebexState, shutdown: CancellationToken) {
     let Some(secret) = webhook_secret(&state) else {
         return;
     };
@@ -246,7 +279,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-async fn register(state: &AppState, target: &str, secret: &str) -> Result<&'static str, String> {
+async fn register(state: &WebexState, target: &str, secret: &str) -> Result<&'static str, String> {
     let token = state
         .settings
         .webex

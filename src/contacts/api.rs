@@ -17,7 +17,7 @@ use crate::http::auth::Admin;
 use crate::http::error::{ApiError, ApiJson};
 use crate::state::AppState;
 
-pub fn router() -> axum::Router<AppState> {
+pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/contacts", get(contacts_list).post(contacts_create))
         .route(
@@ -36,6 +36,7 @@ pub fn router() -> axum::Router<AppState> {
                 .patch(subscriptions_update)
                 .delete(subscriptions_delete),
         )
+        .with_state(state)
 }
 
 /// A path id; anything that is not one is simply not found.

@@ -7,7 +7,7 @@ pub mod reference;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::ids::{IdGenerator, now_ms};
+use crate::ids::{IdGenerator, now_ms, rfc3339};
 use crate::state::AppState;
 use crate::store::{Db, StoreError};
 use crate::watch::github::{Conditional, GithubError};
@@ -73,10 +73,19 @@ pub struct Contact {
     pub created_at: String,
 }
 
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// Links a contact to an account (inside the caller's transaction): from then on the contact's
+/// chats count as the account's (`GET /api/v1/auth/contacts`).
+pub async fn link_to_account(
+    tx: &mut sqlx::AnyConnection,
+    contact_id: i64,
+    account_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE contacts SET account_id = $1 WHERE id = $2")
+        .bind(account_id)
+        .bind(contact_id)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 const CONTACT_COLUMNS: &str = "id, channel, address, nick_name, muted, blocked, created_at";

@@ -22,11 +22,12 @@ use crate::watch::repo::{RepoKind, RepoUrl, valid_branch_pattern};
 pub const MAX_BODY: usize = 64 * 1024;
 const COMMITS_LISTED: usize = 30;
 
-pub fn router() -> axum::Router<AppState> {
+pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/api/", get(list_commits).post(register))
         .route("/api", get(list_commits).post(register))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
 }
 
 /// The reference's failure answer.

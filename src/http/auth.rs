@@ -1,7 +1,8 @@
-//! Who is calling. For now there is one identity: the operator, holding `HERALD_ADMIN_TOKEN`.
-//! Accounts (area C) will add user tokens beside it.
+//! The operator's identity (`HERALD_ADMIN_TOKEN`, in the Authorization header or the pages'
+//! cookie) and the header readers every identity shares. Accounts and the `Actor` that is
+//! either of the two live in `accounts::auth`.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 
@@ -51,13 +52,15 @@ pub fn is_admin(parts: &Parts, state: &AppState) -> bool {
         .any(|given| bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())))
 }
 
-impl FromRequestParts<AppState> for Admin {
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
         let Some(expected) = &state.settings.admin_token else {
             return Err(ApiError::Unauthorized(
                 "this API needs the operator token, and none is set: set HERALD_ADMIN_TOKEN".into(),
@@ -72,65 +75,5 @@ impl FromRequestParts<AppState> for Admin {
                 "missing Authorization: Bearer <HERALD_ADMIN_TOKEN>".into(),
             )),
         }
-    }
-}
-
-/// Who is acting on a project: the operator, or the account that owns it.
-#[derive(Debug, Clone)]
-pub enum Actor {
-    Operator,
-    Account(crate::accounts::Account),
-}
-
-impl Actor {
-    /// Projects belong to the account whose name is their owner; the operator may manage all.
-    pub fn may_manage(&self, owner: &str) -> bool {
-        match self {
-            Actor::Operator => true,
-            Actor::Account(account) => account.name == owner,
-        }
-    }
-}
-
-async fn actor_of(parts: &Parts, state: &AppState) -> Result<Option<Actor>, ApiError> {
-    if is_admin(parts, state) {
-        return Ok(Some(Actor::Operator));
-    }
-    let Some(token) = bearer_token(parts) else {
-        return Ok(None);
-    };
-    Ok(crate::accounts::account_for_token(&state.db, token)
-        .await?
-        .map(Actor::Account))
-}
-
-/// An operator or a logged-in account; anyone else is refused with 401.
-impl FromRequestParts<AppState> for Actor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        actor_of(parts, state).await?.ok_or_else(|| {
-            ApiError::Unauthorized(
-                "missing or invalid Authorization: Bearer <login token or HERALD_ADMIN_TOKEN>"
-                    .into(),
-            )
-        })
-    }
-}
-
-/// For pages and reference routes where strangers must learn nothing: the actor, if any.
-pub struct MaybeActor(pub Option<Actor>);
-
-impl FromRequestParts<AppState> for MaybeActor {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(MaybeActor(actor_of(parts, state).await.ok().flatten()))
     }
 }

@@ -1,9 +1,10 @@
-//! The HTTP edge: merges every feature module's `router()`, adds the shared middleware (request
-//! ids, tracing, body limit and the draining of refused bodies, timeout, panic catching,
-//! metrics) and the JSON 404.
+//! The HTTP edge's shared parts: the error shape (`error`), the operator's identity (`auth`),
+//! the operations routes (`ops`), and the middleware every route gets (request ids, tracing,
+//! body limit and the draining of refused bodies, timeout, panic catching, metrics) with the
+//! JSON 404. `startup` merges the feature modules' routers and hands them to [`serve_layers`].
 //!
 //! **Boundary**: wire types live beside their handlers in the feature modules; this module owns
-//! only what every route shares.
+//! only what every route shares, and imports no feature module.
 
 pub mod auth;
 pub mod error;
@@ -21,7 +22,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::state::AppState;
 use error::ApiError;
 
 /// Bodies above this are refused with 413 unless a route sets its own limit.
@@ -31,22 +31,9 @@ const DRAIN_REFUSED_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_REFUSED_FOR: Duration = Duration::from_secs(2);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(ops::router())
-        .merge(crate::watch::hooks::router())
-        .merge(crate::contacts::reference::router())
-        .merge(crate::contacts::api::router())
-        .merge(crate::accounts::http::router())
-        .merge(crate::bot::link::router())
-        .merge(crate::connectors::kakao::router())
-        .merge(crate::connectors::plusfriend::router())
-        .merge(crate::connectors::telegram::router())
-        .merge(crate::connectors::webex::router())
-        .merge(crate::chat::socket::router())
-        .merge(crate::projects::api::router())
-        .merge(crate::projects::pages::router())
-        .merge(crate::kb::http::router())
+/// Adds the JSON 404 and the middleware every route shares to the merged routes of the app.
+pub fn serve_layers(routes: Router) -> Router {
+    routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(axum::middleware::from_fn(drain_refused_bodies))
@@ -63,7 +50,6 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
 }
 
 /// A body refused as too large (413) is read to its end, up to [`DRAIN_REFUSED_BYTES`] and

@@ -13,11 +13,12 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-pub fn router() -> axum::Router<AppState> {
+pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .with_state(state)
 }
 
 /// The process-wide Prometheus recorder; installed once, shared by every app in the process

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use super::document::{DocId, parse_batch};
 use super::store::StoredDocument;
 use super::{Hit, KbError};
-use crate::http::auth::{Actor, Admin};
+use crate::accounts::auth::Actor;
+use crate::http::auth::Admin;
 use crate::http::error::{ApiError, ApiJson};
 use crate::state::AppState;
 
@@ -23,7 +24,16 @@ const DEFAULT_LIMIT: usize = 10;
 /// At most this many bytes in a query.
 const MAX_QUERY_BYTES: usize = 1000;
 
-pub fn router() -> axum::Router<AppState> {
+/// The knowledge-base routes' state: this node's index beside the shared infrastructure.
+#[derive(Clone)]
+pub struct KbState {
+    pub app: AppState,
+    pub kb: std::sync::Arc<super::KnowledgeBase>,
+}
+
+crate::feature_state!(KbState);
+
+pub fn router(state: KbState) -> axum::Router {
     axum::Router::new()
         .route(
             "/api/v1/kb/documents",
@@ -35,6 +45,7 @@ pub fn router() -> axum::Router<AppState> {
         )
         .route("/api/v1/kb/synonyms", put(synonyms_put).get(synonyms_get))
         .route("/api/v1/kb/search", get(search))
+        .with_state(state)
 }
 
 impl From<KbError> for ApiError {
@@ -66,7 +77,7 @@ impl From<StoredDocument> for DocumentOut {
             body: document.body,
             tags: document.tags,
             url: document.url,
-            updated_at: crate::projects::rfc3339(document.updated_at),
+            updated_at: crate::ids::rfc3339(document.updated_at),
         }
     }
 }
@@ -74,7 +85,7 @@ impl From<StoredDocument> for DocumentOut {
 /// One document object or an array of them; all are checked before any is stored.
 async fn documents_upsert(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let documents = parse_batch(body).map_err(ApiError::Validation)?;
@@ -92,7 +103,7 @@ fn path_id(raw: &str) -> Result<DocId, ApiError> {
 
 async fn document_get(
     _: Actor,
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     Path(id): Path<String>,
 ) -> Result<Json<DocumentOut>, ApiError> {
     let id = path_id(&id)?;
@@ -107,7 +118,7 @@ async fn document_get(
 
 async fn document_delete(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_id(&id)?;
@@ -124,7 +135,7 @@ async fn document_delete(
 /// The body is the synonym file itself (any content type), as in Elasticsearch/Solr.
 async fn synonyms_put(
     _: Admin,
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let text = std::str::from_utf8(&body)
@@ -135,7 +146,7 @@ async fn synonyms_put(
     ))
 }
 
-async fn synonyms_get(_: Admin, State(state): State<AppState>) -> Result<String, ApiError> {
+async fn synonyms_get(_: Admin, State(state): State<KbState>) -> Result<String, ApiError> {
     Ok(super::store::synonyms(&state.db).await?)
 }
 
@@ -154,7 +165,7 @@ struct SearchOut {
 
 async fn search(
     _: Actor,
-    State(state): State<AppState>,
+    State(state): State<KbState>,
     query: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<SearchOut>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;

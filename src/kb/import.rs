@@ -95,7 +95,7 @@ pub async fn import(settings: &Settings, request: &ImportRequest) -> anyhow::Res
         }
     };
 
-    let db = crate::startup::open_database(settings).await?;
+    let db = crate::store::Db::open(&settings.database_url).await?;
     let change = Change {
         replace_all: request.replace,
         documents: &documents,

@@ -174,10 +174,7 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<Pruned, StoreError> {
     .await?;
     pruned.inbound = delete_in_batches(
         db,
-        format!(
-            "DELETE FROM inbound_deliveries WHERE (source, delivery_id) IN (SELECT source, delivery_id \
-             FROM inbound_deliveries WHERE received_at < $1 ORDER BY received_at LIMIT {BATCH})"
-        ),
+        crate::inbound::PRUNE_SQL.replace("{BATCH}", &BATCH.to_string()),
         millis_before_now(retention.max(INBOUND_MINIMUM)),
     )
     .await?;

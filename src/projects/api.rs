@@ -12,17 +12,17 @@ use sqlx::Row;
 
 use super::{
     PayloadUrl, Project, Webhook, create_webhook, delete_webhook, find_project, find_webhook,
-    list_projects, list_webhooks, rfc3339, valid_slug, webhook_secret,
+    list_projects, list_webhooks, valid_slug, webhook_secret,
 };
+use crate::accounts::auth::Actor;
 use crate::contacts::probe_heads;
-use crate::http::auth::Actor;
 use crate::http::error::{ApiError, ApiJson};
-use crate::ids::now_ms;
+use crate::ids::{now_ms, rfc3339};
 use crate::state::AppState;
 use crate::watch::repo::{RepoKind, RepoUrl, is_glob, valid_branch_pattern};
 use crate::watch::{ensure_watch, set_baseline_head, upsert_repository};
 
-pub fn router() -> axum::Router<AppState> {
+pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/api/v1/projects", get(projects_list).post(projects_create))
         .route(
@@ -49,6 +49,7 @@ pub fn router() -> axum::Router<AppState> {
             "/api/v1/projects/{owner}/{project}/webhooks/{id}/recover",
             post(recover),
         )
+        .with_state(state)
 }
 
 #[derive(Deserialize)]

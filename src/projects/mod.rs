@@ -10,7 +10,7 @@ pub mod signing;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::ids::{IdGenerator, now_ms};
+use crate::ids::{IdGenerator, now_ms, rfc3339};
 use crate::outbox::NewDelivery;
 use crate::store::{Db, StoreError, Value};
 use crate::watch::event::PushEvent;
@@ -185,12 +185,6 @@ fn webhook_from_row(row: &sqlx::any::AnyRow) -> Webhook {
         created_at: rfc3339(row.get(6)),
         project_id: row.get(7),
     }
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub async fn list_webhooks(db: &Db, project_id: i64) -> Result<Vec<Webhook>, StoreError> {

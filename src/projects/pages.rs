@@ -18,12 +18,13 @@ use serde_json::json;
 
 use super::api::{DeliveryQuery, HookIn, add_hook, hook_deliveries, load_hook, load_project};
 use super::{delete_webhook, list_webhooks};
-use crate::http::auth::{ADMIN_COOKIE, Actor, MaybeActor};
+use crate::accounts::auth::{Actor, MaybeActor};
+use crate::http::auth::ADMIN_COOKIE;
 use crate::http::error::ApiError;
 use crate::notify::render::escape_html;
 use crate::state::AppState;
 
-pub fn router() -> axum::Router<AppState> {
+pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
         .route("/login", get(login_page).post(login))
         .route("/{owner}/{project}/webhooks", get(list).post(create))
@@ -31,6 +32,7 @@ pub fn router() -> axum::Router<AppState> {
             "/{owner}/{project}/webhooks/{id}",
             get(log).post(remove).delete(remove),
         )
+        .with_state(state)
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {

@@ -203,6 +203,18 @@ impl Db {
         self.migrator().run(&self.write).await
     }
 
+    /// Connects and applies the migrations: what `herald migrate` does, and every start.
+    pub async fn open(url: &str) -> anyhow::Result<Db> {
+        use anyhow::Context;
+        let db = Db::connect(url)
+            .await
+            .context("could not open the database named by HERALD_DATABASE_URL")?;
+        db.migrate()
+            .await
+            .context("could not apply database migrations")?;
+        Ok(db)
+    }
+
     /// For `/readyz`: the database answers and every migration herald knows is applied.
     pub async fn ready(&self) -> Result<(), String> {
         let applied: i64 =
@@ -394,6 +406,19 @@ pub fn placeholders(first: usize, count: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// `($1, $2, …), ($k, …)`: placeholders for `rows` rows of `columns` values, for a multi-row
+/// `INSERT … VALUES`.
+pub fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", placeholders(r * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement: SQLite binds `$n` names in time quadratic in their number,
+/// so a long batch goes out as several statements of at most this many rows.
+pub const ROWS_PER_STATEMENT: usize = 64;
 
 /// Whether an error is a unique-constraint violation, on either backend.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {

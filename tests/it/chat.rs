@@ -751,7 +751,7 @@ async fn a_dm_to_the_bot_stored_before_a_crash_is_answered_after_restart(env: Te
     let token = sign_up(&app, &smtp, "erin", "erin@example.com", "erin's password").await;
     let (_ws, auth) = Ws::start(&app, &token).await;
     let erin = id_of(&auth["self_user"]);
-    let bot = app.state.bot_account_id;
+    let bot = app.bot_account_id;
     // What a node does when it acknowledges a DM; it dies before queueing the bot's answer.
     herald::chat::store_message(
         &app.state.db,

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use herald::push::hooks::hmac_sha256_hex;
 use herald::testkit::fake_github::{FakeGithub, Limit};
 use herald::testkit::fake_telegram::FakeTelegram;
 use herald::testkit::git_repo::GitRepo;
-use herald::watch::hooks::hmac_sha256_hex;
 use serde_json::{Value, json};
 
 use crate::both_backends;

@@ -189,6 +189,10 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// This node's knowledge base.
+    pub kb: std::sync::Arc<herald::kb::KnowledgeBase>,
+    /// The herald bot's chat account.
+    pub bot_account_id: i64,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -197,12 +201,16 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     let app = Application::build(settings).await.expect("herald builds");
     let address = format!("http://{}", app.address());
     let state = app.state().clone();
+    let kb = app.knowledge_base().clone();
+    let bot_account_id = app.bot_account_id();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
         client: reqwest::Client::new(),
         state,
+        kb,
+        bot_account_id,
         shutdown,
         handle,
     }

@@ -285,7 +285,7 @@ async fn kb_bad_input_gets_the_error_shape(env: TestEnv) {
         &response.json().await.expect("json"),
         400,
         "bad_request",
-        "",
+        "Failed to parse the request body as JSON",
     );
 
     // All or nothing: item 0 is fine, item 1 is not, so neither is stored.
@@ -357,7 +357,7 @@ async fn kb_bad_input_gets_the_error_shape(env: TestEnv) {
         &response.json().await.expect("json"),
         401,
         "unauthorized",
-        "",
+        "missing Authorization: Bearer <HERALD_ADMIN_TOKEN>",
     );
     let response = app
         .client
@@ -373,7 +373,7 @@ async fn kb_bad_input_gets_the_error_shape(env: TestEnv) {
         &response.json().await.expect("json"),
         401,
         "unauthorized",
-        "",
+        "wrong token",
     );
     let response = app
         .client
@@ -415,12 +415,12 @@ async fn kb_index_survives_restart_and_is_rebuilt_when_deleted(env: TestEnv) {
         .admin(Method::DELETE, "/api/v1/kb/documents/vpn-setup", None)
         .await;
     assert_eq!(status, 204);
-    let indexed = app.state.kb.indexed_documents();
+    let indexed = app.kb.indexed_documents();
     app.stop().await;
 
     // Restarted on the same data dir: the index is opened as it was.
     let app = env.spawn(&[]).await;
-    assert_eq!(app.state.kb.indexed_documents(), indexed);
+    assert_eq!(app.kb.indexed_documents(), indexed);
     assert_eq!(search(&app, "zanzibar").await, ["z"]);
     assert!(
         !search(&app, "VPN 접속")
@@ -434,7 +434,7 @@ async fn kb_index_survives_restart_and_is_rebuilt_when_deleted(env: TestEnv) {
     std::fs::remove_dir_all(&index_dir).expect("remove the index");
     let app = env.spawn(&[]).await;
     assert!(index_dir.join("meta.json").exists());
-    assert_eq!(app.state.kb.indexed_documents(), indexed);
+    assert_eq!(app.kb.indexed_documents(), indexed);
     assert_eq!(search(&app, "zanzibar").await, ["z"]);
     assert_eq!(
         search(&app, "연차 신청").await.first().map(String::as_str),
@@ -450,7 +450,7 @@ async fn kb_index_survives_restart_and_is_rebuilt_when_deleted(env: TestEnv) {
     // A damaged index is rebuilt too.
     std::fs::write(index_dir.join("meta.json"), "{ not json").expect("damage the index");
     let app = env.spawn(&[]).await;
-    assert_eq!(app.state.kb.indexed_documents(), indexed);
+    assert_eq!(app.kb.indexed_documents(), indexed);
     assert_eq!(search(&app, "zanzibar").await, ["z"]);
     app.stop().await;
     env.cleanup().await;

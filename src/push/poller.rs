@@ -7,70 +7,26 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::AssertSqlSafe;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::event::{PushEvent, Source, ZERO_SHA};
-use super::github::{Conditional, GithubError};
-use super::repo::RepoKind;
-use super::{Repository, find_repository, set_baseline_head};
-use crate::ids::now_ms;
-use crate::state::AppState;
+use super::PushState;
+use crate::watch::event::{PushEvent, Source, ZERO_SHA};
+use crate::watch::github::{Conditional, GithubError};
+use crate::watch::repo::RepoKind;
+use crate::watch::{DueWatch, Repository, claim_due_watches, find_repository, set_baseline_head};
 
 const CLAIM_BATCH: usize = 256;
 const CONCURRENT_CHECKS: usize = 64;
 const TICK: Duration = Duration::from_millis(50);
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DueWatch {
-    pub id: i64,
-    pub repository_id: i64,
-    pub pattern: String,
-    pub etag: Option<String>,
-    pub last_error: Option<String>,
-}
-
-pub async fn claim_due_watches(
-    state: &AppState,
-    limit: usize,
-) -> Result<Vec<DueWatch>, sqlx::Error> {
-    let interval = state.settings.poll_interval.as_millis() as i64;
-    let now = now_ms();
-    // Asked of a reader first: the claim is a write, and on SQLite every write (a push's
-    // commit among them) queues behind it. Twenty claims a second that found nothing due held
-    // up about one push in 70 by 0.1–1.2 ms (measured at 1,000 webhook deliveries/s).
-    let due: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM watches WHERE next_check_at <= $1 LIMIT 1")
-            .bind(now)
-            .fetch_optional(state.db.reader())
-            .await?;
-    if due.is_none() {
-        return Ok(Vec::new());
-    }
-    let sql = format!(
-        "UPDATE watches SET last_checked_at = $2, next_check_at = CASE WHEN next_check_at + $1 > $2 \
-           THEN next_check_at + $1 ELSE $2 + $1 END \
-         WHERE id IN (SELECT id FROM watches WHERE next_check_at <= $2 \
-           ORDER BY next_check_at LIMIT $3{}) \
-         RETURNING id, repository_id, pattern, etag, last_error",
-        state.db.skip_locked()
-    );
-    sqlx::query_as::<_, DueWatch>(AssertSqlSafe(sql))
-        .bind(interval)
-        .bind(now)
-        .bind(limit as i64)
-        .fetch_all(state.db.writer())
-        .await
-}
 
 /// Repositories never change once stored, so the poller keeps the ones it has loaded.
 #[derive(Clone, Default)]
 pub struct RepositoryCache(Arc<std::sync::RwLock<HashMap<i64, Repository>>>);
 
 impl RepositoryCache {
-    pub async fn get(&self, state: &AppState, id: i64) -> Result<Option<Repository>, sqlx::Error> {
+    pub async fn get(&self, state: &PushState, id: i64) -> Result<Option<Repository>, sqlx::Error> {
         if let Some(found) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(Some(found.clone()));
         }
@@ -85,7 +41,7 @@ impl RepositoryCache {
     }
 }
 
-pub async fn run(state: AppState, shutdown: CancellationToken) {
+pub async fn run(state: PushState, shutdown: CancellationToken) {
     let repositories = RepositoryCache::default();
     let permits = Arc::new(Semaphore::new(CONCURRENT_CHECKS));
     let tracker = TaskTracker::new();
@@ -93,7 +49,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         let available = permits.available_permits().min(CLAIM_BATCH);
         let mut full = false;
         if available > 0 {
-            match claim_due_watches(&state, available).await {
+            match claim_due_watches(&state.db, state.settings.poll_interval, available).await {
                 Ok(watches) => {
                     full = watches.len() == available;
                     for watch in watches {
@@ -124,7 +80,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 }
 
 /// Checks one watch and feeds any push into `ingest`; records the outcome on the watch.
-pub async fn check_watch(state: &AppState, repositories: &RepositoryCache, watch: &DueWatch) {
+pub async fn check_watch(state: &PushState, repositories: &RepositoryCache, watch: &DueWatch) {
     let repository = match repositories.get(state, watch.repository_id).await {
         Ok(Some(repository)) => repository,
         Ok(None) => return,
@@ -148,13 +104,10 @@ pub async fn check_watch(state: &AppState, repositories: &RepositoryCache, watch
     metrics::counter!("herald_poll_checks_total", "outcome" => outcome).increment(1);
     // The claim already stamped `last_checked_at`; write again only when something changed, so
     // that thousands of unchanged branches cost no writes.
-    if etag != watch.etag || error != watch.last_error {
-        let _ = sqlx::query("UPDATE watches SET etag = $1, last_error = $2 WHERE id = $3")
-            .bind(etag)
-            .bind(error)
-            .bind(watch.id)
-            .execute(state.db.writer())
-            .await;
+    if (etag != watch.etag || error != watch.last_error)
+        && let Err(cause) = crate::watch::record_check(&state.db, watch.id, etag, error).await
+    {
+        tracing::warn!(watch = watch.id, error = %cause, "could not record a poll's outcome");
     }
 }
 
@@ -166,7 +119,7 @@ enum Checked {
 }
 
 async fn check_github(
-    state: &AppState,
+    state: &PushState,
     repository: &Repository,
     watch: &DueWatch,
 ) -> Result<Checked, String> {
@@ -225,7 +178,7 @@ async fn check_github(
 
 /// Whether the known head `sha` of a branch was announced by an inbound webhook.
 async fn head_came_from_webhook(
-    state: &AppState,
+    state: &PushState,
     repository: &Repository,
     branch: &str,
     sha: &str,
@@ -247,12 +200,12 @@ async fn head_came_from_webhook(
 /// The head herald knew before `sha`, if the branch moved; a branch seen for the first time gets
 /// `sha` as its baseline and no notification.
 async fn known_head(
-    state: &AppState,
+    state: &PushState,
     repository: &Repository,
     branch: &str,
     sha: &str,
 ) -> Result<Option<String>, String> {
-    match super::branch_head(&state.db, repository.id, branch).await {
+    match crate::watch::branch_head(&state.db, repository.id, branch).await {
         Ok(Some(known)) if known == sha => Ok(None),
         Ok(Some(known)) => Ok(Some(known)),
         Ok(None) => {
@@ -266,7 +219,7 @@ async fn known_head(
 }
 
 async fn check_git(
-    state: &AppState,
+    state: &PushState,
     repository: &Repository,
     watch: &DueWatch,
 ) -> Result<Checked, String> {

@@ -17,21 +17,22 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::event::{Commit, Person, PushEvent, Source, ZERO_SHA};
+use super::PushState;
 use super::ingest::{IngestOutcome, accept_push};
-use super::repo::RepoUrl;
 use crate::http::error::ApiError;
-use crate::state::AppState;
+use crate::watch::event::{Commit, Person, PushEvent, Source, ZERO_SHA};
+use crate::watch::repo::RepoUrl;
 
 /// Push payloads can be large (GitHub caps them at 25 MB); herald accepts up to this much.
 pub const MAX_HOOK_BODY: usize = 26 * 1024 * 1024;
 
-pub fn router() -> axum::Router<AppState> {
+pub fn router(state: PushState) -> axum::Router {
     axum::Router::new()
         .route("/hooks/github", post(github))
         .route("/hooks/gitea", post(gitea))
         .route("/hooks/gitlab", post(gitlab))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_HOOK_BODY))
+        .with_state(state)
 }
 
 #[derive(Clone, Copy)]
@@ -92,7 +93,7 @@ fn verify(forge: Forge, secret: &str, headers: &HeaderMap, body: &[u8]) -> Resul
 }
 
 async fn github(
-    State(state): State<AppState>,
+    State(state): State<PushState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -100,7 +101,7 @@ async fn github(
 }
 
 async fn gitea(
-    State(state): State<AppState>,
+    State(state): State<PushState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -108,7 +109,7 @@ async fn gitea(
 }
 
 async fn gitlab(
-    State(state): State<AppState>,
+    State(state): State<PushState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -116,7 +117,7 @@ async fn gitlab(
 }
 
 async fn receive(
-    state: AppState,
+    state: PushState,
     forge: Forge,
     headers: HeaderMap,
     body: Bytes,
@@ -297,7 +298,7 @@ fn check_sha(sha: &str) -> Result<(), ApiError> {
 
 fn check_ref(ref_name: &str) -> Result<(), ApiError> {
     match ref_name.strip_prefix("refs/heads/") {
-        Some(branch) if super::repo::valid_branch_pattern(branch).is_ok() => Ok(()),
+        Some(branch) if crate::watch::repo::valid_branch_pattern(branch).is_ok() => Ok(()),
         _ => Err(ApiError::BadRequest(format!(
             "{ref_name:?} is not a branch ref"
         ))),
