@@ -22,7 +22,10 @@ mod nodelay;
 mod script;
 pub mod walbatch;
 
-pub use script::{FromValue, Row, Script, Value, WriterTurn, read_many, read_many_in_turn};
+pub use script::{
+    FromValue, Row, Script, Value, WriterTurn, read_many, read_many_in_turn, values_rows,
+    values_rows_from,
+};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

@@ -3,6 +3,7 @@
 
 use herald::store::{
     Checkpoint, Row, Script, Value, is_unique_violation, read_many, read_many_in_turn,
+    values_rows,
 };
 
 use crate::both_backends;
@@ -15,12 +16,9 @@ both_backends!(reads_return_each_statements_rows_with_their_types);
 fn insert_ids(script: &mut Script, prefix: &str, rows: usize) {
     let ids: Vec<String> = (0..rows).map(|n| format!("{prefix}-{n}")).collect();
     for chunk in ids.chunks(64) {
-        let values = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
         script.push(format!(
-            "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES {values}"
+            "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES {}",
+            values_rows(chunk.len(), 3)
         ));
         for id in chunk {
             script
