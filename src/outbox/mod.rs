@@ -492,7 +492,7 @@ pub async fn record_batch(
                         .attempt
                         .body
                         .as_deref()
-                        .map(|b| truncate_bytes(b, 4096)),
+                        .map(|b| crate::text::prefix_bytes(b, 4096)),
                 )
                 .bind(recorded.attempt.error.as_deref());
         }
@@ -683,17 +683,6 @@ pub async fn depth(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
     sqlx::query_as("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
         .fetch_all(db.reader())
         .await
-}
-
-pub fn truncate_bytes(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 #[cfg(test)]
