@@ -37,7 +37,10 @@ const LOCAL_QUEUE_CAPACITY: usize = 2048;
 
 /// Connects to the database and applies migrations; what `herald migrate` does.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
-    let db = Db::connect(&settings.database_url)
+    let options = crate::store::StoreOptions {
+        sqlite_batched_log: settings.sqlite_batched_log,
+    };
+    let db = Db::connect_with(&settings.database_url, options)
         .await
         .with_context(|| "could not open the database named by HERALD_DATABASE_URL")?;
     db.migrate()
@@ -70,6 +73,9 @@ impl Application {
             )
         })?;
         let db = open_database(&settings).await?;
+        // The recorder is installed first, so that the start-up gauge is recorded.
+        crate::http::ops::metrics_handle();
+        db.announce_write_path();
         let (worker_id, lease_holder) = match settings.node_id {
             Some(id) => (id, None),
             None => {

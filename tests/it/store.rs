@@ -2,8 +2,8 @@
 //! call or (a long one) several, and the writer stays usable after a script fails.
 
 use herald::store::{
-    Checkpoint, Row, Script, Value, is_unique_violation, read_many, read_many_in_turn,
-    values_rows,
+    BatchedLog, Checkpoint, Db, Row, Script, StoreOptions, Value, is_unique_violation, read_many,
+    read_many_in_turn, values_rows,
 };
 
 use crate::both_backends;
@@ -196,6 +196,110 @@ async fn reads_return_each_statements_rows_with_their_types(env: TestEnv) {
         .await
         .expect("reads");
     assert_eq!(sets[0][0].get::<i64>(0), 1);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// With `HERALD_SQLITE_BATCHED_LOG=false` the writer connection opens its files through
+/// SQLite's own VFS (`Direct::open` checks the connection's VFS against what it reports), and
+/// writes are still committed and durable: each database opened the other way finds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batched_sqlite_log_can_be_turned_off_and_writes_stay_durable() {
+    let Some(env) = TestEnv::new(crate::helpers::Backend::Sqlite).await else {
+        return;
+    };
+    let open = |batched: bool| {
+        let url = env.database_url.clone();
+        async move {
+            let options = StoreOptions {
+                sqlite_batched_log: batched,
+            };
+            let db = Db::connect_with(&url, options).await.expect("connect");
+            db.migrate().await.expect("migrate");
+            db
+        }
+    };
+    let off = open(false).await;
+    assert_eq!(off.batched_log(), BatchedLog::TurnedOff);
+    for n in 0..20 {
+        let mut script = Script::new(off.backend);
+        insert_ids(&mut script, &format!("off-{n}"), 10);
+        script
+            .commit(&off)
+            .await
+            .expect("a write without the batching VFS");
+    }
+    assert_eq!(count_ids(&off, "off").await, 200);
+    off.close().await;
+
+    let on = open(true).await;
+    assert_eq!(on.batched_log(), BatchedLog::InUse);
+    assert_eq!(count_ids(&on, "off").await, 200, "durable across a restart");
+    let mut script = Script::new(on.backend);
+    insert_ids(&mut script, "on", 10);
+    script
+        .commit(&on)
+        .await
+        .expect("a write through the batching VFS");
+    on.close().await;
+
+    let off = open(false).await;
+    assert_eq!(count_ids(&off, "off").await, 200);
+    assert_eq!(count_ids(&off, "on").await, 10);
+    off.close().await;
+    env.cleanup().await;
+}
+
+/// The app says on `/metrics` whether SQLite's log is batched, as the environment asks (CI runs
+/// the suite once with `HERALD_SQLITE_BATCHED_LOG=false`, and the test helpers pass it on), and
+/// lists each cause of a fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batched_sqlite_log_metric_matches_the_environment() {
+    let Some(env) = TestEnv::new(crate::helpers::Backend::Sqlite).await else {
+        return;
+    };
+    let expected = std::env::var("HERALD_SQLITE_BATCHED_LOG").map_or(true, |value| {
+        !matches!(
+            value.trim().to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off"
+        )
+    });
+    let app = env.spawn(&[]).await;
+    assert_eq!(
+        app.state.db.batched_log(),
+        if expected {
+            BatchedLog::InUse
+        } else {
+            BatchedLog::TurnedOff
+        }
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let gauge = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("herald_sqlite_batched_log "))
+        .unwrap_or_else(|| panic!("no herald_sqlite_batched_log in {metrics}"));
+    assert_eq!(
+        gauge.trim().parse::<f64>().expect("a number"),
+        if expected { 1.0 } else { 0.0 }
+    );
+    for fallback in herald::store::Fallback::ALL {
+        let series = format!(
+            "herald_sqlite_batched_log_fallbacks_total{{cause=\"{}\"}} ",
+            fallback.cause()
+        );
+        assert!(
+            metrics.lines().any(|line| line.starts_with(&series)),
+            "{series} in {metrics}"
+        );
+    }
     app.stop().await;
     env.cleanup().await;
 }
