@@ -179,6 +179,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "30",
         "login attempts allowed per client address per minute",
     ),
+    (
+        "HERALD_SQLITE_BATCHED_LOG",
+        "true",
+        "write each SQLite commit's log frames with one system call (false = SQLite's own writes)",
+    ),
 ];
 
 /// Settings whose default is made from other settings; [`SETTINGS`] describes it in words.
@@ -266,6 +271,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub ws_heartbeat_timeout: Duration,
     pub login_attempts_per_minute: u32,
+    /// On SQLite in a file, the writer's log goes through the batching VFS (`store/walbatch.rs`).
+    pub sqlite_batched_log: bool,
 }
 
 impl Settings {
@@ -385,6 +392,7 @@ impl Settings {
         })?;
         let allow_private_targets =
             parse_setting(&get, "HERALD_ALLOW_PRIVATE_TARGETS", parse_bool)?;
+        let sqlite_batched_log = parse_setting(&get, "HERALD_SQLITE_BATCHED_LOG", parse_bool)?;
         let log_format = parse_setting(&get, "HERALD_LOG_FORMAT", |v| match v {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
@@ -446,6 +454,7 @@ impl Settings {
                 parse_duration,
             )?,
             login_attempts_per_minute: rate("HERALD_LOGIN_ATTEMPTS_PER_MINUTE")?,
+            sqlite_batched_log,
         })
     }
 
@@ -531,6 +540,10 @@ impl Settings {
                 self.allow_private_targets.to_string(),
             ),
             ("HERALD_ADMIN_TOKEN".into(), hide(&self.admin_token)),
+            (
+                "HERALD_SQLITE_BATCHED_LOG".into(),
+                self.sqlite_batched_log.to_string(),
+            ),
         ]
     }
 }
@@ -722,6 +735,19 @@ mod tests {
         assert!(err.to_string().contains("HERALD_LISTN"), "{err}");
         let err = Settings::from_map(map(&[("HERALD_NODE_ID", "4000")])).unwrap_err();
         assert!(err.to_string().contains("HERALD_NODE_ID"), "{err}");
+    }
+
+    #[test]
+    fn the_batched_sqlite_log_is_on_unless_turned_off() {
+        let default = Settings::from_map(BTreeMap::new()).expect("valid");
+        assert!(default.sqlite_batched_log);
+        let off = Settings::from_map(map(&[("HERALD_SQLITE_BATCHED_LOG", "false")]));
+        assert!(!off.expect("valid").sqlite_batched_log);
+        let err = Settings::from_map(map(&[("HERALD_SQLITE_BATCHED_LOG", "maybe")])).unwrap_err();
+        assert!(
+            err.to_string().contains("HERALD_SQLITE_BATCHED_LOG"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! or [`record_into`] (failing the whole script if another node recorded it meanwhile, so its
 //! caller reads again and finds a duplicate); retention prunes old ids through [`PRUNE_SQL`].
 
-use crate::store::{Db, ROWS_PER_STATEMENT, Script, StoreError, value_rows};
+use crate::store::{Db, ROWS_PER_STATEMENT, Script, StoreError, values_rows};
 
 /// Records `(source, id)` inside `tx`; `false` when it was recorded already (a redelivery).
 pub async fn record_in(
@@ -34,7 +34,7 @@ pub fn record_into(script: &mut Script, ids: &[(&str, &str)], now_ms: i64) {
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         script.push(format!(
             "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES {}",
-            value_rows(chunk.len(), 3)
+            values_rows(chunk.len(), 3)
         ));
         for (source, id) in chunk {
             script.bind(*source).bind(*id).bind(now_ms);

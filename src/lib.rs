@@ -9,6 +9,7 @@ pub mod chat;
 pub mod config;
 pub mod connectors;
 pub mod contacts;
+pub mod crypto;
 pub mod http;
 pub mod ids;
 pub mod inbound;
@@ -23,4 +24,5 @@ pub mod store;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testkit;
+pub mod text;
 pub mod watch;

@@ -73,7 +73,10 @@ const LOCAL_QUEUE_CAPACITY: usize = 2048;
 
 /// Connects to the database and applies migrations; what `herald migrate` does.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
-    Db::open(&settings.database_url).await
+    let options = crate::store::StoreOptions {
+        sqlite_batched_log: settings.sqlite_batched_log,
+    };
+    Db::open(&settings.database_url, options).await
 }
 
 /// Runs `step` every `period` until `shutdown` is cancelled.
@@ -100,6 +103,9 @@ impl Application {
             )
         })?;
         let db = open_database(&settings).await?;
+        // The recorder is installed first, so that the start-up gauge is recorded.
+        crate::http::ops::metrics_handle();
+        db.announce_write_path();
         let (worker_id, lease_holder) = match settings.node_id {
             Some(id) => (id, None),
             None => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use herald::push::hooks::hmac_sha256_hex;
+use herald::crypto::hmac_sha256_hex;
 use herald::testkit::fake_github::FakeGithub;
 use herald::testkit::fake_telegram::FakeTelegram;
 use herald::testkit::git_repo::{GitRepo, git};

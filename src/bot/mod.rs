@@ -668,7 +668,7 @@ impl Engine<'_> {
             text.push_str(&format!(
                 "\n• {} {} — {} ({date})",
                 commit.short_id(),
-                reply::truncate_chars(commit.title(), 80),
+                crate::text::ellipsize_chars(commit.title(), 80),
                 commit.author.name
             ));
         }
@@ -753,7 +753,10 @@ impl Engine<'_> {
             text.push_str(&format!("\n{}. {}", i + 1, hit.title));
             let snippet = hit.snippet.trim();
             if !snippet.is_empty() {
-                text.push_str(&format!(" — {}", reply::truncate_chars(snippet, 120)));
+                text.push_str(&format!(
+                    " — {}",
+                    crate::text::ellipsize_chars(snippet, 120)
+                ));
             }
             if let Some(url) = &hit.url {
                 reply = reply.link(hit.title.clone(), url.clone());

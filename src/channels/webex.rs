@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
-use crate::bot::reply::truncate_bytes;
 use crate::config::{Secret, WebexSettings};
 use crate::outbox::channel::{HttpAnswer, OutgoingMessage, send};
 use crate::outbox::{Attempt, Channel, Verdict};
+use crate::text::ellipsize_bytes;
 
 /// Webex refuses `text` or `markdown` longer than this many bytes.
 pub const WEBEX_MAX_BYTES: usize = 7439;
@@ -33,7 +33,7 @@ pub fn message_body(destination: &str, payload: &Value) -> Option<Value> {
     let mut any = false;
     for key in ["markdown", "text"] {
         if let Some(value) = payload.get(key).and_then(Value::as_str) {
-            body[key] = json!(truncate_bytes(value, WEBEX_MAX_BYTES));
+            body[key] = json!(ellipsize_bytes(value, WEBEX_MAX_BYTES));
             any = true;
         }
     }

@@ -22,12 +22,12 @@ use serde_json::{Value, json};
 
 use crate::bot::Bot;
 use crate::bot::deliver::{queue_replies, reply_delivery};
-use crate::bot::reply::truncate_chars;
 use crate::bot::{Answer, Incoming, Lang, Reply};
 use crate::connectors::bounded;
 use crate::http::error::ApiError;
 use crate::ids::now_ms;
 use crate::outbox::NewDelivery;
+use crate::text::ellipsize_chars;
 
 /// How long a skill request waits for the engine before switching to the callback.
 pub const INLINE_BUDGET: Duration = Duration::from_millis(1500);
@@ -80,24 +80,24 @@ fn split_text(text: &str, max: usize) -> Vec<String> {
 pub fn skill_response(reply: &Reply) -> Value {
     let mut outputs = Vec::new();
     if let Some(image) = &reply.image {
-        outputs.push(json!({"simpleImage": {"imageUrl": image.url, "altText": truncate_chars(&image.alt, 50)}}));
+        outputs.push(json!({"simpleImage": {"imageUrl": image.url, "altText": ellipsize_chars(&image.alt, 50)}}));
     }
     let card = (!reply.links.is_empty()).then(|| {
         let buttons: Vec<Value> = reply
             .links
             .iter()
             .take(CARD_BUTTONS_MAX)
-            .map(|l| json!({"label": truncate_chars(&l.label, BUTTON_LABEL_CHARS), "action": "webLink", "webLinkUrl": l.url}))
+            .map(|l| json!({"label": ellipsize_chars(&l.label, BUTTON_LABEL_CHARS), "action": "webLink", "webLinkUrl": l.url}))
             .collect();
         let titles: Vec<String> = reply.links.iter().take(CARD_BUTTONS_MAX).map(|l| format!("• {}", l.label)).collect();
-        json!({"textCard": {"description": truncate_chars(&titles.join("\n"), 400), "buttons": buttons, "buttonLayout": "vertical"}})
+        json!({"textCard": {"description": ellipsize_chars(&titles.join("\n"), 400), "buttons": buttons, "buttonLayout": "vertical"}})
     });
     let room_for_text = OUTPUTS_MAX - outputs.len() - usize::from(card.is_some());
     let mut pieces = split_text(&reply.text, TEXT_MAX_CHARS);
     if pieces.len() > room_for_text {
         pieces.truncate(room_for_text);
         if let Some(last) = pieces.last_mut() {
-            *last = truncate_chars(&format!("{last}…"), TEXT_MAX_CHARS);
+            *last = ellipsize_chars(&format!("{last}…"), TEXT_MAX_CHARS);
         }
     }
     if pieces.is_empty() && card.is_none() && outputs.is_empty() {
@@ -113,7 +113,7 @@ pub fn skill_response(reply: &Reply) -> Value {
         .buttons
         .iter()
         .take(QUICK_REPLIES_MAX)
-        .map(|b| json!({"label": truncate_chars(&b.label, BUTTON_LABEL_CHARS), "action": "message", "messageText": b.send}))
+        .map(|b| json!({"label": ellipsize_chars(&b.label, BUTTON_LABEL_CHARS), "action": "message", "messageText": b.send}))
         .collect();
     let mut template = json!({"outputs": outputs});
     if !quick_replies.is_empty() {
@@ -273,7 +273,7 @@ async fn deliver_later(
             "kakao",
             user,
             answer.contact.id,
-            json!({"text": truncate_chars(&answer.reply.as_plain_text(answer.lang), TEXT_MAX_CHARS)}),
+            json!({"text": ellipsize_chars(&answer.reply.as_plain_text(answer.lang), TEXT_MAX_CHARS)}),
         ),
     };
     queue_replies(state, None, vec![delivery]).await?;

@@ -31,18 +31,11 @@ pub fn is_public_url(url: &url::Url) -> bool {
 /// A secret derived from a platform credential, for when the operator set none: inbound
 /// requests are always authenticated, and the value is stable across restarts and nodes.
 pub fn derived_secret(purpose: &str, credential: &str) -> String {
-    let mac = crate::push::hooks::hmac_sha256_hex(credential.as_bytes(), purpose.as_bytes());
+    let mac = crate::crypto::hmac_sha256_hex(credential.as_bytes(), purpose.as_bytes());
     mac[..48].to_string()
 }
 
 /// Cuts inbound text to [`MAX_INBOUND_TEXT_BYTES`] on a character boundary.
 pub fn bounded(text: &str) -> &str {
-    if text.len() <= MAX_INBOUND_TEXT_BYTES {
-        return text;
-    }
-    let mut end = MAX_INBOUND_TEXT_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    crate::text::prefix_bytes(text, MAX_INBOUND_TEXT_BYTES)
 }

@@ -16,11 +16,11 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::bot::Bot;
-use crate::bot::reply::truncate_chars;
 use crate::bot::{Incoming, Reply};
 use crate::channels::kakao::PLUSFRIEND_PREFIX;
 use crate::connectors::bounded;
 use crate::http::error::{ApiError, ApiJson};
+use crate::text::ellipsize_chars;
 
 const TEXT_MAX_CHARS: usize = 1000;
 const BODY_LIMIT: usize = 64 * 1024;
@@ -65,13 +65,13 @@ async fn keyboard() -> Json<Value> {
 /// The engine's reply in the auto-reply format. Buttons become the keyboard (a button sends its
 /// own label, so the label is the command); the first link becomes the message button.
 pub fn auto_reply(reply: &Reply) -> Value {
-    let mut message = json!({"text": truncate_chars(&reply.text, TEXT_MAX_CHARS)});
+    let mut message = json!({"text": ellipsize_chars(&reply.text, TEXT_MAX_CHARS)});
     if let Some(image) = &reply.image {
         message["photo"] = json!({"url": image.url, "width": 640, "height": 480});
     }
     if let Some(link) = reply.links.first() {
         message["message_button"] =
-            json!({"label": truncate_chars(&link.label, 14), "url": link.url});
+            json!({"label": ellipsize_chars(&link.label, 14), "url": link.url});
     }
     let mut body = json!({"message": message});
     if !reply.buttons.is_empty() {

@@ -17,18 +17,17 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::bot::Bot;
 use crate::bot::deliver::{already_answered, queue_replies, reply_delivery};
-use crate::bot::reply::truncate_chars;
 use crate::bot::{Incoming, Reply, short_payload};
 use crate::channels::telegram::method_url;
 use crate::connectors::bounded;
 use crate::http::error::ApiError;
 use crate::notify::render::escape_html;
 use crate::store::StoreError;
+use crate::text::ellipsize_chars;
 
 pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 const TEXT_MAX_CHARS: usize = 4000;
@@ -69,7 +68,7 @@ async fn webhook(
             "missing X-Telegram-Bot-Api-Secret-Token".into(),
         ));
     };
-    if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    if !crate::crypto::constant_time_eq(given.as_bytes(), &expected) {
         return Err(ApiError::Forbidden(
             "wrong X-Telegram-Bot-Api-Secret-Token".into(),
         ));
@@ -90,10 +89,10 @@ async fn webhook(
 /// The engine's reply as a `sendMessage` payload (HTML), with an inline keyboard of its buttons
 /// and links.
 pub fn send_message_payload(reply: &Reply) -> Value {
-    let text = escape_html(&truncate_chars(&reply.text, TEXT_MAX_CHARS));
+    let text = escape_html(&ellipsize_chars(&reply.text, TEXT_MAX_CHARS));
     let mut rows: Vec<Vec<Value>> = Vec::new();
     for (i, button) in reply.buttons.iter().enumerate() {
-        let key = json!({"text": truncate_chars(&button.label, 40), "callback_data": short_payload(i, button)});
+        let key = json!({"text": ellipsize_chars(&button.label, 40), "callback_data": short_payload(i, button)});
         match rows.last_mut() {
             Some(row) if row.len() < 2 && button.label.chars().count() <= 16 => row.push(key),
             _ => rows.push(vec![key]),
@@ -101,7 +100,7 @@ pub fn send_message_payload(reply: &Reply) -> Value {
     }
     for link in &reply.links {
         rows.push(vec![
-            json!({"text": truncate_chars(&link.label, 40), "url": link.url}),
+            json!({"text": ellipsize_chars(&link.label, 40), "url": link.url}),
         ]);
     }
     let mut payload =

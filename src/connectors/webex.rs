@@ -13,9 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use sha1::Sha1;
 use tokio_util::sync::CancellationToken;
 
 use crate::bot::Bot;
@@ -84,10 +82,7 @@ pub fn webhook_secret(state: &WebexState) -> Option<String> {
 }
 
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes any key length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    crate::crypto::hmac_sha1_hex(secret.as_bytes(), body)
 }
 
 fn api(state: &WebexState, path: &str) -> String {
@@ -173,10 +168,7 @@ async fn webhook(
         return Err(ApiError::Unauthorized("missing X-Spark-Signature".into()));
     };
     let expected = signature(&secret, &body);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        given.trim().to_ascii_lowercase().as_bytes(),
-        expected.as_bytes(),
-    )) {
+    if !crate::crypto::constant_time_eq(given.trim().to_ascii_lowercase(), &expected) {
         return Err(ApiError::Forbidden("wrong X-Spark-Signature".into()));
     }
     let event: Value = serde_json::from_slice(&body)

@@ -4,9 +4,9 @@
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::crypto::constant_time_eq;
 use crate::state::AppState;
 
 /// Proof that the request carries the operator token.
@@ -49,7 +49,7 @@ pub fn is_admin(parts: &Parts, state: &AppState) -> bool {
     [bearer_token(parts), cookie(parts, ADMIN_COOKIE)]
         .into_iter()
         .flatten()
-        .any(|given| bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())))
+        .any(|given| constant_time_eq(given, expected.expose()))
 }
 
 impl<S> FromRequestParts<S> for Admin
@@ -67,9 +67,7 @@ where
             ));
         };
         match bearer_token(parts) {
-            Some(given) if bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) => {
-                Ok(Admin)
-            }
+            Some(given) if constant_time_eq(given, expected.expose()) => Ok(Admin),
             Some(_) => Err(ApiError::Unauthorized("wrong token".into())),
             None => Err(ApiError::Unauthorized(
                 "missing Authorization: Bearer <HERALD_ADMIN_TOKEN>".into(),

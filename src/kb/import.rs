@@ -95,7 +95,13 @@ pub async fn import(settings: &Settings, request: &ImportRequest) -> anyhow::Res
         }
     };
 
-    let db = crate::store::Db::open(&settings.database_url).await?;
+    let db = crate::store::Db::open(
+        &settings.database_url,
+        crate::store::StoreOptions {
+            sqlite_batched_log: settings.sqlite_batched_log,
+        },
+    )
+    .await?;
     let change = Change {
         replace_all: request.replace,
         documents: &documents,

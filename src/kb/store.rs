@@ -191,24 +191,11 @@ async fn upsert_documents(
     now: i64,
 ) -> Result<(), StoreError> {
     for chunk in upsert_chunks(documents) {
-        let mut sql = String::from(
-            "INSERT INTO kb_documents (id, title, body, tags, url, updated_at, revision) VALUES ",
-        );
         // $1 and $2 are the time and revision, shared by every row; each row has five more.
-        for i in 0..chunk.len() {
-            let p = 2 + i * 5;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, $1, $2)",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5
-            ));
-        }
+        let mut sql = format!(
+            "INSERT INTO kb_documents (id, title, body, tags, url, updated_at, revision) VALUES {}",
+            crate::store::values_rows_from(chunk.len(), "($3, $4, $5, $6, $7, $1, $2)", 2)
+        );
         sql.push_str(
             " ON CONFLICT (id) DO UPDATE SET title = excluded.title, body = excluded.body, \
              tags = excluded.tags, url = excluded.url, updated_at = excluded.updated_at, \

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::text::prefix_chars;
 use crate::watch::event::{Commit, PushEvent};
 
 /// How many commit lines a message lists before "and K more".
@@ -82,13 +83,6 @@ pub fn escape_markdown_v2(text: &str) -> String {
     out
 }
 
-fn truncate_chars(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => &text[..index],
-        None => text,
-    }
-}
-
 /// Adds lines to a message until the next one would pass `max` (measured by `len`), then says
 /// how many were left out.
 fn fit_lines(
@@ -139,8 +133,8 @@ pub fn telegram_html(summary: &PushSummary) -> Value {
             };
             format!(
                 "{sha} {} — <i>{}</i>",
-                escape_html(truncate_chars(c.title(), 200)),
-                escape_html(truncate_chars(&c.author.name, 60))
+                escape_html(prefix_chars(c.title(), 200)),
+                escape_html(prefix_chars(&c.author.name, 60))
             )
         })
         .collect();

@@ -12,7 +12,6 @@ pub mod channel;
 pub mod retention;
 pub mod worker;
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use rand::RngExt;
@@ -62,7 +61,8 @@ pub const DISABLE_AFTER_FAILING_MS: i64 = 5 * 24 * 3600 * 1000;
 /// Rows per INSERT statement. Kept small on purpose: SQLite looks up each `$n` parameter's
 /// name with a linear scan, so binding costs grow with the square of a statement's parameters.
 const INSERT_CHUNK: usize = 64;
-const INSERT_PARAMS: usize = 12;
+/// One row of `deliveries` as `enqueue_into` binds it: created and updated at the same time.
+const DELIVERY_ROW: &str = "($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $10, $11, $12)";
 
 /// A payload at least this long that several deliveries of one enqueue carry is stored once
 /// (`delivery_payloads`) rather than once per delivery.
@@ -98,31 +98,12 @@ pub fn enqueue_into(
         .chunks(INSERT_CHUNK)
         .zip(shared.chunks(INSERT_CHUNK))
     {
-        let mut sql = String::from(
+        let sql = format!(
             "INSERT INTO deliveries (id, channel, destination, payload, event_id, contact_id, \
              webhook_id, event_type, status, next_attempt_at, created_at, updated_at, locked_until, \
-             payload_id) VALUES ",
+             payload_id) VALUES {}",
+            crate::store::values_rows_from(chunk.len(), DELIVERY_ROW, 0)
         );
-        for i in 0..chunk.len() {
-            let p = i * INSERT_PARAMS;
-            if i > 0 {
-                sql.push(',');
-            }
-            // Written in place: a push's fan-out builds this text on the single writer's turn.
-            sql.push('(');
-            for n in 1..=8 {
-                let _ = write!(sql, "${}, ", p + n);
-            }
-            let _ = write!(
-                sql,
-                "'pending', ${}, ${}, ${}, ${}, ${})",
-                p + 9,
-                p + 10,
-                p + 10,
-                p + 11,
-                p + 12
-            );
-        }
         script.push(sql);
         for (delivery, payload_id) in chunk.iter().zip(shared) {
             let id = ids.next();
@@ -192,12 +173,9 @@ fn share_payloads(
         .filter_map(|((body, _), id)| Some((*body, (*id)?)))
         .collect();
     for chunk in rows.chunks(INSERT_CHUNK) {
-        let values = (0..chunk.len())
-            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
         script.push(format!(
-            "INSERT INTO delivery_payloads (id, body) VALUES {values}"
+            "INSERT INTO delivery_payloads (id, body) VALUES {}",
+            crate::store::values_rows(chunk.len(), 2)
         ));
         for (body, id) in chunk {
             script.bind(*id).bind(*body);
@@ -497,27 +475,11 @@ pub async fn record_batch(
     let settled: Vec<Settled> = batch.iter().map(|r| settle(r, now, schedule)).collect();
     let mut script = Script::new(db.backend);
     for chunk in batch.chunks(RECORD_CHUNK) {
-        let mut sql = String::from(
+        script.push(format!(
             "INSERT INTO delivery_attempts (id, delivery_id, attempted_at, status_code, duration_ms, \
-             response_body, error) VALUES ",
-        );
-        for i in 0..chunk.len() {
-            let p = i * 7;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7
-            ));
-        }
-        script.push(sql);
+             response_body, error) VALUES {}",
+            crate::store::values_rows(chunk.len(), 7)
+        ));
         for recorded in chunk {
             script
                 .bind(ids.next())
@@ -530,7 +492,7 @@ pub async fn record_batch(
                         .attempt
                         .body
                         .as_deref()
-                        .map(|b| truncate_bytes(b, 4096)),
+                        .map(|b| crate::text::prefix_bytes(b, 4096)),
                 )
                 .bind(recorded.attempt.error.as_deref());
         }
@@ -721,17 +683,6 @@ pub async fn depth(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
     sqlx::query_as("SELECT status, COUNT(*) FROM deliveries GROUP BY status")
         .fetch_all(db.reader())
         .await
-}
-
-pub fn truncate_bytes(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 #[cfg(test)]

@@ -278,12 +278,11 @@ struct LoginForm {
 }
 
 async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    let valid = state.settings.admin_token.as_ref().is_some_and(|t| {
-        bool::from(subtle::ConstantTimeEq::ct_eq(
-            t.expose().as_bytes(),
-            form.token.trim().as_bytes(),
-        ))
-    });
+    let valid = state
+        .settings
+        .admin_token
+        .as_ref()
+        .is_some_and(|t| crate::crypto::constant_time_eq(form.token.trim(), t.expose()));
     if !valid {
         return (
             StatusCode::UNAUTHORIZED,

@@ -4,9 +4,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
 use rand::RngExt;
-use sha2::Sha256;
+
+use crate::crypto::hmac_sha256;
 
 /// The key Standard Webhooks signs with: the base64-decoded part after `whsec_` when the secret
 /// has that form, else the secret's UTF-8 bytes.
@@ -15,15 +15,6 @@ pub fn standard_webhooks_key(secret: &str) -> Vec<u8> {
         .strip_prefix("whsec_")
         .and_then(|encoded| STANDARD.decode(encoded).ok())
         .unwrap_or_else(|| secret.as_bytes().to_vec())
-}
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
 }
 
 /// `v1,<signature>` for the `webhook-signature` header.

@@ -11,14 +11,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::PushState;
 use super::ingest::{IngestOutcome, accept_push};
+use crate::crypto::{constant_time_eq, hmac_sha256_hex};
 use crate::http::error::ApiError;
 use crate::watch::event::{Commit, Person, PushEvent, Source, ZERO_SHA};
 use crate::watch::repo::RepoUrl;
@@ -59,26 +58,14 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(str::trim)
 }
 
-/// HMAC-SHA256 of `body` under `key`, as lower-case hex.
-pub fn hmac_sha256_hex(key: &[u8], body: &[u8]) -> String {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 fn verify(forge: Forge, secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     let expected_hex = || hmac_sha256_hex(secret.as_bytes(), body);
     let ok = match forge {
         Forge::GitHub => header(headers, "x-hub-signature-256")
             .and_then(|v| v.strip_prefix("sha256="))
-            .is_some_and(|given| constant_time_eq(&given.to_ascii_lowercase(), &expected_hex())),
+            .is_some_and(|given| constant_time_eq(given.to_ascii_lowercase(), expected_hex())),
         Forge::Gitea => header(headers, "x-gitea-signature")
-            .is_some_and(|given| constant_time_eq(&given.to_ascii_lowercase(), &expected_hex())),
+            .is_some_and(|given| constant_time_eq(given.to_ascii_lowercase(), expected_hex())),
         Forge::GitLab => {
             header(headers, "x-gitlab-token").is_some_and(|given| constant_time_eq(given, secret))
         }

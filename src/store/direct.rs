@@ -28,6 +28,7 @@ use rusqlite::OpenFlags;
 use rusqlite::types::{Null, ToSqlOutput, ValueRef};
 
 use super::script::{Row, Value};
+use super::walbatch::{self, BatchedLog, Fallback};
 
 /// Statements of distinct shapes kept prepared (a push's script has about ten; attempt records
 /// and their variants by batch size a few dozen).
@@ -36,6 +37,8 @@ const PREPARED: usize = 128;
 pub struct Direct {
     /// `None` once closed ([`Direct::close`]).
     writer: Mutex<Option<rusqlite::Connection>>,
+    /// How the connection writes the log, as found once it was open.
+    batched_log: BatchedLog,
 }
 
 impl std::fmt::Debug for Direct {
@@ -46,15 +49,39 @@ impl std::fmt::Debug for Direct {
 
 impl Direct {
     /// Opens the writer connection to an existing database file, with the settings of the
-    /// writer pool's (WAL, `synchronous = NORMAL`, foreign keys, no automatic checkpoint).
-    pub fn open(path: &Path) -> Result<Direct, rusqlite::Error> {
+    /// writer pool's (WAL, `synchronous = NORMAL`, foreign keys, no automatic checkpoint); its
+    /// log writes gathered into one system call per commit (`walbatch`) when `batched_log` asks
+    /// for it and the VFS is available.
+    pub fn open(path: &Path, batched_log: bool) -> Result<Direct, rusqlite::Error> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        // Its log writes gathered into one system call per commit (`walbatch`).
-        let writer = if super::walbatch::register() {
-            rusqlite::Connection::open_with_flags_and_vfs(path, flags, super::walbatch::VFS_NAME)?
+        let plain = || rusqlite::Connection::open_with_flags(path, flags);
+        let (writer, fallback) = if !batched_log {
+            (plain()?, None)
         } else {
-            rusqlite::Connection::open_with_flags(path, flags)?
+            match walbatch::register() {
+                Err(fallback) => {
+                    walbatch::record_fallback(fallback, &path.display());
+                    (plain()?, Some(fallback))
+                }
+                Ok(()) => match rusqlite::Connection::open_with_flags_and_vfs(
+                    path,
+                    flags,
+                    walbatch::VFS_NAME,
+                ) {
+                    Ok(writer) => (writer, None),
+                    Err(error) => {
+                        walbatch::record_fallback(Fallback::OpenFailed, &error);
+                        (plain()?, Some(Fallback::OpenFailed))
+                    }
+                },
+            }
         };
+        let batched_log = match (batched_log, fallback) {
+            (false, _) => BatchedLog::TurnedOff,
+            (true, Some(fallback)) => BatchedLog::FellBack(fallback),
+            (true, None) => BatchedLog::InUse,
+        };
+        debug_assert_eq!(batched_log.in_use(), walbatch::in_use(&writer));
         writer.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA busy_timeout = 0; PRAGMA foreign_keys = ON; \
@@ -63,7 +90,12 @@ impl Direct {
         writer.set_prepared_statement_cache_capacity(PREPARED);
         Ok(Direct {
             writer: Mutex::new(Some(writer)),
+            batched_log,
         })
+    }
+
+    pub fn batched_log(&self) -> BatchedLog {
+        self.batched_log
     }
 
     /// Closes the connection (with the pools, at shutdown); calls after it fail. The last
@@ -96,7 +128,7 @@ impl Direct {
             }
             run_cached(conn, "COMMIT")
         })();
-        super::walbatch::flush_after_commit(conn);
+        walbatch::flush_after_commit(conn);
         if result.is_err() {
             // A failed COMMIT may have rolled back by itself; otherwise undo what ran. If even
             // that fails, the next call tries again before anything else (`settle`).

@@ -22,7 +22,11 @@ mod nodelay;
 mod script;
 pub mod walbatch;
 
-pub use script::{FromValue, Row, Script, Value, WriterTurn, read_many, read_many_in_turn};
+pub use script::{
+    FromValue, Row, Script, Value, WriterTurn, read_many, read_many_in_turn, values_rows,
+    values_rows_from,
+};
+pub use walbatch::{BatchedLog, Fallback};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -55,15 +59,37 @@ pub struct Db {
 
 pub type StoreError = sqlx::Error;
 
+/// How to open storage, beyond its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// On SQLite in a file, write each commit's log frames with one system call (`walbatch`);
+    /// `HERALD_SQLITE_BATCHED_LOG`.
+    pub sqlite_batched_log: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sqlite_batched_log: true,
+        }
+    }
+}
+
 /// A PostgreSQL connection idle longer than this is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 impl Db {
-    /// Connects, creating the SQLite file (and its directory) when needed.
+    /// Connects with the default options, creating the SQLite file (and its directory) when
+    /// needed.
     pub async fn connect(url: &str) -> Result<Db, StoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Connects, creating the SQLite file (and its directory) when needed.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
-            Self::connect_sqlite(url).await
+            Self::connect_sqlite(url, options).await
         } else {
             let options = AnyConnectOptions::from_str(url)?
                 .log_statements(tracing::log::LevelFilter::Trace)
@@ -103,7 +129,7 @@ impl Db {
         }
     }
 
-    async fn connect_sqlite(url: &str) -> Result<Db, StoreError> {
+    async fn connect_sqlite(url: &str, connect: StoreOptions) -> Result<Db, StoreError> {
         let path_part = url
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
@@ -170,8 +196,9 @@ impl Db {
         {
             None
         } else {
-            let direct = direct::Direct::open(std::path::Path::new(path_part))
-                .map_err(direct::DirectError::from)?;
+            let direct =
+                direct::Direct::open(std::path::Path::new(path_part), connect.sqlite_batched_log)
+                    .map_err(direct::DirectError::from)?;
             Some(std::sync::Arc::new(direct))
         };
         Ok(Db {
@@ -180,6 +207,49 @@ impl Db {
             backend: Backend::Sqlite,
             direct,
         })
+    }
+
+    /// How SQLite's log is written by the direct writer connection, if there is one.
+    pub fn batched_log(&self) -> BatchedLog {
+        self.direct
+            .as_ref()
+            .map_or(BatchedLog::NoDirectWriter, |direct| direct.batched_log())
+    }
+
+    /// Says once, at start-up, how SQLite's log is written: a log line, and the
+    /// `herald_sqlite_batched_log` gauge (1 when batched, else 0) with each cause of
+    /// `herald_sqlite_batched_log_fallbacks_total` at zero so far, so that both exist before
+    /// anything happens. On PostgreSQL there is no SQLite log, and neither metric is set.
+    pub fn announce_write_path(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        let batched_log = self.batched_log();
+        metrics::gauge!("herald_sqlite_batched_log").set(if batched_log.in_use() {
+            1.0
+        } else {
+            0.0
+        });
+        for fallback in Fallback::ALL {
+            metrics::counter!("herald_sqlite_batched_log_fallbacks_total", "cause" => fallback.cause())
+                .increment(0);
+        }
+        match batched_log {
+            BatchedLog::InUse => tracing::info!(
+                vfs = walbatch::VFS_NAME.to_str().unwrap_or_default(),
+                "SQLite batched log in use: each commit's log frames are written with one system call"
+            ),
+            BatchedLog::TurnedOff => tracing::info!(
+                "SQLite batched log not in use: turned off by HERALD_SQLITE_BATCHED_LOG"
+            ),
+            BatchedLog::FellBack(fallback) => tracing::warn!(
+                cause = fallback.cause(),
+                "SQLite batched log not in use: it could not be set up (logged above)"
+            ),
+            BatchedLog::NoDirectWriter => tracing::info!(
+                "SQLite batched log not in use: the database is in memory or has options in its URL, so sqlx alone writes it"
+            ),
+        }
     }
 
     /// The pool for plain reads.
@@ -204,9 +274,9 @@ impl Db {
     }
 
     /// Connects and applies the migrations: what `herald migrate` does, and every start.
-    pub async fn open(url: &str) -> anyhow::Result<Db> {
+    pub async fn open(url: &str, options: StoreOptions) -> anyhow::Result<Db> {
         use anyhow::Context;
-        let db = Db::connect(url)
+        let db = Db::connect_with(url, options)
             .await
             .context("could not open the database named by HERALD_DATABASE_URL")?;
         db.migrate()
@@ -403,15 +473,6 @@ pub async fn release_node_id(db: &Db, worker_id: u16, holder: &str) -> Result<()
 pub fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
         .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `($1, $2, …), ($k, …)`: placeholders for `rows` rows of `columns` values, for a multi-row
-/// `INSERT … VALUES`.
-pub fn value_rows(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| format!("({})", placeholders(r * columns + 1, columns)))
         .collect::<Vec<_>>()
         .join(", ")
 }

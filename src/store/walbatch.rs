@@ -24,6 +24,12 @@
 //!
 //! Only the direct writer connection (`store/direct.rs`) opens its files through this VFS;
 //! every other file operation, and every other connection, is SQLite's own.
+//!
+//! It can be turned off (`HERALD_SQLITE_BATCHED_LOG=false`): the writer connection then opens
+//! its files through SQLite's own VFS, and everything else is unchanged. Whether it is in use
+//! is said at start-up (a log line, and the `herald_sqlite_batched_log` gauge, 1 or 0); every
+//! place where it cannot do its work ([`Fallback`]) is logged with its cause and counted in
+//! `herald_sqlite_batched_log_fallbacks_total{cause}`.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::{addr_of_mut, null_mut};
@@ -52,22 +58,136 @@ pub fn late_flushes() -> u64 {
     LATE_FLUSHES.load(Ordering::Relaxed)
 }
 
+/// How the direct writer connection writes SQLite's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchedLog {
+    /// Through this VFS: one write per commit.
+    InUse,
+    /// Turned off by `HERALD_SQLITE_BATCHED_LOG=false`.
+    TurnedOff,
+    /// Asked for, but the connection opened its files the usual way, for this reason.
+    FellBack(Fallback),
+    /// There is no direct writer connection: PostgreSQL, or SQLite in memory or with options in
+    /// its URL (sqlx alone writes then).
+    NoDirectWriter,
+}
+
+impl BatchedLog {
+    pub fn in_use(self) -> bool {
+        self == BatchedLog::InUse
+    }
+}
+
+/// A place where this VFS gives up its work: the frames then go to the file as SQLite writes
+/// them (or, for [`Fallback::LateFlush`], right after the commit), which is correct but slower.
+/// A transaction that outgrows the buffer is not one: its frames still go in writes of the
+/// buffer's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// SQLite has no "unix" VFS to build on (another platform): nothing is registered.
+    NoUnixVfs,
+    /// SQLite refused to register the VFS.
+    RegisterFailed,
+    /// Opening the database through the VFS failed; it was opened through SQLite's own.
+    OpenFailed,
+    /// A log was opened without its database file open through this VFS, so there is no
+    /// shared-memory barrier to write its frames by: they are written as they come.
+    LogNotLinked,
+    /// A commit's frames were still in the buffer when the commit returned (its commit frame
+    /// was not recognised): they were written then.
+    LateFlush,
+}
+
+impl Fallback {
+    /// Every fallback, for metrics that list each cause from the start.
+    pub const ALL: [Fallback; 5] = [
+        Fallback::NoUnixVfs,
+        Fallback::RegisterFailed,
+        Fallback::OpenFailed,
+        Fallback::LogNotLinked,
+        Fallback::LateFlush,
+    ];
+
+    /// The `cause` label of `herald_sqlite_batched_log_fallbacks_total`.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Fallback::NoUnixVfs => "no_unix_vfs",
+            Fallback::RegisterFailed => "register_failed",
+            Fallback::OpenFailed => "open_failed",
+            Fallback::LogNotLinked => "log_not_linked",
+            Fallback::LateFlush => "late_flush",
+        }
+    }
+
+    fn explanation(self) -> &'static str {
+        match self {
+            Fallback::NoUnixVfs => {
+                "SQLite has no \"unix\" VFS to build on; the log is written the usual way"
+            }
+            Fallback::RegisterFailed => {
+                "SQLite refused to register the batching VFS; the log is written the usual way"
+            }
+            Fallback::OpenFailed => {
+                "could not open the database through the batching VFS; opened it the usual way"
+            }
+            Fallback::LogNotLinked => {
+                "a SQLite log was opened without its database file; its frames are written unbatched"
+            }
+            Fallback::LateFlush => {
+                "a commit's log frames were still buffered after the commit returned; written then"
+            }
+        }
+    }
+}
+
+/// Logs a fallback with its cause (and `detail`: the error or the file concerned) and counts
+/// it in `herald_sqlite_batched_log_fallbacks_total`.
+pub fn record_fallback(fallback: Fallback, detail: &dyn std::fmt::Display) {
+    metrics::counter!("herald_sqlite_batched_log_fallbacks_total", "cause" => fallback.cause())
+        .increment(1);
+    tracing::warn!(
+        cause = fallback.cause(),
+        detail = %detail,
+        "SQLite batched log: {}",
+        fallback.explanation()
+    );
+}
+
+/// Whether `conn` opened its files through this VFS.
+pub fn in_use(conn: &rusqlite::Connection) -> bool {
+    let mut vfs: *mut ffi::sqlite3_vfs = null_mut();
+    // SAFETY: SQLITE_FCNTL_VFS_POINTER stores the main database's VFS pointer in `vfs`; the
+    // handle is the live connection we hold, and VFS structures outlive their connections.
+    unsafe {
+        let rc = ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_VFS_POINTER,
+            addr_of_mut!(vfs).cast::<c_void>(),
+        );
+        rc == ffi::SQLITE_OK
+            && !vfs.is_null()
+            && !(*vfs).zName.is_null()
+            && CStr::from_ptr((*vfs).zName) == VFS_NAME
+    }
+}
+
 thread_local! {
     /// Buffers written by this thread (each one write of the real file), for tests.
     static FLUSHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// Registers the VFS (once per process) and says whether it is available: `false` where the
-/// system's VFS is not "unix", and connections then open files the usual way.
-pub fn register() -> bool {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
+/// Registers the VFS (once per process) and says whether it is available; where it is not
+/// (the system's VFS is not "unix"), connections open files the usual way.
+pub fn register() -> Result<(), Fallback> {
+    static REGISTERED: OnceLock<Result<(), Fallback>> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
         // SAFETY: sqlite3_vfs_find and sqlite3_vfs_register are thread-safe; the VFS
         // structure is leaked, so it outlives every connection that uses it.
         unsafe {
             let real = ffi::sqlite3_vfs_find(c"unix".as_ptr());
             if real.is_null() || (*real).xOpen.is_none() {
-                return false;
+                return Err(Fallback::NoUnixVfs);
             }
             let mut vfs = *real;
             vfs.szOsFile = (std::mem::offset_of!(ShimFile, real) + (*real).szOsFile as usize)
@@ -79,7 +199,11 @@ pub fn register() -> bool {
             vfs.xOpen = Some(shim_open);
             // The other methods are unix's own: they do not look at their VFS argument.
             let vfs = Box::leak(Box::new(vfs));
-            ffi::sqlite3_vfs_register(vfs, 0) == ffi::SQLITE_OK
+            if ffi::sqlite3_vfs_register(vfs, 0) == ffi::SQLITE_OK {
+                Ok(())
+            } else {
+                Err(Fallback::RegisterFailed)
+            }
         }
     })
 }
@@ -181,6 +305,10 @@ pub fn flush_after_commit(conn: &rusqlite::Connection) {
         let pending = (*wal.cast::<ShimFile>()).pending;
         if !pending.is_null() && !(*pending).buffer.is_empty() {
             LATE_FLUSHES.fetch_add(1, Ordering::Relaxed);
+            record_fallback(
+                Fallback::LateFlush,
+                &format_args!("{} bytes", (*pending).buffer.len()),
+            );
             flush(wal);
         }
     }
@@ -224,6 +352,14 @@ unsafe extern "C" fn shim_open(
         };
         // A log is buffered only when linked to its database file, whose shared-memory
         // barrier (below) is the last moment its frames must be in the file.
+        if flags & ffi::SQLITE_OPEN_WAL != 0 && database.is_none() {
+            let file = if name.is_null() {
+                std::borrow::Cow::Borrowed("(unnamed)")
+            } else {
+                CStr::from_ptr(name).to_string_lossy()
+            };
+            record_fallback(Fallback::LogNotLinked, &file);
+        }
         if let Some(database) = database {
             (*database).link = shim;
             (*shim).link = database;
@@ -431,7 +567,7 @@ mod tests {
 
     #[test]
     fn each_commit_is_one_write_and_whole_for_other_connections() {
-        assert!(register());
+        assert_eq!(register(), Ok(()));
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("t.db");
         let plain = Connection::open(&path).expect("open");
@@ -448,6 +584,11 @@ mod tests {
         writer
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
             .expect("pragmas");
+        assert!(
+            in_use(&writer),
+            "the writer opened its files through the VFS"
+        );
+        assert!(!in_use(&plain), "the other connection through SQLite's own");
         let mut rows = 0_i64;
         let before = flushes();
         for i in 0..200_i64 {

@@ -118,7 +118,7 @@ impl GithubClient {
                 .unwrap_or(body);
             return Err(GithubError::Status {
                 status: status.as_u16(),
-                message: crate::outbox::truncate_bytes(&message, 300),
+                message: crate::text::prefix_bytes(&message, 300).to_string(),
             });
         }
         Ok(response)

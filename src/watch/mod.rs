@@ -17,7 +17,7 @@ use rand::RngExt;
 use sqlx::Row;
 
 use crate::ids::{IdGenerator, now_ms};
-use crate::store::{Db, ROWS_PER_STATEMENT, Script, StoreError, value_rows};
+use crate::store::{Db, ROWS_PER_STATEMENT, Script, StoreError, values_rows};
 use repo::RepoUrl;
 
 /// A glob over branch names or paths where `*` stays within one `/` segment and `**` crosses them.
@@ -235,7 +235,7 @@ pub fn write_heads_into(
         script.push(format!(
             "INSERT INTO branch_heads (repository_id, branch, sha, updated_at) VALUES {} \
              ON CONFLICT (repository_id, branch) DO UPDATE SET sha = excluded.sha, updated_at = excluded.updated_at",
-            value_rows(chunk.len(), 4)
+            values_rows(chunk.len(), 4)
         ));
         for (repository, branch, sha) in chunk {
             script

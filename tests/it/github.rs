@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herald::push::hooks::hmac_sha256_hex;
+use herald::crypto::hmac_sha256_hex;
 use herald::testkit::fake_github::{FakeGithub, Limit};
 use herald::testkit::fake_telegram::FakeTelegram;
 use herald::testkit::git_repo::GitRepo;

@@ -149,6 +149,11 @@ impl TestEnv {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        // CI runs the suite a second time with the batching SQLite VFS off (`.ci/run`); the
+        // apps' settings are built from this map, not the environment, so it is passed on here.
+        if let Ok(value) = std::env::var("HERALD_SQLITE_BATCHED_LOG") {
+            raw.insert("HERALD_SQLITE_BATCHED_LOG".into(), value);
+        }
         for (k, v) in extra {
             raw.insert(k.to_string(), v.to_string());
         }

@@ -86,7 +86,7 @@ pub(super) fn apply(
     for chunk in new_commits.chunks(ROWS_PER_STATEMENT) {
         script.push(format!(
             "INSERT INTO seen_commits (repository_id, ref, sha) VALUES {}",
-            store::value_rows(chunk.len(), 3)
+            store::values_rows(chunk.len(), 3)
         ));
         for (repository, ref_name, sha) in chunk {
             script
@@ -121,7 +121,7 @@ pub(super) fn apply(
         script.push(format!(
             "INSERT INTO push_events (id, repository_id, ref, before_sha, after_sha, forced, source, \
              payload, created_at) VALUES {}",
-            store::value_rows(chunk.len(), 9)
+            store::values_rows(chunk.len(), 9)
         ));
         for ((i, event, event_id), payload) in chunk {
             script

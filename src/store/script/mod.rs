@@ -22,14 +22,21 @@
 //! own transaction; in several, they run in a transaction. [`Script::run_in`] runs it inside a
 //! transaction the caller holds.
 //!
-//! Values are only BIGINT and TEXT (the storage boundary), so a script keeps them as [`Value`].
-
-use std::fmt::Write as _;
+//! Values are only BIGINT and TEXT (the storage boundary), so a script keeps them as [`Value`]
+//! (`value.rs`, with the [`Row`]s reads return); `scanner.rs` reads and rewrites the
+//! placeholders of the statements' text and writes multi-row `VALUES` lists.
 
 use sqlx::any::AnyArguments;
 use sqlx::{Arguments, AssertSqlSafe};
 
 use super::{Backend, Db, StoreError};
+
+mod scanner;
+mod value;
+
+use scanner::{highest_placeholder, question_marks, renumber};
+pub use scanner::{values_rows, values_rows_from};
+pub use value::{FromValue, Row, Value};
 
 /// The most values one PostgreSQL statement carries (the protocol's limit is 65,535).
 const POSTGRES_MAX_PARAMS: usize = 30_000;
@@ -40,143 +47,6 @@ const LONG_VALUES: usize = 2_000;
 
 /// Scripts longer than this are sent a statement at a time (see [`Script::calls`]).
 const STATEMENTS_PER_CALL: usize = 16;
-
-/// A value bound to a script's statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
-    Int(Option<i64>),
-    Text(Option<String>),
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Int(Some(v))
-    }
-}
-
-impl From<Option<i64>> for Value {
-    fn from(v: Option<i64>) -> Self {
-        Value::Int(v)
-    }
-}
-
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Value::Text(Some(v))
-    }
-}
-
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Value::Text(Some(v.to_string()))
-    }
-}
-
-impl From<&String> for Value {
-    fn from(v: &String) -> Self {
-        Value::Text(Some(v.clone()))
-    }
-}
-
-impl From<Option<String>> for Value {
-    fn from(v: Option<String>) -> Self {
-        Value::Text(v)
-    }
-}
-
-impl From<Option<&str>> for Value {
-    fn from(v: Option<&str>) -> Self {
-        Value::Text(v.map(str::to_string))
-    }
-}
-
-/// A row read by [`read_many`]: its columns as values (SQLite's NULL is `Int(None)`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row(pub Vec<Value>);
-
-/// A Rust type a [`Row`]'s column is read as.
-pub trait FromValue: Sized {
-    fn from_value(value: &Value) -> Option<Self>;
-}
-
-impl FromValue for i64 {
-    fn from_value(value: &Value) -> Option<Self> {
-        match value {
-            Value::Int(Some(v)) => Some(*v),
-            _ => None,
-        }
-    }
-}
-
-impl FromValue for bool {
-    fn from_value(value: &Value) -> Option<Self> {
-        i64::from_value(value).map(|v| v != 0)
-    }
-}
-
-impl FromValue for String {
-    fn from_value(value: &Value) -> Option<Self> {
-        match value {
-            Value::Text(Some(v)) => Some(v.clone()),
-            _ => None,
-        }
-    }
-}
-
-impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(value: &Value) -> Option<Self> {
-        match value {
-            Value::Int(None) | Value::Text(None) => Some(None),
-            other => T::from_value(other).map(Some),
-        }
-    }
-}
-
-impl Row {
-    /// Column `index` as a `T`. Like sqlx's `Row::get`, a column missing or of another type is
-    /// a programming error (the statement and its reader are written together) and panics.
-    pub fn get<T: FromValue>(&self, index: usize) -> T {
-        match self.0.get(index).and_then(T::from_value) {
-            Some(value) => value,
-            None => panic!(
-                "column {index} is {:?}, not a {}",
-                self.0.get(index),
-                std::any::type_name::<T>()
-            ),
-        }
-    }
-
-    /// A row from sqlx (PostgreSQL's reads): integers, booleans and text, as herald's tables
-    /// hold.
-    fn from_any(row: &sqlx::any::AnyRow) -> Result<Row, StoreError> {
-        use sqlx::any::AnyTypeInfoKind as Kind;
-        use sqlx::{Row as _, TypeInfo, ValueRef};
-        let mut values = Vec::with_capacity(row.columns().len());
-        for index in 0..row.columns().len() {
-            let raw = row.try_get_raw(index)?;
-            let kind = if raw.is_null() {
-                Kind::Null
-            } else {
-                raw.type_info().kind()
-            };
-            values.push(match kind {
-                Kind::Null => Value::Int(None),
-                Kind::Bool => Value::Int(row.try_get::<Option<bool>, _>(index)?.map(i64::from)),
-                Kind::SmallInt | Kind::Integer | Kind::BigInt => {
-                    Value::Int(row.try_get::<Option<i64>, _>(index)?)
-                }
-                Kind::Text => Value::Text(row.try_get::<Option<String>, _>(index)?),
-                _ => {
-                    let name = raw.type_info().name().to_string();
-                    return Err(StoreError::Decode(
-                        format!("column {index}: herald reads no {name} columns").into(),
-                    ));
-                }
-            });
-        }
-        Ok(Row(values))
-    }
-}
 
 struct Statement {
     /// As written, with its own `$1…$params`.
@@ -589,95 +459,9 @@ fn arguments(values: &[Value]) -> AnyArguments {
     args
 }
 
-/// Calls `f` for each `$n` placeholder outside quoted text, with its byte range and number.
-fn placeholders(sql: &str, mut f: impl FnMut(std::ops::Range<usize>, usize)) {
-    let bytes = sql.as_bytes();
-    let mut i = 0;
-    let mut quote: Option<u8> = None;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'\'' || b == b'"' => quote = Some(b),
-            None if b == b'$' => {
-                let start = i;
-                let mut end = i + 1;
-                while end < bytes.len() && bytes[end].is_ascii_digit() {
-                    end += 1;
-                }
-                if end > start + 1
-                    && let Ok(n) = sql[start + 1..end].parse::<usize>()
-                {
-                    f(start..end, n);
-                    i = end;
-                    continue;
-                }
-            }
-            None => {}
-        }
-        i += 1;
-    }
-}
-
-fn highest_placeholder(sql: &str) -> usize {
-    let mut highest = 0;
-    placeholders(sql, |_, n| highest = highest.max(n));
-    highest
-}
-
-/// `sql` with every `$n` made `$(n + offset)`.
-fn renumber(sql: &str, offset: usize) -> String {
-    if offset == 0 {
-        return sql.to_string();
-    }
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut copied = 0;
-    placeholders(sql, |range, n| {
-        out.push_str(&sql[copied..range.start]);
-        let _ = write!(out, "${}", n + offset);
-        copied = range.end;
-    });
-    out.push_str(&sql[copied..]);
-    out
-}
-
-/// `sql` with every `$n` written `?n`, SQLite's own numbered form (for rusqlite, which binds by
-/// position: SQLite numbers `$n` names by first appearance, not by `n`).
-fn question_marks(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut copied = 0;
-    placeholders(sql, |range, _| {
-        // The `$` becomes `?`; the number after it is copied with the next stretch.
-        out.push_str(&sql[copied..range.start]);
-        out.push('?');
-        copied = range.start + 1;
-    });
-    out.push_str(&sql[copied..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn question_marks_number_placeholders_for_sqlite() {
-        assert_eq!(
-            question_marks("UPDATE t SET a = $2, b = '$1' WHERE id = $1 AND c = $10"),
-            "UPDATE t SET a = ?2, b = '$1' WHERE id = ?1 AND c = ?10"
-        );
-    }
-
-    #[test]
-    fn renumbers_placeholders_but_not_quoted_text() {
-        assert_eq!(
-            renumber("INSERT INTO t VALUES ($1, '$2', $2, $10)", 5),
-            "INSERT INTO t VALUES ($6, '$2', $7, $15)"
-        );
-        assert_eq!(highest_placeholder("SELECT $3, $12, '$99'"), 12);
-        assert_eq!(highest_placeholder("SELECT 1"), 0);
-    }
 
     fn script(backend: Backend) -> Script {
         let mut script = Script::new(backend);
