@@ -14,7 +14,9 @@
 //! written by the module that owns that table, which the worker tells through
 //! [`AttemptObserver`]. The queue depends only on `ids` and `store`; `projects` and `contacts`
 //! depend on it, so it could not call them without an import cycle — the observers are handed
-//! to the [`worker::Dispatcher`] at start-up instead.
+//! to the [`worker::Dispatcher`] at start-up instead. They are told verdicts, not effects: the
+//! queue has no notion of what a 410 means for a hook or a blocked bot for a contact, so that a
+//! rule of theirs (the five failing days) changes in their module alone.
 //!
 //! Observers write inside the batch's own commit, not after it: one commit per batch of attempt
 //! records stays one commit (the single SQLite writer's throughput rests on that), and a hook's
@@ -26,13 +28,13 @@
 //! **Invariant**: a claimed row has `locked_until` in the future; if its node dies the lease runs
 //! out and any node claims it again, so every row is sent at least once.
 //!
-//! **Invariant**: a cancel is final for the queue. A delivery cancelled while its send was in
-//! flight stays cancelled when that attempt is recorded, whatever the answer: it is never put
-//! back to `pending` (it would be sent again, after its owner said not to) nor marked `failed`
-//! (that would put it among what `recover` sends again, unlike the deliveries cancelled beside
-//! it while they waited). Only a `delivered` answer replaces it: the receiver has the message,
-//! and a log that said `cancelled` would invite a redelivery of something that arrived. The
-//! attempt itself is always logged.
+//! **Invariant**: a cancel holds against a send in flight. When the attempt of a delivery that was
+//! cancelled while its send was in flight is recorded, the attempt is logged, but a retry or a
+//! failure does not move the delivery: put back to `pending` it would be sent again after its
+//! owner said not to, and marked `failed` it would be among what `recover` sends again, unlike
+//! the deliveries cancelled beside it while they waited. Only `delivered` replaces `cancelled`:
+//! the receiver has the message, and a log saying `cancelled` would invite a redelivery of
+//! something that arrived.
 
 pub mod channel;
 pub mod retention;
@@ -384,6 +386,15 @@ enum Recipient {
     Webhook,
 }
 
+impl Recipient {
+    fn column(self) -> &'static str {
+        match self {
+            Recipient::Contact => "contact_id",
+            Recipient::Webhook => "webhook_id",
+        }
+    }
+}
+
 /// The one cancel: every pending delivery of a recipient, including one whose send is in flight
 /// (its attempt, when recorded, leaves it cancelled; see the module's invariants).
 async fn cancel_pending(
@@ -391,17 +402,12 @@ async fn cancel_pending(
     recipient: Recipient,
     id: i64,
 ) -> Result<u64, StoreError> {
-    let sql = match recipient {
-        Recipient::Contact => {
-            "UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
-             WHERE contact_id = $1 AND status = 'pending'"
-        }
-        Recipient::Webhook => {
-            "UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
-             WHERE webhook_id = $1 AND status = 'pending'"
-        }
-    };
-    let done = sqlx::query(sql)
+    let sql = format!(
+        "UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
+         WHERE {} = $1 AND status = 'pending'",
+        recipient.column()
+    );
+    let done = sqlx::query(AssertSqlSafe(sql))
         .bind(id)
         .bind(now_ms())
         .execute(conn)
