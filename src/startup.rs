@@ -296,6 +296,11 @@ impl Application {
             timeout: state.settings.delivery_timeout,
             concurrency: state.settings.delivery_concurrency,
             busy: Default::default(),
+            // The tables an attempt's outcome changes belong to these modules, not the queue.
+            observers: vec![
+                Arc::new(crate::projects::health::WebhookHealth),
+                Arc::new(crate::contacts::GoneContacts),
+            ],
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(dispatcher.run(shutdown.clone(), local_receiver, state.local_queue.clone()));

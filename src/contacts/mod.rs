@@ -8,8 +8,9 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::ids::{IdGenerator, now_ms, rfc3339};
+use crate::outbox::{AttemptObserver, AttemptOutcome, Verdict};
 use crate::state::AppState;
-use crate::store::{Db, StoreError};
+use crate::store::{Db, Script, StoreError};
 use crate::watch::github::{Conditional, GithubError};
 use crate::watch::repo::{RepoKind, RepoUrl, RepoUrlError, is_glob, valid_branch_pattern};
 use crate::watch::{Repository, ensure_watch, set_baseline_head, upsert_repository};
@@ -483,14 +484,38 @@ pub async fn block_contact(db: &Db, channel: &str, address: &str) -> Result<bool
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(id) = id {
-        sqlx::query(
-            "UPDATE deliveries SET status = 'cancelled', updated_at = $2 WHERE contact_id = $1 AND status = 'pending'",
-        )
-        .bind(id)
-        .bind(crate::ids::now_ms())
-        .execute(&mut *tx)
-        .await?;
+        crate::outbox::cancel_for_contact(&mut tx, id).await?;
     }
     tx.commit().await?;
     Ok(id.is_some())
+}
+
+/// Adds to `script` the marks of contacts that a platform said are gone (a Telegram chat that
+/// blocked the bot): nothing new is queued for them until they write again.
+pub fn mark_blocked_into(script: &mut Script, contact_ids: &[i64]) {
+    for id in contact_ids {
+        script
+            .push("UPDATE contacts SET blocked = 1 WHERE id = $1")
+            .bind(*id);
+    }
+}
+
+/// Marks the contacts whose deliveries met [`Verdict::Gone`], in the delivery worker's batch
+/// of attempt records (given to it at start-up; `contacts` owns the table).
+pub struct GoneContacts;
+
+impl AttemptObserver for GoneContacts {
+    fn add_to_batch(&self, script: &mut Script, outcomes: &[AttemptOutcome]) -> bool {
+        let mut gone: Vec<i64> = Vec::new();
+        for outcome in outcomes {
+            if outcome.verdict == Verdict::Gone
+                && let Some(contact_id) = outcome.contact_id
+                && !gone.contains(&contact_id)
+            {
+                gone.push(contact_id);
+            }
+        }
+        mark_blocked_into(script, &gone);
+        false
+    }
 }

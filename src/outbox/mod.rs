@@ -5,8 +5,36 @@
 //! **Boundary**: the queue decides *when* and *how often*; a [`Channel`] only knows *how to send
 //! one message* and says what happened. Channels never touch the queue tables.
 //!
+//! **Boundary**: this module is the only writer of the queue's tables (`deliveries`,
+//! `delivery_attempts`, `delivery_payloads`). Other modules queue, cancel, redeliver and recover
+//! through its functions ([`enqueue`], [`cancel_for_contact`], [`cancel_for_webhook`],
+//! [`redeliver`], [`recover`]), inside their own transaction where they have one. In turn it
+//! writes no other module's table: what an attempt means for the hook or the contact it was for
+//! (a hook's failure streak, a 410 that disables it, a chat that blocked the bot) is decided and
+//! written by the module that owns that table, which the worker tells through
+//! [`AttemptObserver`]. The queue depends only on `ids` and `store`; `projects` and `contacts`
+//! depend on it, so it could not call them without an import cycle — the observers are handed
+//! to the [`worker::Dispatcher`] at start-up instead. They are told verdicts, not effects: the
+//! queue has no notion of what a 410 means for a hook or a blocked bot for a contact, so that a
+//! rule of theirs (the five failing days) changes in their module alone.
+//!
+//! Observers write inside the batch's own commit, not after it: one commit per batch of attempt
+//! records stays one commit (the single SQLite writer's throughput rests on that), and a hook's
+//! health can never disagree with the attempts it was judged on, whichever crashes when. Their
+//! plain writes join the batch's [`Script`], so a batch that went well is still one round trip;
+//! only an observer that must read back what the batch wrote (a failing hook's streak) asks for
+//! the batch to run as a transaction, in which it then runs.
+//!
 //! **Invariant**: a claimed row has `locked_until` in the future; if its node dies the lease runs
 //! out and any node claims it again, so every row is sent at least once.
+//!
+//! **Invariant**: a cancel holds against a send in flight. When the attempt of a delivery that was
+//! cancelled while its send was in flight is recorded, the attempt is logged, but a retry or a
+//! failure does not move the delivery: put back to `pending` it would be sent again after its
+//! owner said not to, and marked `failed` it would be among what `recover` sends again, unlike
+//! the deliveries cancelled beside it while they waited. Only `delivered` replaces `cancelled`:
+//! the receiver has the message, and a log saying `cancelled` would invite a redelivery of
+//! something that arrived.
 
 pub mod channel;
 pub mod retention;
@@ -16,6 +44,8 @@ use std::time::Duration;
 
 use rand::RngExt;
 use sqlx::AssertSqlSafe;
+
+use futures_util::future::BoxFuture;
 
 use crate::ids::{IdGenerator, now_ms};
 use crate::store::{Backend, Db, Script, StoreError};
@@ -54,9 +84,6 @@ pub struct ClaimedDelivery {
     pub attempts: i64,
     pub failures: i64,
 }
-
-/// A hook failing without a single success for this long is disabled.
-pub const DISABLE_AFTER_FAILING_MS: i64 = 5 * 24 * 3600 * 1000;
 
 /// Rows per INSERT statement. Kept small on purpose: SQLite looks up each `$n` parameter's
 /// name with a linear scan, so binding costs grow with the square of a statement's parameters.
@@ -312,6 +339,126 @@ pub async fn commit_and_dispatch(
     Ok(())
 }
 
+/// Cancels what is still waiting to be sent to a contact (it blocked the bot or left), inside
+/// the caller's transaction. Returns how many deliveries were cancelled.
+pub async fn cancel_for_contact(
+    conn: &mut sqlx::AnyConnection,
+    contact_id: i64,
+) -> Result<u64, StoreError> {
+    cancel_pending(conn, Recipient::Contact, contact_id).await
+}
+
+/// Cancels what is still waiting to be sent to a hook (deleted or disabled), inside the
+/// caller's transaction. Returns how many deliveries were cancelled.
+pub async fn cancel_for_webhook(
+    conn: &mut sqlx::AnyConnection,
+    webhook_id: i64,
+) -> Result<u64, StoreError> {
+    cancel_pending(conn, Recipient::Webhook, webhook_id).await
+}
+
+/// Whom a delivery is for, as the queue's columns name it.
+#[derive(Clone, Copy)]
+enum Recipient {
+    Contact,
+    Webhook,
+}
+
+impl Recipient {
+    fn column(self) -> &'static str {
+        match self {
+            Recipient::Contact => "contact_id",
+            Recipient::Webhook => "webhook_id",
+        }
+    }
+}
+
+/// The one cancel: every pending delivery of a recipient, including one whose send is in flight
+/// (its attempt, when recorded, leaves it cancelled; see the module's invariants).
+async fn cancel_pending(
+    conn: &mut sqlx::AnyConnection,
+    recipient: Recipient,
+    id: i64,
+) -> Result<u64, StoreError> {
+    let sql = format!(
+        "UPDATE deliveries SET status = 'cancelled', updated_at = $2 \
+         WHERE {} = $1 AND status = 'pending'",
+        recipient.column()
+    );
+    let done = sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .bind(now_ms())
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// What became of a request to send one of a hook's deliveries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Back in the queue, due now, with the same id.
+    Queued,
+    /// It is still waiting to be sent (or being sent): nothing changed.
+    AlreadyPending,
+    /// The hook has no such delivery.
+    NotFound,
+}
+
+/// Puts one finished (delivered, failed or cancelled) delivery of a hook back in the queue,
+/// due now and with a fresh retry schedule. It keeps its id, so that a receiver can tell it is
+/// the same message.
+pub async fn redeliver(
+    db: &Db,
+    webhook_id: i64,
+    delivery_id: i64,
+) -> Result<Redelivery, StoreError> {
+    let requeued = sqlx::query(AssertSqlSafe(format!(
+        "{REQUEUE} WHERE id = $2 AND webhook_id = $3 AND status <> 'pending'"
+    )))
+    .bind(now_ms())
+    .bind(delivery_id)
+    .bind(webhook_id)
+    .execute(db.writer())
+    .await?
+    .rows_affected();
+    if requeued > 0 {
+        return Ok(Redelivery::Queued);
+    }
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1 AND webhook_id = $2")
+            .bind(delivery_id)
+            .bind(webhook_id)
+            .fetch_optional(db.reader())
+            .await?;
+    Ok(match exists {
+        Some(_) => Redelivery::AlreadyPending,
+        None => Redelivery::NotFound,
+    })
+}
+
+/// Puts every delivery of a hook that failed and was created at or after `since` (Unix ms)
+/// back in the queue, due now. Returns how many.
+pub async fn recover(db: &Db, webhook_id: i64, since: i64) -> Result<u64, StoreError> {
+    // The last condition is implied by the status; written out so the hook's log index
+    // (whose condition it is, migration 0010) serves the query.
+    let recovered = sqlx::query(AssertSqlSafe(format!(
+        "{REQUEUE} WHERE webhook_id = $2 AND status = 'failed' AND created_at >= $3 \
+         AND (status <> 'pending' OR attempts > 0)"
+    )))
+    .bind(now_ms())
+    .bind(webhook_id)
+    .bind(since)
+    .execute(db.writer())
+    .await?
+    .rows_affected();
+    Ok(recovered)
+}
+
+/// Back to the queue, due at `$1`, unleased and with its failures forgiven (so the whole retry
+/// schedule applies again); the rows are chosen by the caller's `WHERE`.
+const REQUEUE: &str = "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, failures = 0, \
+     locked_until = 0, updated_at = $1";
+
 /// Frees leases of deliveries that were handed over but never sent (at shutdown).
 pub async fn release_leases(db: &Db, ids: &[i64]) -> Result<(), StoreError> {
     for chunk in ids.chunks(RECORD_CHUNK) {
@@ -455,18 +602,55 @@ fn settle(recorded: &Recorded, now: i64, schedule: &[Duration]) -> Settled {
     }
 }
 
+/// An attempt's outcome, as the owner of the hook or the contact it was for hears of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptOutcome {
+    pub delivery_id: i64,
+    pub contact_id: Option<i64>,
+    pub webhook_id: Option<i64>,
+    pub verdict: Verdict,
+}
+
+/// The owner of rows that deliveries are for (a project's hooks, the contacts), told of every
+/// batch of recorded attempts so that it keeps its own table in step — in the batch's commit,
+/// through its own SQL. Given to the [`worker::Dispatcher`] at start-up.
+pub trait AttemptObserver: Send + Sync + 'static {
+    /// Adds this owner's writes for `outcomes` to the batch's script. Each row at most once, and
+    /// nothing that depends on another part of the script (on PostgreSQL the script is one
+    /// statement). Returns whether it also needs [`AttemptObserver::after_script`], which
+    /// makes the batch a transaction instead of one round trip.
+    fn add_to_batch(&self, script: &mut Script, outcomes: &[AttemptOutcome]) -> bool;
+
+    /// Runs inside the batch's transaction after its script (so it sees what the script
+    /// wrote), when [`AttemptObserver::add_to_batch`] asked for it. `ids` is for what it queues.
+    fn after_script<'a>(
+        &'a self,
+        tx: &'a mut sqlx::AnyConnection,
+        ids: &'a IdGenerator,
+        outcomes: &'a [AttemptOutcome],
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (tx, ids, outcomes, now);
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// Rows per statement when recording a batch (7 parameters each; small for the same reason as
 /// `INSERT_CHUNK`).
 const RECORD_CHUNK: usize = 64;
 
-/// Records finished attempts and moves their deliveries on, all in one transaction. The common
-/// case — delivered — costs one multi-row INSERT and one UPDATE for the whole batch, which is
-/// what lets a single SQLite writer keep up with thousands of deliveries a second.
+/// Records finished attempts and moves their deliveries on, all in one commit with what the
+/// `observers` write for them. The common case — delivered — costs one multi-row INSERT and one
+/// UPDATE for the whole batch, which is what lets a single SQLite writer keep up with thousands
+/// of deliveries a second. Returns what each attempt decided for its delivery; a delivery
+/// cancelled while its send was in flight stays cancelled unless it was delivered (see the
+/// module's invariants).
 pub async fn record_batch(
     db: &Db,
     ids: &IdGenerator,
     batch: &[Recorded],
     schedule: &[Duration],
+    observers: &[std::sync::Arc<dyn AttemptObserver>],
 ) -> Result<Vec<Settled>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -498,6 +682,8 @@ pub async fn record_batch(
         }
     }
 
+    // Delivered is a fact about the receiver, so it settles the row whatever became of it
+    // meanwhile (a cancel while in flight included).
     let delivered: Vec<&Recorded> = batch
         .iter()
         .zip(&settled)
@@ -516,25 +702,10 @@ pub async fn record_batch(
             script.bind(recorded.delivery.id);
         }
     }
-    let mut healthy_hooks: Vec<i64> = delivered
-        .iter()
-        .filter_map(|r| r.delivery.webhook_id)
-        .collect();
-    healthy_hooks.sort_unstable();
-    healthy_hooks.dedup();
-    if !healthy_hooks.is_empty() {
-        let list = crate::store::placeholders(1, healthy_hooks.len());
-        script.push(format!(
-            "UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN ({list})"
-        ));
-        for id in &healthy_hooks {
-            script.bind(*id);
-        }
-    }
 
     // The rest, one row each: a row is written once per script (disjoint from the ones above).
-    let mut failing_hooks = Vec::new();
-    let mut gone_contacts = Vec::new();
+    // Only a row still pending is rescheduled or failed: one cancelled while its send was in
+    // flight keeps its status (and its time), and only counts the attempt.
     for (recorded, settled) in batch.iter().zip(&settled) {
         if *settled == Settled::Delivered {
             continue;
@@ -551,8 +722,10 @@ pub async fn record_batch(
         };
         script
             .push(
-                "UPDATE deliveries SET status = $1, attempts = attempts + 1, failures = failures + $2, \
-                 next_attempt_at = $3, locked_until = 0, last_error = $4, updated_at = $5 WHERE id = $6",
+                "UPDATE deliveries SET status = CASE WHEN status = 'pending' THEN $1 ELSE status END, \
+                 attempts = attempts + 1, failures = failures + $2, \
+                 next_attempt_at = CASE WHEN status = 'pending' THEN $3 ELSE next_attempt_at END, \
+                 locked_until = 0, last_error = $4, updated_at = $5 WHERE id = $6",
             )
             .bind(status)
             .bind(i64::from(failed_now))
@@ -560,122 +733,38 @@ pub async fn record_batch(
             .bind(attempt.error.as_deref())
             .bind(now)
             .bind(recorded.delivery.id);
-        if attempt.verdict == Verdict::Gone
-            && let Some(contact_id) = recorded.delivery.contact_id
-            && !gone_contacts.contains(&contact_id)
-        {
-            gone_contacts.push(contact_id);
-            script
-                .push("UPDATE contacts SET blocked = 1 WHERE id = $1")
-                .bind(contact_id);
-        }
-        if let Some(webhook_id) = recorded.delivery.webhook_id
-            && !matches!(attempt.verdict, Verdict::Deferred { .. })
-        {
-            failing_hooks.push((webhook_id, attempt));
+    }
+
+    let outcomes: Vec<AttemptOutcome> = batch
+        .iter()
+        .filter(|r| !matches!(r.attempt.verdict, Verdict::Deferred { .. }))
+        .map(|r| AttemptOutcome {
+            delivery_id: r.delivery.id,
+            contact_id: r.delivery.contact_id,
+            webhook_id: r.delivery.webhook_id,
+            verdict: r.attempt.verdict,
+        })
+        .collect();
+    let mut follow_up = Vec::new();
+    for observer in observers {
+        if observer.add_to_batch(&mut script, &outcomes) {
+            follow_up.push(observer);
         }
     }
 
-    // Everything delivered (the common case): one round trip. A failing hook's streak is read
-    // back and acted on, so those batches run the script and then each hook in a transaction.
-    if failing_hooks.is_empty() {
+    // Usually one round trip. An observer that reads back what the batch wrote (a failing
+    // hook's streak) makes it a transaction: the script, then the observer, then the commit.
+    if follow_up.is_empty() {
         script.commit(db).await?;
     } else {
         let mut tx = db.writer().begin().await?;
         script.run_in(&mut tx).await?;
-        for (webhook_id, attempt) in failing_hooks {
-            track_webhook_health(&mut tx, ids, webhook_id, attempt, now).await?;
+        for observer in follow_up {
+            observer.after_script(&mut tx, ids, &outcomes, now).await?;
         }
         tx.commit().await?;
     }
     Ok(settled)
-}
-
-/// Keeps a hook's failure streak: a success clears it; a 410 Gone, or failing for five days
-/// without a success, disables the hook and cancels what was still waiting for it.
-async fn track_webhook_health(
-    tx: &mut sqlx::AnyConnection,
-    ids: &IdGenerator,
-    webhook_id: i64,
-    attempt: &Attempt,
-    now: i64,
-) -> Result<(), StoreError> {
-    let disable_reason = match attempt.verdict {
-        Verdict::Delivered => {
-            sqlx::query("UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
-                .bind(webhook_id)
-                .execute(&mut *tx)
-                .await?;
-            return Ok(());
-        }
-        Verdict::Deferred { .. } => return Ok(()),
-        Verdict::Gone => Some("the receiver answered 410 Gone".to_string()),
-        Verdict::Retry { .. } | Verdict::Throttled { .. } | Verdict::Permanent => {
-            sqlx::query(
-                "UPDATE webhooks SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
-            )
-            .bind(now)
-            .bind(webhook_id)
-            .execute(&mut *tx)
-            .await?;
-            let since: Option<i64> =
-                sqlx::query_scalar("SELECT failing_since FROM webhooks WHERE id = $1")
-                    .bind(webhook_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .flatten();
-            since
-                .filter(|since| now - since >= DISABLE_AFTER_FAILING_MS)
-                .map(|_| "failing for five days without a successful delivery".to_string())
-        }
-    };
-    if let Some(reason) = disable_reason {
-        sqlx::query("UPDATE webhooks SET active = 0, disabled_reason = $1 WHERE id = $2")
-            .bind(&reason)
-            .bind(webhook_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE deliveries SET status = 'cancelled', updated_at = $2 WHERE webhook_id = $1 AND status = 'pending'")
-            .bind(webhook_id)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tracing::warn!(webhook = webhook_id, reason, "webhook disabled");
-        // Tell the owning account by mail, in the same transaction.
-        let owner: Option<(String, String, String, String)> = sqlx::query_as(
-            "SELECT a.email, p.owner, p.name, w.payload_url FROM webhooks w \
-             JOIN projects p ON p.id = w.project_id JOIN accounts a ON a.name = p.owner WHERE w.id = $1",
-        )
-        .bind(webhook_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((email, owner, project, url)) = owner {
-            let mail = serde_json::json!({
-                "subject": format!("[herald] webhook disabled on {owner}/{project}"),
-                "text": format!(
-                    "The webhook to {url} of {owner}/{project} was disabled: {reason}.\n\n\
-                     Its waiting deliveries were cancelled. When the receiver works again, re-enable it \
-                     (PATCH /api/v1/projects/{owner}/{project}/webhooks/{webhook_id} with {{\"active\": true}}) \
-                     and recover what failed (POST …/webhooks/{webhook_id}/recover).\n\n— herald\n"
-                ),
-            });
-            enqueue(
-                tx,
-                ids,
-                &[NewDelivery {
-                    channel: "email".into(),
-                    destination: email,
-                    payload: mail.to_string(),
-                    event_id: None,
-                    contact_id: None,
-                    webhook_id: None,
-                    event_type: Some("webhook_disabled".into()),
-                }],
-            )
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Counts of deliveries by status, for `/metrics` and tests.

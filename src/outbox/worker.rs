@@ -9,7 +9,13 @@
 //!
 //! The recorder writes once the sends in flight have finished (or after [`GATHER`]), so a
 //! push's fan-out is recorded in one commit after its last answer, not in two or three commits
-//! taken on a runtime thread while the rest of its sends still wait for one.
+//! taken on a runtime thread while the rest of its sends still wait for one. What the attempts
+//! mean for the hooks and contacts they were for is written in that same commit by their
+//! owners, the [`AttemptObserver`]s this dispatcher is given at start-up.
+//!
+//! [`Dispatcher::step`] is the same work as one turn, without the loop: claim what is due, send
+//! it, record it, and say what happened — for tests, and anything else that must drive the
+//! queue by hand.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,11 +27,11 @@ use tokio_util::task::TaskTracker;
 
 use super::channel::OutgoingMessage;
 use super::{
-    Attempt, Channel, ClaimedDelivery, LocalQueue, LocalReceiver, Recorded, Verdict, claim, defer,
-    record_batch,
+    Attempt, AttemptObserver, Channel, ClaimedDelivery, LocalQueue, LocalReceiver, Recorded,
+    Settled, Verdict, claim, defer, record_batch,
 };
 use crate::ids::{IdGenerator, now_ms};
-use crate::store::Db;
+use crate::store::{Db, StoreError};
 
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Attempts written per transaction, at most.
@@ -49,6 +55,28 @@ pub struct Dispatcher {
     pub concurrency: usize,
     /// `channel:destination` → until when it is not to be claimed (it deferred a send).
     pub busy: std::sync::Mutex<HashMap<String, Instant>>,
+    /// The owners of the hooks and contacts deliveries are for, told of every recorded batch.
+    pub observers: Vec<Arc<dyn AttemptObserver>>,
+}
+
+/// What one [`Dispatcher::step`] did.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// The deliveries it claimed and sent, in the order they were claimed.
+    pub sent: Vec<Sent>,
+    /// The deliveries it claimed but put back unsent, because their channel or destination
+    /// asked to wait (no attempt is logged for them).
+    pub put_back: Vec<i64>,
+}
+
+/// One delivery sent by a [`Dispatcher::step`].
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub delivery_id: i64,
+    pub attempt: Attempt,
+    /// What the attempt decided for the delivery (a delivery cancelled while the send was in
+    /// flight stays cancelled nonetheless, unless it was delivered).
+    pub settled: Settled,
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -60,6 +88,47 @@ async fn sleep_until_some(at: Option<Instant>) {
 }
 
 impl Dispatcher {
+    /// One turn of the worker, start to end: claims what is due now (as many as its
+    /// concurrency), sends it all at once, and records the attempts in one batch. Nothing is
+    /// handed over in memory here; a dispatcher that [`Dispatcher::run`]s beside it on the same
+    /// database claims from the same table, so the two never send one row at once.
+    pub async fn step(&self) -> Result<Step, StoreError> {
+        let names: Vec<&'static str> = self.channels.keys().copied().collect();
+        let busy = self.busy_destinations();
+        let claimed = claim(
+            &self.db,
+            &names,
+            self.concurrency,
+            super::lease_for(self.timeout),
+            &busy,
+        )
+        .await?;
+        let attempts = futures_util::future::join_all(claimed.into_iter().map(|delivery| async {
+            let id = delivery.id;
+            (id, self.attempt(delivery).await)
+        }))
+        .await;
+        let mut step = Step::default();
+        let mut batch = Vec::with_capacity(attempts.len());
+        for (id, recorded) in attempts {
+            match recorded {
+                Some(recorded) => batch.push(recorded),
+                None => step.put_back.push(id),
+            }
+        }
+        let settled = self.record_attempts(&batch).await?;
+        step.sent = batch
+            .into_iter()
+            .zip(settled)
+            .map(|(recorded, settled)| Sent {
+                delivery_id: recorded.delivery.id,
+                attempt: recorded.attempt,
+                settled,
+            })
+            .collect();
+        Ok(step)
+    }
+
     pub async fn run(
         self: Arc<Self>,
         shutdown: CancellationToken,
@@ -217,28 +286,38 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
-            match record_batch(&self.db, &self.ids, &batch, &self.retry_schedule).await {
-                Ok(settled) => {
-                    for (recorded, settled) in batch.iter().zip(settled) {
-                        if recorded.attempt.verdict != Verdict::Delivered {
-                            tracing::info!(
-                                delivery = recorded.delivery.id,
-                                channel = %recorded.delivery.channel,
-                                status = recorded.attempt.status_code,
-                                error = recorded.attempt.error.as_deref().unwrap_or(""),
-                                ?settled,
-                                "delivery attempt did not succeed"
-                            );
-                        }
-                    }
-                }
-                // The leases run out and the rows are sent again: at least once, never lost.
-                Err(error) => {
-                    tracing::error!(%error, attempts = batch.len(), "could not record delivery attempts")
-                }
+            // The leases run out and the rows are sent again: at least once, never lost.
+            if let Err(error) = self.record_attempts(&batch).await {
+                tracing::error!(%error, attempts = batch.len(), "could not record delivery attempts")
             }
             batch.clear();
         }
+    }
+
+    /// Writes a batch of finished attempts in one commit (with what the observers write for
+    /// them) and logs the ones that did not succeed.
+    async fn record_attempts(&self, batch: &[Recorded]) -> Result<Vec<Settled>, StoreError> {
+        let settled = record_batch(
+            &self.db,
+            &self.ids,
+            batch,
+            &self.retry_schedule,
+            &self.observers,
+        )
+        .await?;
+        for (recorded, settled) in batch.iter().zip(&settled) {
+            if recorded.attempt.verdict != Verdict::Delivered {
+                tracing::info!(
+                    delivery = recorded.delivery.id,
+                    channel = %recorded.delivery.channel,
+                    status = recorded.attempt.status_code,
+                    error = recorded.attempt.error.as_deref().unwrap_or(""),
+                    ?settled,
+                    "delivery attempt did not succeed"
+                );
+            }
+        }
+        Ok(settled)
     }
 
     /// Sends one claimed delivery; `None` when it was not attempted (paced or deferred).

@@ -18,6 +18,7 @@ use crate::accounts::auth::Actor;
 use crate::contacts::probe_heads;
 use crate::http::error::{ApiError, ApiJson};
 use crate::ids::{now_ms, rfc3339};
+use crate::outbox::Redelivery;
 use crate::state::AppState;
 use crate::watch::repo::{RepoKind, RepoUrl, is_glob, valid_branch_pattern};
 use crate::watch::{ensure_watch, set_baseline_head, upsert_repository};
@@ -319,13 +320,7 @@ async fn update_limits(
             .await?;
     }
     if let Some(active) = active {
-        sqlx::query(
-            "UPDATE webhooks SET active = $1, disabled_reason = NULL, failing_since = NULL WHERE id = $2",
-        )
-        .bind(i64::from(active))
-        .bind(id)
-        .execute(state.db.writer())
-        .await?;
+        super::health::set_active(&state.db, id, active).await?;
     }
     Ok(())
 }
@@ -525,30 +520,18 @@ async fn redeliver(
     let hook = load_hook(&state, &project, &id).await?;
     let delivery_id = parse_id(&delivery_id, "delivery")?;
     // Sent again with the same id, so a receiver can tell it is the same message.
-    let updated = sqlx::query(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, failures = 0, locked_until = 0, \
-         updated_at = $1 WHERE id = $2 AND webhook_id = $3 AND status <> 'pending'",
-    )
-    .bind(now_ms())
-    .bind(delivery_id)
-    .bind(hook.id)
-    .execute(state.db.writer())
-    .await?;
-    if updated.rows_affected() == 0 {
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1 AND webhook_id = $2")
-                .bind(delivery_id)
-                .bind(hook.id)
-                .fetch_optional(state.db.reader())
-                .await?;
-        return match exists {
-            Some(_) => Err(ApiError::Conflict(
+    match crate::outbox::redeliver(&state.db, hook.id, delivery_id).await? {
+        Redelivery::Queued => {}
+        Redelivery::AlreadyPending => {
+            return Err(ApiError::Conflict(
                 "that delivery is already waiting to be sent".into(),
-            )),
-            None => Err(ApiError::NotFound(format!(
+            ));
+        }
+        Redelivery::NotFound => {
+            return Err(ApiError::NotFound(format!(
                 "no delivery {delivery_id} for this webhook"
-            ))),
-        };
+            )));
+        }
     }
     state.outbox_wake.notify_one();
     Ok((
@@ -574,19 +557,7 @@ async fn recover(
     let since = chrono::DateTime::parse_from_rfc3339(input.since.trim())
         .map_err(|e| ApiError::Validation(format!("since: not an RFC 3339 time ({e})")))?
         .timestamp_millis();
-    // The last condition is implied by the status; written out so the hook's log index
-    // (whose condition it is, migration 0010) serves the query.
-    let recovered = sqlx::query(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, failures = 0, locked_until = 0, \
-         updated_at = $1 WHERE webhook_id = $2 AND status = 'failed' AND created_at >= $3 \
-         AND (status <> 'pending' OR attempts > 0)",
-    )
-    .bind(now_ms())
-    .bind(hook.id)
-    .bind(since)
-    .execute(state.db.writer())
-    .await?
-    .rows_affected();
+    let recovered = crate::outbox::recover(&state.db, hook.id, since).await?;
     state.outbox_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({"recovered": recovered}))))
 }

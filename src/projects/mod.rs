@@ -3,6 +3,7 @@
 //! hook in the shared outbox (`channel = 'webhook'`), queued in the same transaction as the event.
 
 pub mod api;
+pub mod health;
 pub mod pages;
 pub mod payload;
 pub mod signing;
@@ -312,11 +313,7 @@ pub async fn delete_webhook(db: &Db, project_id: i64, id: i64) -> Result<bool, S
         .execute(&mut *tx)
         .await?;
     if deleted.rows_affected() > 0 {
-        sqlx::query("UPDATE deliveries SET status = 'cancelled', updated_at = $2 WHERE webhook_id = $1 AND status = 'pending'")
-            .bind(id)
-            .bind(crate::ids::now_ms())
-            .execute(&mut *tx)
-            .await?;
+        crate::outbox::cancel_for_webhook(&mut tx, id).await?;
     }
     tx.commit().await?;
     Ok(deleted.rows_affected() > 0)

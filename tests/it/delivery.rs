@@ -1,9 +1,15 @@
 //! The delivery queue: failures are retried at the right times, every attempt is logged, and a
 //! notification arrives once even across a restart or a `kill -9` of herald.
 
+use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+use herald::outbox::channel::OutgoingMessage;
+use herald::outbox::worker::Dispatcher;
+use herald::outbox::{Attempt, Channel, Settled, Verdict};
 use herald::testkit::fake_telegram::{Behaviour, FakeTelegram};
 use herald::testkit::git_repo::GitRepo;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -17,6 +23,7 @@ both_backends!(
     blocked_bot_stops_notifications_to_that_contact,
     a_pending_notification_survives_a_restart_and_arrives_once,
     a_notification_in_flight_survives_kill_9_and_arrives_once,
+    a_contact_that_blocks_the_bot_while_its_send_is_in_flight_gets_nothing_more,
 );
 
 async fn telegram_429_500_and_silence_are_retried_until_delivered_once(env: TestEnv) {
@@ -236,5 +243,117 @@ async fn a_notification_in_flight_survives_kill_9_and_arrives_once(env: TestEnv)
     app_db.close().await;
     second.start_kill().expect("kill");
     let _ = second.wait().await;
+    env.cleanup().await;
+}
+
+/// A Kakao channel for a dispatcher the test drives: it tells the test which delivery it is
+/// sending, then holds the send until the test lets it fail with a 500.
+struct HeldChannel {
+    started: tokio::sync::mpsc::UnboundedSender<i64>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Channel for HeldChannel {
+    fn name(&self) -> &'static str {
+        "kakao"
+    }
+
+    fn send<'a>(&'a self, message: OutgoingMessage<'a>) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            let _ = self.started.send(message.id);
+            self.release.notified().await;
+            Attempt::failed(
+                Verdict::Retry { after: None },
+                Some(500),
+                None,
+                "the platform is down",
+            )
+        })
+    }
+}
+
+/// Driven one step at a time: the contact blocks the bot (its pending deliveries are
+/// cancelled) while a send to it is in flight; the failed attempt is logged but leaves the
+/// delivery cancelled, and the next step sends nothing.
+async fn a_contact_that_blocks_the_bot_while_its_send_is_in_flight_gets_nothing_more(env: TestEnv) {
+    let repo = GitRepo::new();
+    // Without Kakao settings the app's own worker leaves Kakao deliveries alone: only the
+    // test's dispatcher sends them.
+    let app = env.spawn(&[]).await;
+    app.subscribe_reference("kakao", "plusfriend:held", &repo.url(), "main")
+        .await;
+    let sha = repo.commit("a", "1", "Held in flight");
+    app.wait_for_head("main", &sha).await;
+
+    let (started, mut sending) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let channel: Arc<dyn Channel> = Arc::new(HeldChannel {
+        started,
+        release: release.clone(),
+    });
+    let dispatcher = Arc::new(Dispatcher {
+        db: app.state.db.clone(),
+        ids: app.state.ids.clone(),
+        channels: HashMap::from([("kakao", channel)]),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        retry_schedule: vec![Duration::from_millis(1)],
+        timeout: Duration::from_secs(60),
+        concurrency: 4,
+        busy: Default::default(),
+        observers: vec![
+            Arc::new(herald::projects::health::WebhookHealth),
+            Arc::new(herald::contacts::GoneContacts),
+        ],
+    });
+    let step = tokio::spawn({
+        let dispatcher = dispatcher.clone();
+        async move { dispatcher.step().await }
+    });
+    let delivery = tokio::time::timeout(WAIT, sending.recv())
+        .await
+        .expect("the step sends the notification")
+        .expect("the channel is alive");
+
+    let response = app
+        .client
+        .delete(app.url("/plusfriend/friend/held"))
+        .send()
+        .await
+        .expect("block");
+    assert_eq!(response.status().as_u16(), 200);
+    release.notify_one();
+    let step = tokio::time::timeout(WAIT, step)
+        .await
+        .expect("the step ends")
+        .expect("no panic")
+        .expect("the step records its attempt");
+    assert_eq!(step.put_back, Vec::<i64>::new());
+    assert_eq!(step.sent.len(), 1, "{step:?}");
+    assert_eq!(step.sent[0].delivery_id, delivery);
+    assert_eq!(step.sent[0].attempt.status_code, Some(500));
+    assert!(
+        matches!(step.sent[0].settled, Settled::RetryAt(_)),
+        "{step:?}"
+    );
+
+    let (status, attempts): (String, i64) =
+        sqlx::query_as("SELECT status, attempts FROM deliveries WHERE id = $1")
+            .bind(delivery)
+            .fetch_one(app.state.db.reader())
+            .await
+            .expect("the delivery");
+    assert_eq!((status.as_str(), attempts), ("cancelled", 1));
+    assert_eq!(app.count("SELECT COUNT(*) FROM delivery_attempts").await, 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM contacts WHERE blocked = 1")
+            .await,
+        1
+    );
+    // Its retry would have been due at once: a cancelled delivery is not sent again.
+    let again = dispatcher.step().await.expect("a second step");
+    assert_eq!(again.sent.len(), 0, "{again:?}");
+    assert_eq!(again.put_back, Vec::<i64>::new());
+
+    app.stop().await;
     env.cleanup().await;
 }

@@ -1688,3 +1688,162 @@ async fn a_receiver_that_stalls_in_its_body_is_judged_by_its_status(env: TestEnv
     app.stop().await;
     env.cleanup().await;
 }
+
+both_backends!(
+    a_hook_deleted_while_its_send_is_in_flight_stays_cancelled,
+    a_410_in_flight_does_not_disable_again_a_hook_turned_off_by_hand,
+);
+
+/// A receiver that tells the test when a request has arrived, then holds it until the test
+/// lets it answer with its status.
+struct HeldReceiver {
+    url: String,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HeldReceiver {
+    async fn start(status: axum::http::StatusCode) -> HeldReceiver {
+        let (arrivals, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let router = axum::Router::new().fallback({
+            let (release, count) = (release.clone(), count.clone());
+            move || {
+                let (arrivals, release, count) = (arrivals.clone(), release.clone(), count.clone());
+                async move {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = arrivals.send(());
+                    release.notified().await;
+                    (status, "not now")
+                }
+            }
+        });
+        let address = herald::testkit::serve(router).await;
+        HeldReceiver {
+            url: format!("http://{address}/hook"),
+            arrived,
+            release,
+            count,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A retry answer recorded after its hook was deleted must not put the cancelled delivery
+/// back in the queue (nor mark it failed, which `recover` would pick up).
+async fn a_hook_deleted_while_its_send_is_in_flight_stays_cancelled(env: TestEnv) {
+    let mut receiver = HeldReceiver::start(axum::http::StatusCode::INTERNAL_SERVER_ERROR).await;
+    let repo = GitRepo::new();
+    // The receiver holds the send for as long as the test needs: no timeout ends it first.
+    let app = env.spawn(&[("HERALD_DELIVERY_TIMEOUT", "60s")]).await;
+    create_project(&app, &repo.url()).await;
+    let (status, hook) = create_hook(&app, json!({"payload_url": receiver.url})).await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+    let ping: i64 = sqlx::query_scalar("SELECT id FROM deliveries WHERE webhook_id = $1")
+        .bind(hook_id.parse::<i64>().expect("id"))
+        .fetch_one(app.state.db.reader())
+        .await
+        .expect("the ping is queued");
+
+    tokio::time::timeout(WAIT, receiver.arrived.recv())
+        .await
+        .expect("the ping reaches the receiver")
+        .expect("the receiver runs");
+    let (status, body) = app
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/projects/octo/app/webhooks/{hook_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let status_of = |id: i64| {
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_as::<_, (String, i64, i64)>(
+                "SELECT status, attempts, locked_until FROM deliveries WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(db.reader())
+            .await
+            .expect("the delivery")
+        }
+    };
+    assert_eq!(status_of(ping).await.0, "cancelled");
+
+    // The receiver answers 500 (a retry) once the delivery is already cancelled.
+    receiver.release.notify_one();
+    wait_until("the attempt recorded", WAIT, || async {
+        status_of(ping).await.1 == 1
+    })
+    .await;
+    assert_eq!(status_of(ping).await, ("cancelled".to_string(), 1, 0));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM delivery_attempts WHERE status_code = 500")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+            .await,
+        0,
+        "nothing is left to send"
+    );
+    assert_eq!(receiver.count(), 1);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A hook is disabled (and its owner told) once: a 410 that was in flight when it was turned
+/// off leaves it as its owner left it, without a disable reason.
+async fn a_410_in_flight_does_not_disable_again_a_hook_turned_off_by_hand(env: TestEnv) {
+    let mut receiver = HeldReceiver::start(axum::http::StatusCode::GONE).await;
+    let repo = GitRepo::new();
+    let app = env.spawn(&[("HERALD_DELIVERY_TIMEOUT", "60s")]).await;
+    create_project(&app, &repo.url()).await;
+    let (status, hook) = create_hook(&app, json!({"payload_url": receiver.url})).await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().expect("id").to_string();
+    tokio::time::timeout(WAIT, receiver.arrived.recv())
+        .await
+        .expect("the ping reaches the receiver")
+        .expect("the receiver runs");
+    let (status, body) = app
+        .admin(
+            Method::PATCH,
+            &format!("/api/v1/projects/octo/app/webhooks/{hook_id}"),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    receiver.release.notify_one();
+    wait_until("the attempt recorded", WAIT, || async {
+        app.count("SELECT COUNT(*) FROM delivery_attempts WHERE status_code = 410")
+            .await
+            == 1
+    })
+    .await;
+    let (active, reason): (i64, Option<String>) =
+        sqlx::query_as("SELECT active, disabled_reason FROM webhooks WHERE id = $1")
+            .bind(hook_id.parse::<i64>().expect("id"))
+            .fetch_one(app.state.db.reader())
+            .await
+            .expect("the hook");
+    assert_eq!((active, reason), (0, None));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE channel = 'email'")
+            .await,
+        0
+    );
+
+    app.stop().await;
+    env.cleanup().await;
+}
