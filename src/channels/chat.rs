@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::chat::bus::Bus;
-use crate::chat::{chat_payload, pair, store_message};
+use crate::chat::{chat_payload, dm_chat_id, pair, store_message};
 use crate::ids::{IdGenerator, now_ms};
 use crate::outbox::channel::OutgoingMessage;
 use crate::outbox::{Attempt, Channel, Verdict};
@@ -88,7 +88,7 @@ impl ChatChannel {
         .await
         {
             Ok((stored, _)) => {
-                let frame = json!({"type": "chat", "payload": chat_payload("send", &stored, self.bot_id ^ account_id)});
+                let frame = json!({"type": "chat", "payload": chat_payload("send", &stored, dm_chat_id(self.bot_id, account_id))});
                 self.bus.publish(account_id, Arc::from(frame.to_string()));
                 Attempt::delivered(None, None)
             }

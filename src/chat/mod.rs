@@ -33,6 +33,13 @@ pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// The `chat_id` of the DM between users `a` and `b`, as the reference defines it: their ids
+/// XOR-ed. XOR is its own inverse, so `dm_chat_id(chat_id, me)` is the other participant of
+/// `me`'s DM `chat_id` — which is how a chat id is only ever resolved for its requester.
+pub fn dm_chat_id(a: i64, b: i64) -> i64 {
+    a ^ b
+}
+
 /// The unordered pair of a DM: the key its messages are stored under.
 pub fn pair(a: i64, b: i64) -> (i64, i64) {
     (a.min(b), a.max(b))
@@ -123,7 +130,7 @@ pub enum ChatTarget {
 }
 
 pub async fn resolve_chat(db: &Db, me: i64, chat_id: i64) -> Result<ChatTarget, StoreError> {
-    let other_id = chat_id ^ me;
+    let other_id = dm_chat_id(chat_id, me);
     type Row = (
         Option<String>,
         Option<i64>,
