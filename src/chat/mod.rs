@@ -1,11 +1,15 @@
-//! Area C's realtime chat: the reference WebSocket protocol (`socket.rs`), friendships and direct
-//! messages (this file), and the bus that carries frames to every socket of a user (`bus.rs`).
+//! Area C's realtime chat: the reference WebSocket protocol (`socket.rs`, its client frames in
+//! `frames.rs`, each socket's writer in `outbound.rs`), friendships and direct messages (this
+//! file), the bus that carries frames to every session of a user (`bus.rs`), and the session
+//! logs behind sequence numbers and `resume`, with the chat's memory limits (`resume.rs`).
 //!
 //! **Invariant**: a DM is found by the unordered pair of its participants, which the server
 //! derives as `chat_id XOR requester`; a client can only ever name pairs it belongs to.
 
 pub mod bot;
 pub mod bus;
+pub mod frames;
+pub mod outbound;
 pub mod resume;
 pub mod socket;
 
