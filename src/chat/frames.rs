@@ -296,12 +296,9 @@ pub enum Members {
 impl<'de> Deserialize<'de> for Members {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(match Value::deserialize(deserializer)? {
-            Value::Array(items) => Members::Names(
-                items
-                    .into_iter()
-                    .filter_map(String::from_json)
-                    .collect(),
-            ),
+            Value::Array(items) => {
+                Members::Names(items.into_iter().filter_map(String::from_json).collect())
+            }
             _ => Members::Invalid,
         })
     }
