@@ -213,7 +213,9 @@ pub async fn write(
                     })),
                     // The client closed: tungstenite answers it; this flushes the answer.
                     None => {
-                        let _ = sink.close().await;
+                        if let Err(error) = sink.close().await {
+                            tracing::debug!(%error, "a chat socket's closing handshake failed");
+                        }
                         return;
                     }
                 };
