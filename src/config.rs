@@ -175,6 +175,31 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "close a chat socket silent this long (40 s + 5 s grace)",
     ),
     (
+        "HERALD_WS_BACKLOG_BYTES",
+        "4MiB",
+        "close a chat socket as too slow when this much waits to be written to it",
+    ),
+    (
+        "HERALD_WS_RESUME_BYTES",
+        "8MiB",
+        "frames kept per chat session for resume",
+    ),
+    (
+        "HERALD_WS_RESUME_TOTAL_BYTES",
+        "256MiB",
+        "frames kept for resume by all chat sessions of a node",
+    ),
+    (
+        "HERALD_WS_SOCKETS_PER_ACCOUNT",
+        "32",
+        "live chat sockets per account",
+    ),
+    (
+        "HERALD_WS_DETACHED_PER_ACCOUNT",
+        "16",
+        "dropped chat sessions kept for resume per account",
+    ),
+    (
         "HERALD_LOGIN_ATTEMPTS_PER_MINUTE",
         "30",
         "login attempts allowed per client address per minute",
@@ -270,6 +295,12 @@ pub struct Settings {
     pub admin_token: Option<Secret>,
     pub log_format: LogFormat,
     pub ws_heartbeat_timeout: Duration,
+    /// Bytes queued for a chat socket and not yet written, past which it is closed as too slow.
+    pub ws_backlog_bytes: usize,
+    pub ws_resume_bytes: usize,
+    pub ws_resume_total_bytes: usize,
+    pub ws_sockets_per_account: usize,
+    pub ws_detached_per_account: usize,
     pub login_attempts_per_minute: u32,
     /// On SQLite in a file, the writer's log goes through the batching VFS (`store/walbatch.rs`).
     pub sqlite_batched_log: bool,
@@ -393,6 +424,30 @@ impl Settings {
         let allow_private_targets =
             parse_setting(&get, "HERALD_ALLOW_PRIVATE_TARGETS", parse_bool)?;
         let sqlite_batched_log = parse_setting(&get, "HERALD_SQLITE_BATCHED_LOG", parse_bool)?;
+        let ws_backlog_bytes = parse_setting(&get, "HERALD_WS_BACKLOG_BYTES", parse_bytes)?;
+        let ws_resume_bytes = parse_setting(&get, "HERALD_WS_RESUME_BYTES", parse_bytes)?;
+        let ws_resume_total_bytes =
+            parse_setting(&get, "HERALD_WS_RESUME_TOTAL_BYTES", parse_bytes)?;
+        // A socket must be closed as too slow before its session's log drops frames it has not
+        // written, or a client that resumes would be told 410 where it could have caught up.
+        if ws_backlog_bytes >= ws_resume_bytes {
+            return Err(invalid(
+                "HERALD_WS_BACKLOG_BYTES",
+                "must be less than HERALD_WS_RESUME_BYTES",
+            ));
+        }
+        if ws_resume_bytes > ws_resume_total_bytes {
+            return Err(invalid(
+                "HERALD_WS_RESUME_BYTES",
+                "must not be more than HERALD_WS_RESUME_TOTAL_BYTES",
+            ));
+        }
+        let per_account = |name: &str| -> Result<usize, ConfigError> {
+            parse_setting(&get, name, |v| match v.parse::<usize>() {
+                Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+                _ => Err("must be a whole number from 1 to 100000".to_string()),
+            })
+        };
         let log_format = parse_setting(&get, "HERALD_LOG_FORMAT", |v| match v {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
@@ -453,6 +508,11 @@ impl Settings {
                 "HERALD_WS_HEARTBEAT_TIMEOUT",
                 parse_duration,
             )?,
+            ws_backlog_bytes,
+            ws_resume_bytes,
+            ws_resume_total_bytes,
+            ws_sockets_per_account: per_account("HERALD_WS_SOCKETS_PER_ACCOUNT")?,
+            ws_detached_per_account: per_account("HERALD_WS_DETACHED_PER_ACCOUNT")?,
             login_attempts_per_minute: rate("HERALD_LOGIN_ATTEMPTS_PER_MINUTE")?,
             sqlite_batched_log,
         })
@@ -591,6 +651,28 @@ fn parse_url(name: &str, value: &str) -> Result<Url, ConfigError> {
 
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|e| format!("{e} (expected e.g. 30s, 5m, 2h)"))
+}
+
+/// A size in bytes: a whole number, optionally with `KiB`, `MiB` or `GiB`.
+fn parse_bytes(value: &str) -> Result<usize, String> {
+    let value = value.trim();
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, ""),
+    };
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err("expected bytes, e.g. 65536, 512KiB, 8MiB or 1GiB".to_string()),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "expected bytes above zero, e.g. 65536, 512KiB, 8MiB or 1GiB".to_string())
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -748,6 +830,21 @@ mod tests {
             err.to_string().contains("HERALD_SQLITE_BATCHED_LOG"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn chat_limits_take_sizes_and_must_fit_inside_one_another() {
+        let settings =
+            Settings::from_map(map(&[("HERALD_WS_RESUME_BYTES", "16MiB")])).expect("valid");
+        assert_eq!(settings.ws_resume_bytes, 16 << 20);
+        assert_eq!(settings.ws_backlog_bytes, 4 << 20);
+        let err = Settings::from_map(map(&[("HERALD_WS_BACKLOG_BYTES", "8MiB")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_WS_BACKLOG_BYTES"), "{err}");
+        let err = Settings::from_map(map(&[("HERALD_WS_RESUME_BYTES", "lots")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_WS_RESUME_BYTES"), "{err}");
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert!(parse_bytes("0").is_err());
     }
 
     #[test]

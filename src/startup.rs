@@ -179,7 +179,7 @@ impl Application {
         let ids = Arc::new(IdGenerator::new(worker_id));
         let bus: Arc<dyn crate::chat::bus::Bus> =
             Arc::new(crate::chat::bus::InProcessBus::default());
-        let bot_id = crate::channels::chat::ensure_bot_account(&db, &ids)
+        let bot_id = crate::accounts::ensure_bot_account(&db, &ids)
             .await
             .context("could not create the herald bot account")?;
         channels.insert(
@@ -257,9 +257,9 @@ impl Application {
         &self.features.app
     }
 
-    /// The herald bot's account in chat.
-    pub fn bot_account_id(&self) -> i64 {
-        self.features.chat.bot_account_id
+    /// The chat's state: its bus, its resumable sessions, the herald bot's account.
+    pub fn chat(&self) -> &crate::chat::ChatState {
+        &self.features.chat
     }
 
     /// This node's knowledge base (its search index over the database's documents).

@@ -145,6 +145,28 @@ pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<(Account, Stri
     )
 }
 
+/// The name of the bot account that signs herald's own messages.
+pub const BOT_NAME: &str = "herald";
+
+/// Makes sure the bot account exists (on any node, any number of times) and returns its id.
+pub async fn ensure_bot_account(db: &Db, ids: &crate::ids::IdGenerator) -> Result<i64, StoreError> {
+    // The password hash is not a valid PHC string: nobody can ever log in as the bot.
+    sqlx::query(
+        "INSERT INTO accounts (id, name, email, password_hash, created_at) VALUES ($1, $2, $3, '!', $4) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(ids.next())
+    .bind(BOT_NAME)
+    .bind("herald-bot@localhost")
+    .bind(now_ms())
+    .execute(db.writer())
+    .await?;
+    sqlx::query_scalar("SELECT id FROM accounts WHERE name = $1")
+        .bind(BOT_NAME)
+        .fetch_one(db.writer())
+        .await
+}
+
 pub async fn find_by_name(db: &Db, name: &str) -> Result<Option<Account>, StoreError> {
     let row = sqlx::query_as("SELECT id, name, email, profile FROM accounts WHERE name = $1")
         .bind(name)

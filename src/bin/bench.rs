@@ -18,6 +18,9 @@ use herald::testkit::git_repo::{GitRepo, git};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection};
 
+#[path = "bench/chat_memory.rs"]
+mod chat_memory;
+
 const SECRET: &str = "bench-secret";
 const ADMIN: &str = "bench-admin";
 
@@ -111,6 +114,8 @@ enum Scenario {
         #[arg(long, conflicts_with_all = ["with_hanging", "reqwest", "backlog"])]
         floor: bool,
     },
+    /// Large DMs to one user with many sockets: herald's RSS growth (bounded by the chat's settings).
+    ChatMemory(chat_memory::Options),
     /// Idle authenticated chat sockets: memory per socket, CPU at rest with heartbeats.
     ChatSockets {
         #[arg(long, default_value_t = 10_000)]
@@ -2299,6 +2304,7 @@ async fn main() {
             seconds,
         } => git_polling(&args, *remotes, interval, *seconds).await,
         Scenario::Fanout { subscribers, rate } => fanout(&args, *subscribers, *rate).await,
+        Scenario::ChatMemory(options) => chat_memory::run(&args, options).await,
         Scenario::ChatSockets { sockets, seconds } => chat_sockets(&args, *sockets, *seconds).await,
         Scenario::ChatLatency {
             pairs,

@@ -8,33 +8,11 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::chat::bus::Bus;
-use crate::chat::{chat_payload, pair, store_message};
-use crate::ids::{IdGenerator, now_ms};
+use crate::chat::{chat_payload, dm_chat_id, pair, store_message};
+use crate::ids::IdGenerator;
 use crate::outbox::channel::OutgoingMessage;
 use crate::outbox::{Attempt, Channel, Verdict};
-use crate::store::{Db, StoreError};
-
-/// The name of the bot account that signs herald's own messages.
-pub const BOT_NAME: &str = "herald";
-
-/// Makes sure the bot account exists (on any node, any number of times) and returns its id.
-pub async fn ensure_bot_account(db: &Db, ids: &IdGenerator) -> Result<i64, StoreError> {
-    // The password hash is not a valid PHC string: nobody can ever log in as the bot.
-    sqlx::query(
-        "INSERT INTO accounts (id, name, email, password_hash, created_at) VALUES ($1, $2, $3, '!', $4) \
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(ids.next())
-    .bind(BOT_NAME)
-    .bind("herald-bot@localhost")
-    .bind(now_ms())
-    .execute(db.writer())
-    .await?;
-    sqlx::query_scalar("SELECT id FROM accounts WHERE name = $1")
-        .bind(BOT_NAME)
-        .fetch_one(db.writer())
-        .await
-}
+use crate::store::Db;
 
 pub struct ChatChannel {
     db: Db,
@@ -88,7 +66,7 @@ impl ChatChannel {
         .await
         {
             Ok((stored, _)) => {
-                let frame = json!({"type": "chat", "payload": chat_payload("send", &stored, self.bot_id ^ account_id)});
+                let frame = json!({"type": "chat", "payload": chat_payload("send", &stored, dm_chat_id(self.bot_id, account_id))});
                 self.bus.publish(account_id, Arc::from(frame.to_string()));
                 Attempt::delivered(None, None)
             }

@@ -1,11 +1,15 @@
-//! Area C's realtime chat: the reference WebSocket protocol (`socket.rs`), friendships and direct
-//! messages (this file), and the bus that carries frames to every socket of a user (`bus.rs`).
+//! Area C's realtime chat: the reference WebSocket protocol (`socket.rs`, its client frames in
+//! `frames.rs`, each socket's writer in `outbound.rs`), friendships and direct messages (this
+//! file), the bus that carries frames to every session of a user (`bus.rs`), and the session
+//! logs behind sequence numbers and `resume`, with the chat's memory limits (`resume.rs`).
 //!
 //! **Invariant**: a DM is found by the unordered pair of its participants, which the server
 //! derives as `chat_id XOR requester`; a client can only ever name pairs it belongs to.
 
 pub mod bot;
 pub mod bus;
+pub mod frames;
+pub mod outbound;
 pub mod resume;
 pub mod socket;
 
@@ -44,6 +48,13 @@ pub fn parse_created_at(text: &str) -> Option<i64> {
 
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// The `chat_id` of the DM between users `a` and `b`, as the reference defines it: their ids
+/// XOR-ed. XOR is its own inverse, so `dm_chat_id(chat_id, me)` is the other participant of
+/// `me`'s DM `chat_id` — which is how a chat id is only ever resolved for its requester.
+pub fn dm_chat_id(a: i64, b: i64) -> i64 {
+    a ^ b
 }
 
 /// The unordered pair of a DM: the key its messages are stored under.
@@ -136,7 +147,7 @@ pub enum ChatTarget {
 }
 
 pub async fn resolve_chat(db: &Db, me: i64, chat_id: i64) -> Result<ChatTarget, StoreError> {
-    let other_id = chat_id ^ me;
+    let other_id = dm_chat_id(chat_id, me);
     type Row = (
         Option<String>,
         Option<i64>,

@@ -4,23 +4,44 @@
 //! within `HERALD_WS_HEARTBEAT_TIMEOUT` (40 + 5 s); then `auth` with a login token; then `chat`,
 //! `load` and `mutual_users` frames. Every bad frame gets an `error` frame and the connection
 //! stays open; it never affects another socket. See `docs/chat-protocol.md`.
+//!
+//! Each connection has two tasks. This one reads the client's frames (parsed once, at the edge,
+//! into `frames::ClientFrame`), handles them and queues what it answers; it never waits for the
+//! client to read, so a heartbeat is always read on time. The writer (`outbound.rs`) writes the
+//! queue and the session's log at the client's pace and reports a client that falls behind;
+//! this task then closes the socket as too slow, and the session keeps the frames not written
+//! for `resume`.
+//!
+//! A socket closes in two steps: the close frame is queued, then the client's frames are read
+//! (and ignored) until it answers the close or a grace time passes. Dropping a TCP connection
+//! with unread input makes the kernel reset it, and a reset throws away whatever the client
+//! had not read yet — the close frame included. That is why a slow client used to see its
+//! connection cut without a close frame. For the same reason tungstenite is allowed to read a
+//! frame a little over the limit whole ([`READ_CEILING_BYTES`]), so that the limit is enforced
+//! here with a clean 1009 instead of a reset.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::ChatState;
-use super::resume::{FrameLog, SessionState};
+use super::frames::{
+    AuthIn, ChatIn, ChatKind, ClientFrame, Count, FriendKind, Id, Integer, Kind, LoadIn, LoadKind,
+    Members, MutualUsersIn, NotJson, Request, ResumeIn, RoomIn, RoomKind, TypingIn,
+};
+use super::outbound::{CLOSE_TOO_SLOW, Close, Outbound, Trouble};
+use super::resume::{ChatLimits, RESUME_WINDOW, SessionLog, SessionState};
 use super::{
     ChatTarget, FriendChange, Message as ChatMessage, Room, accept_friend, add_member,
     chat_payload, create_room, delete_friend, edit_message, find_message, friends, history,
@@ -31,10 +52,21 @@ use crate::accounts::Account;
 
 /// The largest frame a client may send.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// The largest frame tungstenite reads whole; between this and [`MAX_FRAME_BYTES`] the limit is
+/// enforced after reading, so that the close frame is not lost to a reset.
+pub const READ_CEILING_BYTES: usize = 2 * MAX_FRAME_BYTES;
 /// The longest chat message, in characters.
 pub const MAX_CONTENT_CHARS: usize = 4000;
 /// Frames a connection may send per second (with a burst of twice that).
 pub const FRAMES_PER_SECOND: u32 = 20;
+/// How long a closing socket waits for its close frame to be written and answered, unless it
+/// was closed as too slow (then the heartbeat timeout: the client is alive, only slow).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// No heartbeat within `HERALD_WS_HEARTBEAT_TIMEOUT`.
+pub const CLOSE_NO_HEARTBEAT: u16 = 4000;
+/// The account has `HERALD_WS_SOCKETS_PER_ACCOUNT` live sockets already.
+pub const CLOSE_TOO_MANY_SOCKETS: u16 = 4003;
 
 pub fn router(state: ChatState) -> axum::Router {
     axum::Router::new()
@@ -43,8 +75,8 @@ pub fn router(state: ChatState) -> axum::Router {
 }
 
 async fn upgrade(State(state): State<ChatState>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+    ws.max_message_size(READ_CEILING_BYTES)
+        .max_frame_size(READ_CEILING_BYTES)
         // tungstenite reads into a 128 KiB buffer by default; chat frames are small.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
@@ -57,6 +89,57 @@ fn frame(kind: &str, payload: Value) -> String {
 
 fn error_frame(code: u16, reason: impl Into<String>) -> String {
     frame("error", json!({"code": code, "reason": reason.into()}))
+}
+
+fn close(code: u16, reason: &'static str) -> Close {
+    Close {
+        code,
+        reason,
+        abandon: false,
+    }
+}
+
+fn too_large() -> Close {
+    close(1009, "frame too large (at most 64 KiB)")
+}
+
+/// The close for a frame tungstenite could not read.
+fn close_for_read_error(error: &axum::Error) -> Close {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let cause = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
+    match cause {
+        Some(WsError::Capacity(_)) => too_large(),
+        Some(WsError::Utf8(_)) => close(1007, "invalid UTF-8 in a text frame"),
+        _ => {
+            tracing::debug!(%error, "a chat socket sent something that is not WebSocket");
+            close(1002, "protocol error")
+        }
+    }
+}
+
+/// Why a frame was refused: the client's mistake (told as it is), or ours (logged with its
+/// cause, told only as 500).
+enum Refusal {
+    Client(u16, String),
+    Internal {
+        what: &'static str,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A 400 with `reason`.
+fn bad(reason: String) -> Refusal {
+    Refusal::Client(400, reason)
+}
+
+/// Turns an internal error into a refusal that logs it as failing to do `what`.
+fn internal<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> Refusal {
+    move |error| Refusal::Internal {
+        what,
+        error: Box::new(error),
+    }
 }
 
 /// What a chat id names for one requester.
@@ -88,42 +171,51 @@ enum Next {
     Continue,
     /// A heartbeat arrived: the silence deadline starts again.
     Heartbeat,
-    Close(u16, &'static str),
+    Close(Close),
 }
 
 struct Session {
     state: ChatState,
-    out: mpsc::Sender<Message>,
+    limits: ChatLimits,
+    outbound: Arc<Outbound>,
     heartbeat_seen: bool,
     account: Option<Account>,
-    subscription: Option<(u64, mpsc::Receiver<Arc<str>>)>,
+    /// Whether this socket counts among its account's live sockets.
+    live: bool,
     limiter: DefaultDirectRateLimiter,
-    /// After `auth`: the session id, and the log that numbers every frame sent.
-    session_id: Option<String>,
-    log: std::sync::Mutex<Option<FrameLog>>,
+    /// After `auth` or `resume`: the session.
+    joined: Option<Joined>,
+}
+
+/// An authenticated socket's session.
+struct Joined {
+    id: String,
+    subscription: u64,
+    log: Arc<SessionLog>,
+    /// This socket's token in the log.
+    token: u64,
 }
 
 async fn connection(state: ChatState, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
-    let (out, mut outgoing) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let limits = ChatLimits::from_settings(&state.settings);
     let timeout = state.settings.ws_heartbeat_timeout;
+    let (sink, mut stream) = socket.split();
+    let outbound = Outbound::new(limits.backlog_bytes);
+    let (trouble, mut troubled) = oneshot::channel();
+    let mut writer = tokio::spawn(super::outbound::write(
+        sink,
+        outbound.clone(),
+        timeout,
+        trouble,
+    ));
     let mut session = Session {
         state: state.clone(),
-        out,
+        limits,
+        outbound: outbound.clone(),
         heartbeat_seen: false,
         account: None,
-        subscription: None,
-        session_id: None,
-        log: std::sync::Mutex::new(None),
+        live: false,
+        joined: None,
         limiter: RateLimiter::direct(
             Quota::per_second(NonZeroU32::new(FRAMES_PER_SECOND).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(FRAMES_PER_SECOND * 2).unwrap_or(NonZeroU32::MIN)),
@@ -131,52 +223,79 @@ async fn connection(state: ChatState, socket: WebSocket) {
     };
     metrics::gauge!("herald_chat_sockets").increment(1.0);
     let mut deadline = Instant::now() + timeout;
-    loop {
-        let from_bus = async {
-            match &mut session.subscription {
-                Some((_, receiver)) => receiver.recv().await,
-                None => std::future::pending().await,
-            }
-        };
+    let ending: Option<Close> = loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                session.close(4000, "no heartbeat in time").await;
-                break;
+                break Some(Close {
+                    code: CLOSE_NO_HEARTBEAT,
+                    reason: "no heartbeat in time",
+                    abandon: true,
+                });
             }
-            published = from_bus => match published {
-                Some(text) => session.send_text(text.to_string()).await,
-                None => break,
+            trouble = &mut troubled => break match trouble {
+                Ok(Trouble::TooSlow) => Some(Close {
+                    code: CLOSE_TOO_SLOW,
+                    reason: "too slow to take its frames; resume the session",
+                    abandon: true,
+                }),
+                Ok(Trouble::Broken) | Err(_) => None,
             },
             received = stream.next() => match received {
-                None | Some(Ok(Message::Close(_))) => break,
-                Some(Err(error)) => {
-                    let text = error.to_string();
-                    if text.contains("too long") || text.contains("Space limit") {
-                        session.close(1009, "frame too large (at most 64 KiB)").await;
-                    } else {
-                        session.close(1002, "protocol error").await;
-                    }
-                    break;
-                }
+                None | Some(Ok(Message::Close(_))) => break None,
+                Some(Err(error)) => break Some(close_for_read_error(&error)),
                 Some(Ok(Message::Text(text))) => {
+                    if text.len() > MAX_FRAME_BYTES {
+                        break Some(too_large());
+                    }
                     match session.on_text(text.as_str()).await {
                         Next::Continue => {}
                         Next::Heartbeat => deadline = Instant::now() + timeout,
-                        Next::Close(code, reason) => {
-                            session.close(code, reason).await;
-                            break;
-                        }
+                        Next::Close(close) => break Some(close),
                     }
                 }
-                Some(Ok(Message::Binary(_))) => {
-                    session.send_text(error_frame(400, "binary frames are not part of the protocol; send JSON text")).await;
+                Some(Ok(Message::Binary(bytes))) => {
+                    if bytes.len() > MAX_FRAME_BYTES {
+                        break Some(too_large());
+                    }
+                    session.send_text(error_frame(400, "binary frames are not part of the protocol; send JSON text"));
                 }
                 Some(Ok(_)) => {}
             },
         }
+    };
+    let too_slow = matches!(&ending, Some(close) if close.code == CLOSE_TOO_SLOW);
+    if let Some(close) = &ending {
+        metrics::counter!("herald_chat_socket_closes_total", "code" => close.code.to_string())
+            .increment(1);
     }
+    // The session goes first, so that the client can resume it while this socket closes.
     drop(session);
-    let _ = writer.await;
+    outbound.close(ending);
+    // A client closed as too slow is alive, only slow: its close frame may wait behind much
+    // unread data, so it gets as long as it keeps sending heartbeats (within the time its
+    // session can be resumed). Any other close gets a short grace.
+    let closed_at = Instant::now();
+    let mut linger_until = closed_at + if too_slow { timeout } else { CLOSE_GRACE };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(linger_until) => {
+                tracing::debug!("a chat socket did not finish closing in time; dropped");
+                break;
+            }
+            received = stream.next() => match received {
+                None => break,
+                Some(Ok(Message::Text(text)))
+                    if too_slow && matches!(ClientFrame::parse(&text), Ok(ClientFrame::Heartbeat(_))) =>
+                {
+                    linger_until = (Instant::now() + timeout).min(closed_at + RESUME_WINDOW);
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    // The client answered the close (or is gone): the writer may still be flushing.
+    let _ = tokio::time::timeout_at(linger_until, &mut writer).await;
+    writer.abort();
     metrics::gauge!("herald_chat_sockets").decrement(1.0);
 }
 
@@ -188,31 +307,34 @@ impl Drop for Session {
         let Some(account) = self.account.take() else {
             return;
         };
-        if self.state.bus.live(account.id, -1) == 0 {
-            let (state, account) = (self.state.clone(), account.clone());
+        // Detached before the socket stops counting as live, so that a count of none means
+        // every session of the account is ready for `resume`.
+        if let Some(joined) = self.joined.take() {
+            joined.log.detach(joined.token);
+            self.state.sessions.detach(
+                joined.id,
+                SessionState {
+                    account_id: account.id,
+                    subscription: joined.subscription,
+                    log: joined.log,
+                },
+                self.state.bus.clone(),
+                self.limits.detached_per_account,
+            );
+        }
+        if self.live && self.state.bus.live(account.id, -1) == 0 {
+            let state = self.state.clone();
             tokio::spawn(async move {
-                if let Ok(list) = friends(&state.db, account.id).await {
-                    announce_presence(&state, &account, &list, "offline");
+                match friends(&state.db, account.id).await {
+                    Ok(list) => announce_presence(&state, &account, &list, "offline"),
+                    Err(error) => tracing::error!(
+                        %error,
+                        account = account.id,
+                        "could not read the friends to tell that a chat user went offline"
+                    ),
                 }
             });
         }
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let (Some((socket_id, receiver)), Some(session), Some(log)) =
-            (self.subscription.take(), self.session_id.take(), log)
-        else {
-            return;
-        };
-        let bus = self.state.bus.clone();
-        self.state.sessions.detach(
-            session,
-            SessionState {
-                account_id: account.id,
-                socket_id,
-                receiver,
-                log,
-            },
-            move |account_id, socket_id| bus.unsubscribe(account_id, socket_id),
-        );
     }
 }
 
@@ -227,157 +349,173 @@ fn announce_presence(state: &ChatState, account: &Account, friends: &[Account], 
     }
 }
 
-/// Reads an id that clients send as a string (snowflakes exceed JavaScript's integers) or number.
-fn id_field(payload: &Value, name: &str) -> Result<i64, String> {
-    match payload.get(name) {
-        Some(Value::String(s)) => s.trim().parse().map_err(|_| format!("{name} is not an id")),
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| format!("{name} is not an id")),
-        Some(_) => Err(format!("{name} is not an id")),
-        None => Err(format!("missing field {name}")),
-    }
-}
-
-fn str_field<'p>(payload: &'p Value, name: &str) -> Result<&'p str, String> {
-    match payload.get(name) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(format!("{name} must be a string")),
-        None => Err(format!("missing field {name}")),
-    }
-}
-
 impl Session {
-    /// Sends a frame, numbered and logged once the session is authenticated.
-    async fn send_text(&self, text: String) {
-        let stamped = match self.log.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            Some(log) => log.stamp(&text).to_string(),
-            None => text,
-        };
-        let _ = self.out.send(Message::Text(stamped.into())).await;
+    /// Sends a frame: numbered and logged once the session is authenticated.
+    fn send_text(&self, text: String) {
+        match &self.joined {
+            Some(joined) => joined.log.push(Arc::from(text)),
+            None => self.outbound.queue(text),
+        }
     }
 
-    /// Sends a frame that was numbered already (a replay).
-    async fn send_stamped(&self, text: &str) {
-        let _ = self.out.send(Message::Text(text.to_string().into())).await;
+    fn error(&self, code: u16, reason: impl Into<String>) {
+        self.send_text(error_frame(code, reason));
     }
 
-    async fn close(&self, code: u16, reason: &'static str) {
-        let _ = self
-            .out
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
-    }
-
-    async fn error(&self, code: u16, reason: impl Into<String>) {
-        self.send_text(error_frame(code, reason)).await;
-    }
-
-    async fn ok(&self) {
-        self.send_text(frame("ok", json!({}))).await;
+    fn ok(&self) {
+        self.send_text(frame("ok", json!({})));
     }
 
     fn publish(&self, user: i64, text: String) {
         self.state.bus.publish(user, Arc::from(text));
     }
 
+    fn refuse(&self, refusal: Refusal) {
+        match refusal {
+            Refusal::Client(code, reason) => self.error(code, reason),
+            Refusal::Internal { what, error } => {
+                tracing::error!(
+                    error = %error,
+                    account = self.account.as_ref().map(|a| a.id),
+                    "a chat frame failed: could not {what}"
+                );
+                self.error(500, "internal error");
+            }
+        }
+    }
+
     async fn on_text(&mut self, text: &str) -> Next {
         if self.limiter.check().is_err() {
-            self.error(429, "too many frames; slow down").await;
+            self.error(429, "too many frames; slow down");
             return Next::Continue;
         }
-        let parsed: Value = match serde_json::from_str(text) {
-            Ok(value) => value,
-            Err(e) => {
+        let heartbeat_first = |session: &Session| {
+            session.error(400, "the first frame must be a heartbeat");
+            Next::Close(close(1008, "heartbeat first"))
+        };
+        let parsed = match ClientFrame::parse(text) {
+            Ok(parsed) => parsed,
+            Err(NotJson(e)) => {
                 if !self.heartbeat_seen {
-                    self.error(400, "the first frame must be a heartbeat").await;
-                    return Next::Close(1008, "heartbeat first");
+                    return heartbeat_first(self);
                 }
-                self.error(400, format!("bad JSON: {e}")).await;
+                self.error(400, format!("bad JSON: {e}"));
                 return Next::Continue;
             }
         };
-        let kind = parsed
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let payload = parsed.get("payload").cloned().unwrap_or(Value::Null);
-        if kind == "heartbeat" {
-            self.heartbeat_seen = true;
-            self.send_text(frame("heartbeat", payload)).await;
-            return Next::Heartbeat;
-        }
-        if !self.heartbeat_seen {
-            self.error(400, "the first frame must be a heartbeat").await;
-            return Next::Close(1008, "heartbeat first");
-        }
-        if kind == "auth" {
-            self.auth(&payload).await;
-            return Next::Continue;
-        }
-        if kind == "resume" {
-            self.resume(&payload).await;
-            return Next::Continue;
-        }
+        let request = match parsed {
+            ClientFrame::Heartbeat(payload) => {
+                self.heartbeat_seen = true;
+                self.send_text(frame("heartbeat", payload));
+                return Next::Heartbeat;
+            }
+            _ if !self.heartbeat_seen => return heartbeat_first(self),
+            ClientFrame::Auth(auth) => return self.auth(auth).await,
+            ClientFrame::Resume(resume) => return self.resume(resume).await,
+            ClientFrame::Request(request) => request,
+        };
         let Some(me) = self.account.clone() else {
-            self.error(401, "authenticate first (an auth frame with a login token)")
-                .await;
+            self.error(401, "authenticate first (an auth frame with a login token)");
             return Next::Continue;
         };
-        let result = match kind {
-            "chat" => self.chat(&me, &payload).await,
-            "load" => self.load(&me, &payload).await,
-            "mutual_users" => self.mutual_users(&me, &payload).await,
-            "typing" => self.typing(&me, &payload).await,
-            "room" => self.room(&me, &payload).await,
-            "" => Err((400, "missing field type".to_string())),
-            other => Err((400, format!("unknown frame type {other:?}"))),
+        let result = match request {
+            Request::Chat(payload) => self.chat(&me, payload).await,
+            Request::Load(payload) => self.load(&me, payload).await,
+            Request::MutualUsers(payload) => self.mutual_users(&me, payload).await,
+            Request::Typing(payload) => self.typing(&me, payload).await,
+            Request::Room(payload) => self.room(&me, payload).await,
+            Request::Untyped => Err(bad("missing field type".to_string())),
+            Request::Unknown(other) => Err(bad(format!("unknown frame type {other:?}"))),
         };
-        if let Err((code, reason)) = result {
-            self.error(code, reason).await;
+        if let Err(refusal) = result {
+            self.refuse(refusal);
         }
         Next::Continue
     }
 
-    async fn auth(&mut self, payload: &Value) {
-        if self.account.is_some() {
-            return self.error(400, "already authenticated").await;
-        }
-        let Ok(token) = str_field(payload, "auth") else {
-            return self
-                .error(400, "missing field auth (the login token)")
-                .await;
-        };
-        let db = &self.state.db;
-        let account = match crate::accounts::account_for_token(db, token).await {
-            Ok(Some(account)) => account,
+    /// The account a token belongs to, or the error frame already sent.
+    async fn account_for(&self, token: &str) -> Option<Account> {
+        match crate::accounts::account_for_token(&self.state.db, token).await {
+            Ok(Some(account)) => Some(account),
             Ok(None) => {
-                return self
-                    .error(401, "this token is not valid (expired or logged out)")
-                    .await;
+                self.error(401, "this token is not valid (expired or logged out)");
+                None
             }
             Err(error) => {
-                tracing::error!(%error, "chat auth failed in the database");
-                return self.error(500, "internal error").await;
+                self.refuse(internal("look up a login token")(error));
+                None
+            }
+        }
+    }
+
+    /// Counts this socket among the account's live ones, if it is under the limit; if not, the
+    /// client is told and the socket closes. `Ok(true)`: it is the account's only live socket.
+    fn go_live(&mut self, account: &Account) -> Result<bool, Next> {
+        let limit = self.limits.sockets_per_account;
+        let now = self.state.bus.live(account.id, 1);
+        if now > limit {
+            self.state.bus.live(account.id, -1);
+            self.error(
+                429,
+                format!("too many open sockets for this account (at most {limit})"),
+            );
+            return Err(Next::Close(close(
+                CLOSE_TOO_MANY_SOCKETS,
+                "too many sockets for this account",
+            )));
+        }
+        self.live = true;
+        Ok(now == 1)
+    }
+
+    /// Undoes [`go_live`](Self::go_live) for a socket that did not get its session after all.
+    fn leave_live(&mut self, account: &Account) {
+        self.state.bus.live(account.id, -1);
+        self.live = false;
+    }
+
+    async fn auth(&mut self, payload: AuthIn) -> Next {
+        if self.account.is_some() {
+            self.error(400, "already authenticated");
+            return Next::Continue;
+        }
+        let Some(token) = payload.auth.ok() else {
+            self.error(400, "missing field auth (the login token)");
+            return Next::Continue;
+        };
+        let Some(account) = self.account_for(&token).await else {
+            return Next::Continue;
+        };
+        let db = &self.state.db;
+        let lists = async {
+            let requests = incoming_requests(db, account.id)
+                .await
+                .map_err(internal("read the friend requests for auth"))?;
+            let mutual = friends(db, account.id)
+                .await
+                .map_err(internal("read the friends for auth"))?;
+            let rooms = rooms_of(db, account.id)
+                .await
+                .map_err(internal("read the rooms for auth"))?;
+            Ok::<_, Refusal>((requests, mutual, rooms))
+        };
+        let (requests, mutual, rooms) = match lists.await {
+            Ok(lists) => lists,
+            Err(refusal) => {
+                self.refuse(refusal);
+                return Next::Continue;
             }
         };
-        let (requests, mutual, rooms) = match (
-            incoming_requests(db, account.id).await,
-            friends(db, account.id).await,
-            rooms_of(db, account.id).await,
-        ) {
-            (Ok(requests), Ok(mutual), Ok(rooms)) => (requests, mutual, rooms),
-            _ => return self.error(500, "internal error").await,
+        let first = match self.go_live(&account) {
+            Ok(first) => first,
+            Err(next) => return next,
         };
-        self.subscription = Some(self.state.bus.subscribe(account.id));
-        if self.state.bus.live(account.id, 1) == 1 {
+        if first {
             announce_presence(&self.state, &account, &mutual, "online");
         }
         let session = crate::accounts::random_secret();
-        *self.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(FrameLog::default());
-        self.session_id = Some(session.clone());
-        self.send_text(frame(
+        let log = SessionLog::new(self.limits, self.state.sessions.budget());
+        let auth = frame(
             "auth",
             json!({
                 "self_user": user_object(&account),
@@ -386,105 +524,131 @@ impl Session {
                 "rooms": rooms.iter().map(|r| json!({"id": r.id.to_string(), "name": r.name})).collect::<Vec<_>>(),
                 "session": session,
             }),
-        ))
-        .await;
+        );
+        // A new log always takes a socket at 0; `None` would be a bug in `SessionLog`.
+        let Some((token, _)) = log.attach(0, self.outbound.wake(), |_| auth) else {
+            tracing::error!(
+                account = account.id,
+                "a new chat session log refused its socket"
+            );
+            self.error(500, "internal error");
+            return Next::Continue;
+        };
+        self.outbound.follow(log.clone(), token);
+        let subscription = self.state.bus.subscribe(account.id, log.clone());
+        self.joined = Some(Joined {
+            id: session,
+            subscription,
+            log,
+            token,
+        });
         self.account = Some(account);
+        Next::Continue
     }
 
     /// `{"type":"resume","payload":{"session","auth","last_seq"}}` on a fresh socket (after its
     /// heartbeat): replays the frames after `last_seq` in order and carries the session on, or
     /// answers 410 when it cannot (then authenticate and load history as usual).
-    async fn resume(&mut self, payload: &Value) {
+    async fn resume(&mut self, payload: ResumeIn) -> Next {
         if self.account.is_some() {
-            return self.error(400, "already authenticated").await;
+            self.error(400, "already authenticated");
+            return Next::Continue;
         }
-        let (Ok(session), Ok(token)) = (str_field(payload, "session"), str_field(payload, "auth"))
-        else {
-            return self
-                .error(400, "resume needs session, auth and last_seq")
-                .await;
+        let (Some(session), Some(token)) = (payload.session.ok(), payload.auth.ok()) else {
+            self.error(400, "resume needs session, auth and last_seq");
+            return Next::Continue;
         };
-        let Some(last_seq) = payload.get("last_seq").and_then(Value::as_u64) else {
-            return self.error(400, "last_seq must be a number").await;
+        let Some(Count(last_seq)) = payload.last_seq.ok() else {
+            self.error(400, "last_seq must be a number");
+            return Next::Continue;
         };
-        let account = match crate::accounts::account_for_token(&self.state.db, token).await {
-            Ok(Some(account)) => account,
-            Ok(None) => {
-                return self
-                    .error(401, "this token is not valid (expired or logged out)")
-                    .await;
-            }
-            Err(_) => return self.error(500, "internal error").await,
+        let Some(account) = self.account_for(&token).await else {
+            return Next::Continue;
         };
         let cannot = "cannot resume this session; send auth and load the history";
-        let Some(state) = self.state.sessions.resume(session, account.id).await else {
-            return self.error(410, cannot).await;
+        let first = match self.go_live(&account) {
+            Ok(first) => first,
+            Err(next) => return next,
         };
-        let Some(missed) = state.log.since(last_seq) else {
+        let Some(state) = self.state.sessions.resume(&session, account.id) else {
+            self.leave_live(&account);
+            self.error(410, cannot);
+            return Next::Continue;
+        };
+        let replayed =
+            |replayed| frame("resumed", json!({"session": session, "replayed": replayed}));
+        let Some((log_token, _)) = state.log.attach(last_seq, self.outbound.wake(), replayed)
+        else {
+            // Frames after `last_seq` are gone: the session cannot go on, so it ends now.
             self.state
                 .bus
-                .unsubscribe(state.account_id, state.socket_id);
-            return self.error(410, cannot).await;
+                .unsubscribe(state.account_id, state.subscription);
+            self.leave_live(&account);
+            self.error(410, cannot);
+            return Next::Continue;
         };
-        for frame_text in &missed {
-            self.send_stamped(frame_text).await;
+        self.outbound.follow(state.log.clone(), log_token);
+        if first {
+            match friends(&self.state.db, account.id).await {
+                Ok(list) => announce_presence(&self.state, &account, &list, "online"),
+                Err(error) => tracing::error!(
+                    %error,
+                    account = account.id,
+                    "could not read the friends to tell that a chat user resumed"
+                ),
+            }
         }
-        if self.state.bus.live(account.id, 1) == 1
-            && let Ok(list) = friends(&self.state.db, account.id).await
-        {
-            announce_presence(&self.state, &account, &list, "online");
-        }
-        self.subscription = Some((state.socket_id, state.receiver));
-        *self.log.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.log);
-        self.session_id = Some(session.to_string());
+        self.joined = Some(Joined {
+            id: session,
+            subscription: state.subscription,
+            log: state.log,
+            token: log_token,
+        });
         self.account = Some(account);
-        self.send_text(frame(
-            "resumed",
-            json!({"session": session, "replayed": missed.len()}),
-        ))
-        .await;
+        Next::Continue
     }
 
     /// What a `chat_id` names for this requester: a room it belongs to, or a DM (the XOR id
     /// resolved for this requester only).
-    async fn target(&self, me: &Account, chat_id: i64) -> Result<Target, (u16, String)> {
-        let internal = |_| (500u16, "internal error".to_string());
+    async fn target(&self, me: &Account, chat_id: i64) -> Result<Target, Refusal> {
         match resolve_chat(&self.state.db, me.id, chat_id)
             .await
-            .map_err(internal)?
+            .map_err(internal("resolve a chat id"))?
         {
             ChatTarget::Room(room) => {
                 let members = room_members(&self.state.db, room.id)
                     .await
-                    .map_err(internal)?;
+                    .map_err(internal("read a room's members"))?;
                 if !members.iter().any(|m| m.id == me.id) {
-                    return Err((403, "you are not a member of this room".into()));
+                    return Err(Refusal::Client(
+                        403,
+                        "you are not a member of this room".into(),
+                    ));
                 }
                 Ok(Target::Room { room, members })
             }
             ChatTarget::Dm { other, friends } => Ok(Target::Dm { other, friends }),
-            ChatTarget::Nothing => Err((404, "no such chat".into())),
+            ChatTarget::Nothing => Err(Refusal::Client(404, "no such chat".into())),
         }
     }
 
-    async fn chat(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
-        let bad = |reason: String| (400u16, reason);
-        let kind = str_field(payload, "type").map_err(bad)?;
-        let chat_id = id_field(payload, "chat_id").map_err(bad)?;
-        let content = str_field(payload, "content").map_err(bad)?.trim();
+    async fn chat(&mut self, me: &Account, payload: ChatIn) -> Result<(), Refusal> {
+        let Kind(kind) = payload.kind.required("type").map_err(bad)?;
+        let Id(chat_id) = payload.chat_id.required("chat_id").map_err(bad)?;
+        let content = payload.content.required("content").map_err(bad)?;
+        let content = content.trim();
         if content.chars().count() > MAX_CONTENT_CHARS {
-            return Err((
+            return Err(Refusal::Client(
                 413,
                 format!("content: at most {MAX_CONTENT_CHARS} characters"),
             ));
         }
         let target = self.target(me, chat_id).await?;
         let db = &self.state.db;
-        let internal = |_| (500u16, "internal error".to_string());
         match kind {
-            "send" => {
+            ChatKind::Send => {
                 if content.is_empty() {
-                    self.ok().await;
+                    self.ok();
                     return Ok(());
                 }
                 // Anyone may write to the herald bot; people only to their friends.
@@ -492,19 +656,13 @@ impl Session {
                 if let Target::Dm { friends: false, .. } = &target
                     && !to_bot
                 {
-                    return Err((403, "you can only message friends".into()));
+                    return Err(Refusal::Client(403, "you can only message friends".into()));
                 }
-                let nonce = match payload.get("nonce") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(n)) if !n.is_empty() && n.len() <= 100 => Some(n.as_str()),
-                    Some(_) => {
-                        return Err(bad("nonce must be a string of 1 to 100 characters".into()));
-                    }
-                };
+                let nonce = payload.nonce.checked().map_err(bad)?;
                 let (message, repeat) =
                     store_message(db, &self.state.ids, target.key(me), me.id, content, nonce)
                         .await
-                        .map_err(internal)?;
+                        .map_err(internal("store a chat message"))?;
                 let mut body = chat_payload("send", &message, chat_id);
                 if let Some(nonce) = nonce {
                     body["nonce"] = json!(nonce);
@@ -512,7 +670,7 @@ impl Session {
                 let text = frame("chat", body);
                 if repeat {
                     // Already delivered to everyone: only this socket needs its answer again.
-                    self.send_text(text).await;
+                    self.send_text(text);
                 } else {
                     for user in target.recipients(me) {
                         self.publish(user, text.clone());
@@ -528,16 +686,24 @@ impl Session {
                 }
                 Ok(())
             }
-            "edit" => {
-                let id = id_field(payload, "id").map_err(bad)?;
+            ChatKind::Edit => {
+                let Id(id) = payload.id.required("id").map_err(bad)?;
                 let (low, high) = target.key(me);
-                let Some(found) = find_message(db, low, high, id).await.map_err(internal)? else {
-                    return Err((404, "no such message in this chat".into()));
+                let Some(found) = find_message(db, low, high, id)
+                    .await
+                    .map_err(internal("find the message to edit"))?
+                else {
+                    return Err(Refusal::Client(404, "no such message in this chat".into()));
                 };
                 if found.user_id != me.id {
-                    return Err((403, "only the author may edit or delete a message".into()));
+                    return Err(Refusal::Client(
+                        403,
+                        "only the author may edit or delete a message".into(),
+                    ));
                 }
-                edit_message(db, id, content).await.map_err(internal)?;
+                edit_message(db, id, content)
+                    .await
+                    .map_err(internal("edit a chat message"))?;
                 let edited = ChatMessage {
                     content: content.to_string(),
                     ..found
@@ -548,17 +714,19 @@ impl Session {
                 }
                 Ok(())
             }
-            other => Err(bad(format!("unknown chat type {other:?} (send or edit)"))),
+            ChatKind::Other(other) => {
+                Err(bad(format!("unknown chat type {other:?} (send or edit)")))
+            }
         }
     }
 
     /// `{"type":"typing","payload":{"chat_id"}}`: the other participants see
     /// `{"type":"typing","payload":{"chat_id","user_id"}}`. Not stored.
-    async fn typing(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
-        let chat_id = id_field(payload, "chat_id").map_err(|reason| (400u16, reason))?;
+    async fn typing(&mut self, me: &Account, payload: TypingIn) -> Result<(), Refusal> {
+        let Id(chat_id) = payload.chat_id.required("chat_id").map_err(bad)?;
         let target = self.target(me, chat_id).await?;
         if let Target::Dm { friends: false, .. } = &target {
-            return Err((403, "you can only message friends".into()));
+            return Err(Refusal::Client(403, "you can only message friends".into()));
         }
         let text = frame(
             "typing",
@@ -570,23 +738,22 @@ impl Session {
         Ok(())
     }
 
-    async fn load(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
-        let bad = |reason: String| (400u16, reason);
-        let internal = |_| (500u16, "internal error".to_string());
-        match str_field(payload, "type").map_err(bad)? {
-            "mutual_users" => {
-                let list = friends(&self.state.db, me.id).await.map_err(internal)?;
+    async fn load(&mut self, me: &Account, payload: LoadIn) -> Result<(), Refusal> {
+        match payload.kind.required("type").map_err(bad)?.0 {
+            LoadKind::MutualUsers => {
+                let list = friends(&self.state.db, me.id)
+                    .await
+                    .map_err(internal("read the friends"))?;
                 let users: Vec<Value> = list.iter().map(user_object).collect();
                 self.send_text(frame(
                     "load",
                     json!({"type": "mutual_users", "users": users}),
-                ))
-                .await;
+                ));
                 Ok(())
             }
-            "chat" => {
-                let load_id = id_field(payload, "load_id").map_err(bad)?;
-                let encoded = str_field(payload, "datetime").map_err(bad)?;
+            LoadKind::Chat => {
+                let Id(load_id) = payload.load_id.required("load_id").map_err(bad)?;
+                let encoded = payload.datetime.required("datetime").map_err(bad)?;
                 let format_error =
                     || bad("datetime must be base64 of YYYY-MM-DD HH:MM:SS.ffffff".into());
                 let decoded = base64::engine::general_purpose::STANDARD
@@ -595,49 +762,50 @@ impl Session {
                     .and_then(|bytes| String::from_utf8(bytes).ok())
                     .ok_or_else(format_error)?;
                 let before = parse_created_at(&decoded).ok_or_else(format_error)?;
-                let count = payload
-                    .get("count")
-                    .and_then(Value::as_i64)
-                    .ok_or_else(|| bad("count must be a number".into()))?
-                    .clamp(1, 100);
+                let Some(Integer(count)) = payload.count.ok() else {
+                    return Err(bad("count must be a number".into()));
+                };
+                let count = count.clamp(1, 100);
                 let target = self.target(me, load_id).await?;
                 let (low, high) = target.key(me);
                 for message in history(&self.state.db, low, high, before, count)
                     .await
-                    .map_err(internal)?
+                    .map_err(internal("read a chat's history"))?
                 {
-                    self.send_text(frame("chat", chat_payload("send", &message, load_id)))
-                        .await;
+                    self.send_text(frame("chat", chat_payload("send", &message, load_id)));
                 }
                 Ok(())
             }
-            other => Err(bad(format!(
+            LoadKind::Other(other) => Err(bad(format!(
                 "unknown load type {other:?} (chat or mutual_users)"
             ))),
         }
     }
 
     /// Group rooms: `{"type":"room","payload":{"type":"create"|"invite"|"leave"|"members", …}}`.
-    async fn room(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
-        let bad = |reason: String| (400u16, reason);
-        let internal = |_| (500u16, "internal error".to_string());
+    async fn room(&mut self, me: &Account, payload: RoomIn) -> Result<(), Refusal> {
         let db = &self.state.db;
-        match str_field(payload, "type").map_err(bad)? {
-            "create" => {
-                let name = str_field(payload, "name").map_err(bad)?.trim();
+        match payload.kind.required("type").map_err(bad)?.0 {
+            RoomKind::Create => {
+                let name = payload.name.required("name").map_err(bad)?;
+                let name = name.trim();
                 if name.is_empty() || name.chars().count() > 100 {
                     return Err(bad("name: 1 to 100 characters".into()));
                 }
-                let names: Vec<&str> = match payload.get("members") {
-                    None => Vec::new(),
-                    Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
-                    Some(_) => return Err(bad("members must be a list of user names".into())),
+                let names = match payload.members {
+                    Members::Absent => Vec::new(),
+                    Members::Names(names) => names,
+                    Members::Invalid => {
+                        return Err(bad("members must be a list of user names".into()));
+                    }
                 };
-                let friends_now = friends(db, me.id).await.map_err(internal)?;
+                let friends_now = friends(db, me.id)
+                    .await
+                    .map_err(internal("read the friends for a new room"))?;
                 let mut members = vec![me.id];
                 for name in names {
                     let Some(friend) = friends_now.iter().find(|f| f.name == name) else {
-                        return Err((403, format!("{name:?} is not your friend")));
+                        return Err(Refusal::Client(403, format!("{name:?} is not your friend")));
                     };
                     if !members.contains(&friend.id) {
                         members.push(friend.id);
@@ -645,57 +813,77 @@ impl Session {
                 }
                 let room = create_room(db, &self.state.ids, name, &members)
                     .await
-                    .map_err(internal)?;
+                    .map_err(internal("create a room"))?;
                 self.announce_room(&room, "created", None).await
             }
-            "invite" => {
-                let room = self.member_room(me, payload).await?;
-                let name = str_field(payload, "name").map_err(bad)?;
-                let friends_now = friends(db, me.id).await.map_err(internal)?;
+            RoomKind::Invite => {
+                let room = self.member_room(me, payload.room_id).await?;
+                let name = payload.name.required("name").map_err(bad)?;
+                let friends_now = friends(db, me.id)
+                    .await
+                    .map_err(internal("read the friends for an invitation"))?;
                 let Some(friend) = friends_now.into_iter().find(|f| f.name == name) else {
-                    return Err((403, format!("{name:?} is not your friend")));
+                    return Err(Refusal::Client(403, format!("{name:?} is not your friend")));
                 };
-                if !add_member(db, room.id, friend.id).await.map_err(internal)? {
-                    return Err((409, format!("{name:?} is already a member")));
+                if !add_member(db, room.id, friend.id)
+                    .await
+                    .map_err(internal("add a room member"))?
+                {
+                    return Err(Refusal::Client(
+                        409,
+                        format!("{name:?} is already a member"),
+                    ));
                 }
                 self.announce_room(&room, "joined", Some(&friend)).await
             }
-            "leave" => {
-                let room = self.member_room(me, payload).await?;
-                remove_member(db, room.id, me.id).await.map_err(internal)?;
+            RoomKind::Leave => {
+                let room = self.member_room(me, payload.room_id).await?;
+                remove_member(db, room.id, me.id)
+                    .await
+                    .map_err(internal("remove a room member"))?;
                 let text = frame(
                     "room",
                     json!({"type": "left", "room_id": room.id.to_string(), "user": user_object(me)}),
                 );
-                for member in room_members(db, room.id).await.map_err(internal)? {
+                for member in room_members(db, room.id)
+                    .await
+                    .map_err(internal("read a room's members"))?
+                {
                     self.publish(member.id, text.clone());
                 }
                 self.publish(me.id, text);
                 Ok(())
             }
-            "members" => {
-                let room = self.member_room(me, payload).await?;
-                let members = room_members(db, room.id).await.map_err(internal)?;
+            RoomKind::Members => {
+                let room = self.member_room(me, payload.room_id).await?;
+                let members = room_members(db, room.id)
+                    .await
+                    .map_err(internal("read a room's members"))?;
                 self.send_text(frame(
                     "room",
                     json!({"type": "members", "room": room_object(&room, &members)}),
-                ))
-                .await;
+                ));
                 Ok(())
             }
-            other => Err(bad(format!(
+            RoomKind::Other(other) => Err(bad(format!(
                 "unknown room type {other:?} (create, invite, leave, members)"
             ))),
         }
     }
 
     /// The room named by `room_id`, if the requester is a member.
-    async fn member_room(&self, me: &Account, payload: &Value) -> Result<Room, (u16, String)> {
-        let room_id = id_field(payload, "room_id").map_err(|reason| (400u16, reason))?;
+    async fn member_room(
+        &self,
+        me: &Account,
+        room_id: super::frames::Field<Id>,
+    ) -> Result<Room, Refusal> {
+        let Id(room_id) = room_id.required("room_id").map_err(bad)?;
         match self.target(me, room_id).await {
             Ok(Target::Room { room, .. }) => Ok(room),
-            Ok(Target::Dm { .. }) | Err((404, _)) => Err((404, "no such room".into())),
-            Err(error) => Err(error),
+            Ok(Target::Dm { .. }) | Err(Refusal::Client(404, _)) => {
+                Err(Refusal::Client(404, "no such room".into()))
+            }
+            Err(refusal) => Err(refusal),
         }
     }
 
@@ -705,10 +893,10 @@ impl Session {
         room: &Room,
         kind: &str,
         user: Option<&Account>,
-    ) -> Result<(), (u16, String)> {
+    ) -> Result<(), Refusal> {
         let members = room_members(&self.state.db, room.id)
             .await
-            .map_err(|_| (500u16, "internal error".to_string()))?;
+            .map_err(internal("read a room's members"))?;
         let mut body = json!({"type": kind, "room": room_object(room, &members)});
         if let Some(user) = user {
             body["user"] = user_object(user);
@@ -720,33 +908,35 @@ impl Session {
         Ok(())
     }
 
-    async fn mutual_users(&mut self, me: &Account, payload: &Value) -> Result<(), (u16, String)> {
-        let bad = |reason: String| (400u16, reason);
-        let internal = |_| (500u16, "internal error".to_string());
-        let kind = str_field(payload, "type").map_err(bad)?.to_string();
-        let name = str_field(payload, "name").map_err(bad)?;
+    async fn mutual_users(&mut self, me: &Account, payload: MutualUsersIn) -> Result<(), Refusal> {
+        let Kind(kind) = payload.kind.required("type").map_err(bad)?;
+        let name = payload.name.required("name").map_err(bad)?;
         let db = &self.state.db;
         let Some(them) = crate::accounts::find_by_name(db, name.trim())
             .await
-            .map_err(internal)?
+            .map_err(internal("find a user by name"))?
         else {
-            return Err((404, format!("no user named {name:?}")));
+            return Err(Refusal::Client(404, format!("no user named {name:?}")));
         };
-        let change = match kind.as_str() {
-            "request" => request_friend(db, me.id, them.id).await,
-            "response" => accept_friend(db, me.id, them.id).await,
-            "remove" => withdraw_request(db, me.id, them.id).await,
-            "delete" => delete_friend(db, me.id, them.id).await,
-            other => return Err(bad(format!("unknown mutual_users type {other:?}"))),
+        let change = match &kind {
+            FriendKind::Request => request_friend(db, me.id, them.id).await,
+            FriendKind::Response => accept_friend(db, me.id, them.id).await,
+            FriendKind::Remove => withdraw_request(db, me.id, them.id).await,
+            FriendKind::Delete => delete_friend(db, me.id, them.id).await,
+            FriendKind::Other(other) => {
+                return Err(bad(format!("unknown mutual_users type {other:?}")));
+            }
         }
-        .map_err(internal)?;
-        if kind == "request"
+        .map_err(internal("change a friendship"))?;
+        if kind == FriendKind::Request
             && them.id == self.state.bot_account_id
             && matches!(change, FriendChange::Done)
         {
             // The bot accepts every friend request at once.
-            accept_friend(db, them.id, me.id).await.map_err(internal)?;
-            self.ok().await;
+            accept_friend(db, them.id, me.id)
+                .await
+                .map_err(internal("accept a friend request for the bot"))?;
+            self.ok();
             self.publish(
                 me.id,
                 frame(
@@ -762,13 +952,13 @@ impl Session {
                     them.id,
                     frame(
                         "mutual_users",
-                        json!({"type": kind, "user": user_object(me)}),
+                        json!({"type": kind.word(), "user": user_object(me)}),
                     ),
                 );
-                self.ok().await;
+                self.ok();
                 Ok(())
             }
-            FriendChange::Nothing(reason) => Err((409, reason.to_string())),
+            FriendChange::Nothing(reason) => Err(Refusal::Client(409, reason.to_string())),
         }
     }
 }

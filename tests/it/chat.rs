@@ -751,7 +751,7 @@ async fn a_dm_to_the_bot_stored_before_a_crash_is_answered_after_restart(env: Te
     let token = sign_up(&app, &smtp, "erin", "erin@example.com", "erin's password").await;
     let (_ws, auth) = Ws::start(&app, &token).await;
     let erin = id_of(&auth["self_user"]);
-    let bot = app.bot_account_id;
+    let bot = app.chat.bot_account_id;
     // What a node does when it acknowledges a DM; it dies before queueing the bot's answer.
     herald::chat::store_message(
         &app.state.db,
@@ -787,5 +787,464 @@ async fn a_dm_to_the_bot_stored_before_a_crash_is_answered_after_restart(env: Te
     )
     .await;
     app.stop().await;
+    env.cleanup().await;
+}
+
+/// The close code a socket too slow to take its frames gets (resume to catch up).
+const CLOSE_TOO_SLOW: u16 = 4001;
+
+/// What a socket saw next: a frame, or the end (with the close code, if a close frame came).
+#[derive(Debug)]
+enum Seen {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+impl Ws {
+    /// A client with a small receive buffer, so that what it does not read backs up in herald.
+    async fn connect_slow(app: &TestApp) -> Ws {
+        let address: std::net::SocketAddr = app
+            .address
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the app's address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let tcp = socket.connect(address).await.expect("connect");
+        let url = format!("ws://{address}/ws");
+        let (stream, _) =
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+                .await
+                .expect("websocket");
+        Ws(stream)
+    }
+
+    /// Heartbeat and auth on a socket already connected; returns the auth payload.
+    async fn join(&mut self, token: &str) -> Value {
+        self.send(json!({"type": "heartbeat", "payload": 0})).await;
+        assert_eq!(self.recv().await["type"], json!("heartbeat"));
+        self.send(json!({"type": "auth", "payload": {"auth": token}}))
+            .await;
+        let auth = self.recv().await;
+        assert_eq!(auth["type"], json!("auth"), "{auth}");
+        auth["payload"].clone()
+    }
+
+    /// The next frame or the end, without a time limit (for `select!`).
+    async fn next_seen(&mut self) -> Seen {
+        loop {
+            match self.0.next().await {
+                None | Some(Err(_)) => return Seen::Closed(None),
+                Some(Ok(Message::Close(frame))) => {
+                    return Seen::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(Message::Text(text))) => {
+                    return Seen::Frame(serde_json::from_str(text.as_str()).expect("JSON frame"));
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Every frame until the socket ends, and how it ended.
+    async fn read_to_end(&mut self, within: Duration) -> (Vec<Value>, Option<u16>) {
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout(within, self.next_seen())
+                .await
+                .expect("the socket goes on or ends in time")
+            {
+                Seen::Frame(frame) => frames.push(frame),
+                Seen::Closed(code) => return (frames, code),
+            }
+        }
+    }
+
+    /// A fresh socket resuming `session` after `last_seq`: the replayed frames (up to and with
+    /// `resumed`), or the error frame it got instead.
+    async fn resume(app: &TestApp, session: &str, token: &str, last_seq: u64) -> (Ws, Vec<Value>) {
+        let mut ws = Ws::connect(app).await;
+        ws.send(json!({"type": "heartbeat", "payload": 1})).await;
+        assert_eq!(ws.recv().await["type"], json!("heartbeat"));
+        ws.send(json!({"type": "resume", "payload": {"session": session, "auth": token, "last_seq": last_seq}}))
+            .await;
+        let mut frames = Vec::new();
+        loop {
+            let frame = ws.recv().await;
+            let kind = frame["type"].clone();
+            frames.push(frame);
+            if kind == json!("resumed") || kind == json!("error") {
+                return (ws, frames);
+            }
+        }
+    }
+}
+
+async fn account_id(app: &TestApp, name: &str) -> i64 {
+    herald::accounts::find_by_name(&app.state.db, name)
+        .await
+        .expect("read the account")
+        .expect("the account exists")
+        .id
+}
+
+/// Makes two accounts friends the way the protocol's request and response do.
+async fn make_friends(app: &TestApp, a: i64, b: i64) {
+    let db = &app.state.db;
+    herald::chat::request_friend(db, a, b)
+        .await
+        .expect("request");
+    herald::chat::accept_friend(db, b, a).await.expect("accept");
+}
+
+fn seq_of(frame: &Value) -> u64 {
+    frame["seq"].as_u64().expect("a numbered frame")
+}
+
+/// A DM of about 4 KB whose text says who sent it and its place in that sender's order.
+fn numbered_dm(chat_id: i64, sender: usize, index: usize) -> Value {
+    let content = format!("{sender}:{index}:{}", "x".repeat(3990));
+    json!({"type": "chat", "payload": {"type": "send", "chat_id": chat_id.to_string(), "content": content}})
+}
+
+/// (sender, index) of a DM made by [`numbered_dm`].
+fn dm_number(frame: &Value) -> (usize, usize) {
+    let content = frame["payload"]["content"].as_str().expect("content");
+    let mut parts = content.splitn(3, ':');
+    let mut number = || {
+        parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a numbered DM")
+    };
+    (number(), number())
+}
+
+/// A friend that sends `count` numbered DMs to `to`, keeping to the frame rate limit and its
+/// heartbeat, and reads its own copies as they come.
+async fn send_numbered_dms(app: &TestApp, token: &str, me: usize, to: i64, count: usize) {
+    let (mut ws, auth) = Ws::start(app, token).await;
+    let my_id = id_of(&auth["self_user"]);
+    let chat_id = herald::chat::dm_chat_id(my_id, to);
+    let mut pace = tokio::time::interval(Duration::from_millis(60));
+    let (mut sent, mut echoed, mut tick) = (0, 0, 0usize);
+    while echoed < count {
+        tokio::select! {
+            _ = pace.tick(), if sent < count => {
+                tick += 1;
+                if tick % 8 == 0 {
+                    ws.send(json!({"type": "heartbeat", "payload": tick})).await;
+                } else {
+                    ws.send(numbered_dm(chat_id, me, sent)).await;
+                    sent += 1;
+                }
+            }
+            seen = ws.next_seen() => match seen {
+                Seen::Frame(frame) => {
+                    assert_ne!(frame["type"], json!("error"), "{frame}");
+                    if frame["type"] == json!("chat") {
+                        echoed += 1;
+                    }
+                }
+                Seen::Closed(code) => panic!("friend {me} was closed: {code:?}"),
+            },
+        }
+    }
+}
+
+both_backends!(
+    a_slow_reader_is_closed_as_too_slow_and_resumes_every_message_once_in_order,
+    a_socket_blocked_writing_to_a_client_that_never_reads_is_closed_at_the_heartbeat_deadline,
+    bad_text_closes_with_1007_and_a_frame_just_over_the_limit_with_1009,
+    the_sockets_and_waiting_sessions_of_an_account_are_capped,
+    a_resume_past_what_a_session_or_the_node_keeps_is_told_410,
+);
+
+async fn a_slow_reader_is_closed_as_too_slow_and_resumes_every_message_once_in_order(env: TestEnv) {
+    const FRIENDS: usize = 10;
+    const EACH: usize = 100;
+    let smtp = FakeSmtp::start().await;
+    let app = env
+        .spawn(&[
+            ("HERALD_SMTP_URL", smtp.url.as_str()),
+            ("HERALD_WS_HEARTBEAT_TIMEOUT", "5s"),
+            ("HERALD_WS_BACKLOG_BYTES", "64KiB"),
+            ("HERALD_WS_RESUME_BYTES", "32MiB"),
+        ])
+        .await;
+    let alice = sign_up(&app, &smtp, "alice", "alice@example.com", "a long password").await;
+    let alice_id = account_id(&app, "alice").await;
+    let mut friends = Vec::new();
+    for n in 0..FRIENDS {
+        let name = format!("friend{n}");
+        let token = sign_up(
+            &app,
+            &smtp,
+            &name,
+            &format!("{name}@example.com"),
+            "a long password",
+        )
+        .await;
+        make_friends(&app, alice_id, account_id(&app, &name).await).await;
+        friends.push(token);
+    }
+
+    // Alice reads nothing while her friends write, but keeps sending heartbeats.
+    let mut slow = Ws::connect_slow(&app).await;
+    let auth = slow.join(&alice).await;
+    let session = auth["session"].as_str().expect("a session").to_string();
+    {
+        let writing = futures_util::future::join_all(
+            friends
+                .iter()
+                .enumerate()
+                .map(|(n, token)| send_numbered_dms(&app, token, n, alice_id, EACH)),
+        );
+        tokio::pin!(writing);
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut writing => break,
+                _ = heartbeat.tick() => slow.send(json!({"type": "heartbeat", "payload": "still here"})).await,
+            }
+        }
+    }
+
+    // She was closed as too slow (not for missing heartbeats), with a close frame after the
+    // frames herald had written.
+    let (before, code) = slow.read_to_end(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(CLOSE_TOO_SLOW));
+    let last_seq = before.last().map(seq_of).expect("frames before the close");
+    let (_ws, replayed) = Ws::resume(&app, &session, &alice, last_seq).await;
+    let resumed = replayed.last().expect("an answer to resume");
+    assert_eq!(resumed["type"], json!("resumed"), "{resumed}");
+    assert_eq!(
+        resumed["payload"]["replayed"],
+        json!(replayed.len() - 1),
+        "every missed frame was replayed"
+    );
+
+    // Every frame of the session exactly once, numbered without a gap; every DM once, each
+    // friend's in the order sent.
+    let all: Vec<&Value> = before.iter().chain(&replayed).collect();
+    let seqs: Vec<u64> = all.iter().map(|f| seq_of(f)).collect();
+    assert_eq!(
+        seqs,
+        (2..2 + all.len() as u64).collect::<Vec<_>>(),
+        "auth was 1"
+    );
+    let mut per_friend = vec![Vec::new(); FRIENDS];
+    for frame in all.iter().filter(|f| f["type"] == json!("chat")) {
+        let (sender, index) = dm_number(frame);
+        per_friend[sender].push(index);
+    }
+    for (n, indexes) in per_friend.iter().enumerate() {
+        assert_eq!(indexes, &(0..EACH).collect::<Vec<_>>(), "friend {n}");
+    }
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn a_socket_blocked_writing_to_a_client_that_never_reads_is_closed_at_the_heartbeat_deadline(
+    env: TestEnv,
+) {
+    let smtp = FakeSmtp::start().await;
+    let app = env
+        .spawn(&[
+            ("HERALD_SMTP_URL", smtp.url.as_str()),
+            ("HERALD_WS_HEARTBEAT_TIMEOUT", "2s"),
+        ])
+        .await;
+    let alice = sign_up(&app, &smtp, "alice", "alice@example.com", "a long password").await;
+    let bob = sign_up(&app, &smtp, "bob", "bob@example.com", "a long password").await;
+    let alice_id = account_id(&app, "alice").await;
+    make_friends(&app, alice_id, account_id(&app, "bob").await).await;
+
+    // Alice fills every buffer between herald and her with the echoes of large heartbeats,
+    // then neither reads nor writes again.
+    let mut stuck = Ws::connect_slow(&app).await;
+    stuck.join(&alice).await;
+    for i in 0..40 {
+        stuck
+            .send(json!({"type": "heartbeat", "payload": format!("{i}{}", "x".repeat(60_000))}))
+            .await;
+    }
+    assert_eq!(app.chat.bus.live(alice_id, 0), 1);
+    // Bob keeps writing to her meanwhile, so that frames keep coming for the stuck socket.
+    let writing = send_numbered_dms(&app, &bob, 0, alice_id, 60);
+    let bus = app.chat.bus.clone();
+    let closed = crate::helpers::wait_until(
+        "herald to close the socket it cannot write to",
+        Duration::from_secs(20),
+        move || {
+            let bus = bus.clone();
+            async move { bus.live(alice_id, 0) == 0 }
+        },
+    );
+    tokio::join!(writing, closed);
+    drop(stuck);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn bad_text_closes_with_1007_and_a_frame_just_over_the_limit_with_1009(env: TestEnv) {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let app = env.spawn(&[]).await;
+
+    let mut ws = Ws::connect(&app).await;
+    ws.send(json!({"type": "heartbeat", "payload": 1})).await;
+    ws.recv().await;
+    let not_utf8 = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.0.send(Message::Frame(not_utf8)).await.expect("send");
+    assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(1007));
+
+    for size in [65_537, 100_000] {
+        let mut ws = Ws::connect(&app).await;
+        ws.send(json!({"type": "heartbeat", "payload": 1})).await;
+        ws.recv().await;
+        ws.send_raw(&"x".repeat(size)).await;
+        assert_eq!(
+            ws.closed(Duration::from_secs(5)).await,
+            Some(1009),
+            "{size} bytes"
+        );
+    }
+    // 64 KiB exactly is a frame like any other (here, not JSON).
+    let mut ws = Ws::connect(&app).await;
+    ws.send(json!({"type": "heartbeat", "payload": 1})).await;
+    ws.recv().await;
+    ws.send_raw(&"x".repeat(65_536)).await;
+    assert_eq!(ws.recv().await["payload"]["code"], json!(400));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn the_sockets_and_waiting_sessions_of_an_account_are_capped(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let app = env
+        .spawn(&[
+            ("HERALD_SMTP_URL", smtp.url.as_str()),
+            ("HERALD_WS_SOCKETS_PER_ACCOUNT", "2"),
+            ("HERALD_WS_DETACHED_PER_ACCOUNT", "1"),
+        ])
+        .await;
+    let alice = sign_up(&app, &smtp, "alice", "alice@example.com", "a long password").await;
+    let alice_id = account_id(&app, "alice").await;
+
+    // Two live sockets; a third is refused with an error and a close, and changes nothing.
+    let (first, first_auth) = Ws::start(&app, &alice).await;
+    let (second, second_auth) = Ws::start(&app, &alice).await;
+    let mut third = Ws::connect(&app).await;
+    third.send(json!({"type": "heartbeat", "payload": 1})).await;
+    third.recv().await;
+    third
+        .send(json!({"type": "auth", "payload": {"auth": alice}}))
+        .await;
+    let refused = third.recv().await;
+    assert_eq!(
+        (refused["type"].clone(), refused["payload"]["code"].clone()),
+        (json!("error"), json!(429)),
+        "{refused}"
+    );
+    assert_eq!(third.closed(Duration::from_secs(5)).await, Some(4003));
+    assert_eq!(app.chat.bus.live(alice_id, 0), 2);
+
+    // Both drop; only the later session waits for resume, the earlier is told 410.
+    drop(first);
+    drop(second);
+    let bus = app.chat.bus.clone();
+    crate::helpers::wait_until(
+        "both sockets to be gone",
+        Duration::from_secs(10),
+        move || {
+            let bus = bus.clone();
+            async move { bus.live(alice_id, 0) == 0 }
+        },
+    )
+    .await;
+    assert_eq!(app.chat.sessions.detached_of(alice_id), 1);
+    let sessions: Vec<String> = [first_auth, second_auth]
+        .iter()
+        .map(|auth| auth["session"].as_str().expect("session").to_string())
+        .collect();
+    let mut answers = Vec::new();
+    for session in &sessions {
+        let (_ws, frames) = Ws::resume(&app, session, &alice, 1).await;
+        let last = frames.last().expect("an answer").clone();
+        answers.push((last["type"].clone(), last["payload"]["code"].clone()));
+    }
+    // Which one dropped first on the server is up to the scheduler; one of each it must be.
+    answers.sort_by_key(|(kind, _)| kind.to_string());
+    assert_eq!(
+        answers,
+        [
+            (json!("error"), json!(410)),
+            (json!("resumed"), Value::Null)
+        ]
+    );
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn a_resume_past_what_a_session_or_the_node_keeps_is_told_410(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let settings = |resume: &'static str, total: &'static str| {
+        vec![
+            ("HERALD_WS_BACKLOG_BYTES", "32KiB"),
+            ("HERALD_WS_RESUME_BYTES", resume),
+            ("HERALD_WS_RESUME_TOTAL_BYTES", total),
+        ]
+    };
+    // First the session's own bound (50 DMs of about 4 KB for a session that keeps 64 KiB),
+    // then the node's total (25 DMs fit the session, but with the sender's own copies they
+    // pass the total).
+    for (resume, total, dms) in [("64KiB", "256MiB", 50), ("128KiB", "160KiB", 25)] {
+        let mut extra = settings(resume, total);
+        extra.push(("HERALD_SMTP_URL", smtp.url.as_str()));
+        let app = env.spawn(&extra).await;
+        let email = |name: &str| format!("{name}{}@example.com", resume.len());
+        let alice_name = format!("alice{}", resume.len());
+        let bob_name = format!("bob{}", resume.len());
+        let alice = sign_up(&app, &smtp, &alice_name, &email("alice"), "a long password").await;
+        let bob = sign_up(&app, &smtp, &bob_name, &email("bob"), "a long password").await;
+        let alice_id = account_id(&app, &alice_name).await;
+        make_friends(&app, alice_id, account_id(&app, &bob_name).await).await;
+
+        let (a, auth) = Ws::start(&app, &alice).await;
+        let session = auth["session"].as_str().expect("session").to_string();
+        drop(a);
+        let bus = app.chat.bus.clone();
+        crate::helpers::wait_until(
+            "alice's socket to be gone",
+            Duration::from_secs(10),
+            move || {
+                let bus = bus.clone();
+                async move { bus.live(alice_id, 0) == 0 }
+            },
+        )
+        .await;
+        send_numbered_dms(&app, &bob, 0, alice_id, dms).await;
+        let (_ws, frames) = Ws::resume(&app, &session, &alice, 1).await;
+        let answer = frames.last().expect("an answer");
+        assert_eq!(
+            (answer["type"].clone(), answer["payload"]["code"].clone()),
+            (json!("error"), json!(410)),
+            "{resume} / {total}: {answer}"
+        );
+        let total_bytes = app.state.settings.ws_resume_total_bytes;
+        assert!(
+            app.chat.sessions.budget().total() <= total_bytes,
+            "{} bytes kept over a total of {total_bytes}",
+            app.chat.sessions.budget().total()
+        );
+        app.stop().await;
+    }
     env.cleanup().await;
 }

@@ -196,8 +196,8 @@ pub struct TestApp {
     pub state: AppState,
     /// This node's knowledge base.
     pub kb: std::sync::Arc<herald::kb::KnowledgeBase>,
-    /// The herald bot's chat account.
-    pub bot_account_id: i64,
+    /// The chat's bus, sessions and the herald bot's account.
+    pub chat: herald::chat::ChatState,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -207,7 +207,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     let address = format!("http://{}", app.address());
     let state = app.state().clone();
     let kb = app.knowledge_base().clone();
-    let bot_account_id = app.bot_account_id();
+    let chat = app.chat().clone();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
@@ -215,7 +215,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
         client: reqwest::Client::new(),
         state,
         kb,
-        bot_account_id,
+        chat,
         shutdown,
         handle,
     }
