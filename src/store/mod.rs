@@ -7,6 +7,24 @@
 //! On SQLite every write goes through a single-connection pool, so writers queue in herald instead
 //! of failing with `SQLITE_BUSY` when two deferred transactions both try to upgrade; readers use a
 //! pool of their own (WAL lets them run beside the writer). On PostgreSQL both are the same pool.
+//!
+//! How SQLite writes are kept fast (the figures are in BENCHMARKS.md):
+//! - A writer turn ([`WriterTurn`]) holds that single connection; on SQLite in a file the push
+//!   path's reads and its write script run inside one turn on a second, direct connection to
+//!   the same file (`direct.rs`, rusqlite over the same SQLite library), on the calling thread,
+//!   so nothing commits between a read and the write it decides and no thread hand-over is paid.
+//!   It writes only while its caller holds the pool's connection, so every write still queues
+//!   in one line.
+//! - That connection opens its files through a thin VFS over SQLite's own (`walbatch.rs`) that
+//!   writes a commit's log frames with one system call instead of two per page, before SQLite
+//!   publishes the commit to other connections. `HERALD_SQLITE_BATCHED_LOG=false` turns it off;
+//!   start-up says whether it is in use and `/metrics` counts its fallbacks.
+//! - Every second the log is checkpointed from a reader (the copying, and its fsyncs, without
+//!   holding up writers), pass after pass — each shorter than the one before — until one finds
+//!   nothing new to copy: then the whole log was copied and the next write starts it over. Only
+//!   a log that reached 32 MiB that way (writes that never pause for a few milliseconds) gets a
+//!   last pass on the writer, where no commit can slip in: that pass holds every write for two
+//!   fsyncs, and when it ran every second it was most of the delivery latency's tail.
 
 use std::str::FromStr;
 use std::time::Duration;

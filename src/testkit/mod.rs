@@ -1,13 +1,16 @@
 //! Local stand-ins for the outside platforms herald talks to, speaking their real wire formats,
-//! plus a helper that makes real git repositories with the `git` program. Used by the
-//! integration tests and the benchmark binary; nothing in herald itself depends on them.
+//! plus helpers that make real git repositories with the `git` program, fresh PostgreSQL
+//! databases, and accounts signed up the way a person does it. Used by the integration tests
+//! and the benchmark binary; nothing in herald itself depends on them.
 
+pub mod accounts;
 pub mod fake_github;
 pub mod fake_kakao;
 pub mod fake_smtp;
 pub mod fake_telegram;
 pub mod fake_webex;
 pub mod git_repo;
+pub mod postgres;
 pub mod receiver;
 
 use std::time::Duration;

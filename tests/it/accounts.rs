@@ -1,10 +1,11 @@
 //! Area C accounts: sign up, verify by mail over real SMTP, log in, who am I, log out.
 
+use herald::testkit::accounts::verification_link;
 use herald::testkit::fake_smtp::FakeSmtp;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{TestApp, TestEnv, WAIT, wait_until};
+use crate::helpers::{TestApp, TestEnv};
 
 both_backends!(
     sign_up_verify_by_mail_log_in_and_out,
@@ -45,27 +46,7 @@ fn assert_error(status: u16, body: &Value, expected: u16) {
     );
 }
 
-/// The verification link from the newest mail to `to`.
-async fn verification_link(smtp: &FakeSmtp, to: &str) -> String {
-    wait_until("the verification mail", WAIT, || async {
-        smtp.mails().iter().any(|m| m.to == [to.to_string()])
-    })
-    .await;
-    let mail = smtp
-        .mails()
-        .into_iter()
-        .rev()
-        .find(|m| m.to == [to.to_string()])
-        .expect("mail");
-    let text = mail.body_text();
-    let start = text.find("http://").expect("a link in the mail");
-    text[start..]
-        .split_whitespace()
-        .next()
-        .expect("link")
-        .to_string()
-}
-
+/// Signs up, verifies through the mail and logs in (`testkit::accounts`); returns the token.
 pub async fn sign_up(
     app: &TestApp,
     smtp: &FakeSmtp,
@@ -73,27 +54,7 @@ pub async fn sign_up(
     email: &str,
     password: &str,
 ) -> String {
-    let (status, answer) = post(
-        app,
-        "/api/v1/auth/register",
-        json!({"name": name, "email": email, "password": password}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let link = verification_link(smtp, email).await;
-    let response = app.client.get(&link).send().await.expect("verify");
-    assert_eq!(response.status().as_u16(), 200);
-    let (status, answer) = post(
-        app,
-        "/api/v1/auth/login",
-        json!({"email": email, "password": password}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    answer["payload"]["token"]
-        .as_str()
-        .expect("token")
-        .to_string()
+    herald::testkit::accounts::sign_up(&app.client, &app.address, smtp, name, email, password).await
 }
 
 async fn sign_up_verify_by_mail_log_in_and_out(env: TestEnv) {

@@ -9,7 +9,6 @@ use herald::config::Settings;
 use herald::startup::Application;
 use herald::state::AppState;
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, Connection};
 use tokio_util::sync::CancellationToken;
 
 pub use herald::testkit::wait_until;
@@ -50,7 +49,7 @@ macro_rules! both_backends {
 
 fn postgres_base_url() -> String {
     std::env::var("HERALD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+        .unwrap_or_else(|_| herald::testkit::postgres::DEFAULT_SERVER.into())
 }
 
 /// Whether PostgreSQL answers; under `CI=true` its absence fails the test instead of skipping.
@@ -105,19 +104,11 @@ impl TestEnv {
                     return None;
                 }
                 let name = format!("herald_t_{:016x}", rand_u64());
-                let mut conn = sqlx::AnyConnection::connect(&postgres_base_url())
-                    .await
-                    .expect("connect to PostgreSQL");
-                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create a test database");
-                let _ = conn.close().await;
-                let mut url = url::Url::parse(&postgres_base_url()).expect("url");
-                url.set_path(&format!("/{name}"));
+                let database_url =
+                    herald::testkit::postgres::create_database(&postgres_base_url(), &name).await;
                 Some(TestEnv {
                     backend,
-                    database_url: url.to_string(),
+                    database_url,
                     data_dir,
                     postgres_name: Some(name),
                 })
@@ -166,14 +157,8 @@ impl TestEnv {
 
     /// Drops the PostgreSQL database; best effort (a failed test leaves it for inspection).
     pub async fn cleanup(self) {
-        if let Some(name) = &self.postgres_name
-            && let Ok(mut conn) = sqlx::AnyConnection::connect(&postgres_base_url()).await
-        {
-            let _ = sqlx::query(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
+        if let Some(name) = &self.postgres_name {
+            herald::testkit::postgres::drop_database(&postgres_base_url(), name).await;
         }
     }
 }

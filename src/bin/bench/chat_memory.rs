@@ -12,10 +12,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Args, Herald, bench_account, chat_socket};
+use super::chat::{bench_account, chat_socket};
+use super::setup::{Common, Herald};
 
 #[derive(clap::Args)]
-pub struct Options {
+pub struct ChatMemory {
     /// Sockets the receiving user has open (all authenticated, all reading).
     #[arg(long, default_value_t = 21)]
     sockets: usize,
@@ -38,7 +39,7 @@ fn content(sender: usize, index: usize) -> String {
     format!("{sender}:{index}:{}", "😀".repeat(3990))
 }
 
-pub async fn run(args: &Args, options: &Options) {
+pub async fn chat_memory(common: &Common, options: &ChatMemory) {
     let smtp = herald::testkit::fake_smtp::FakeSmtp::start().await;
     let mut env = vec![("HERALD_SMTP_URL", smtp.url.clone())];
     if let Some(bytes) = &options.resume_bytes {
@@ -47,7 +48,7 @@ pub async fn run(args: &Args, options: &Options) {
     if let Some(bytes) = &options.resume_total_bytes {
         env.push(("HERALD_WS_RESUME_TOTAL_BYTES", bytes.clone()));
     }
-    let herald = Herald::start(args, &env).await;
+    let herald = Herald::start(common, &env).await;
     let url = format!("{}/ws", herald.url.replace("http://", "ws://"));
     let target = bench_account(&herald, &smtp, "target").await;
     let mut senders = Vec::new();
@@ -134,7 +135,7 @@ pub async fn run(args: &Args, options: &Options) {
     writers.abort_all();
     println!(
         "backend: {:?}; {expected} DMs of {} bytes to one user with {} sockets in {:.1} s; {complete} sockets got all",
-        args.backend,
+        common.backend,
         content(0, 0).len(),
         options.sockets,
         elapsed.as_secs_f64()
@@ -158,14 +159,14 @@ fn id(user: &Value) -> i64 {
         .expect("a user id")
 }
 
-async fn send(ws: &mut super::Ws, frame: Value) {
+async fn send(ws: &mut super::chat::Ws, frame: Value) {
     ws.send(Message::text(frame.to_string()))
         .await
         .expect("send a frame");
 }
 
 /// Reads until a frame of type `kind` comes.
-async fn next_of(ws: &mut super::Ws, kind: &str) -> Value {
+async fn next_of(ws: &mut super::chat::Ws, kind: &str) -> Value {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => {
