@@ -173,7 +173,7 @@ async fn make_friends(
             .and_then(|s| s.parse::<i64>().ok())
             .expect("id")
     };
-    let chat_id = (id(&a_auth) ^ id(&b_auth)).to_string();
+    let chat_id = herald::chat::dm_chat_id(id(&a_auth), id(&b_auth)).to_string();
     // The friendship is done when the "response" reaches the requester.
     while let Some(Ok(Message::Text(text))) = a.next().await {
         if text.as_str().contains("\"response\"") {
