@@ -327,7 +327,7 @@ pub struct ProjectHook {
 }
 
 /// The reads that find the active hooks of every project of these repositories, ordered by
-/// project and hook (for `watch::ingest`, which sends them with its other reads before a
+/// project and hook (for `push::ingest`, which sends them with its other reads before a
 /// batch's writes; one query for a batch of pushes). Their rows go to [`hook_targets_from`].
 pub fn hook_target_reads(repositories: &[(i64, &str)]) -> Vec<(String, Vec<Value>)> {
     repositories

@@ -936,7 +936,7 @@ async fn per_hook_rate_and_concurrency_limits_are_enforced(env: TestEnv) {
 
 both_backends!(who_hears_of_a_push_follows_every_change_to_hooks);
 
-/// The push path keeps each repository's hooks and subscribers in memory (watch::ingest); any
+/// The push path keeps each repository's hooks and subscribers in memory (push::ingest); any
 /// change — through the API, or straight in the database by an operator — is seen by the next
 /// push.
 async fn who_hears_of_a_push_follows_every_change_to_hooks(env: TestEnv) {
