@@ -73,10 +73,7 @@ const LOCAL_QUEUE_CAPACITY: usize = 2048;
 
 /// Connects to the database and applies migrations; what `herald migrate` does.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Db> {
-    let options = crate::store::StoreOptions {
-        sqlite_batched_log: settings.sqlite_batched_log,
-    };
-    Db::open(&settings.database_url, options).await
+    Db::open(&settings.database_url, settings.into()).await
 }
 
 /// Runs `step` every `period` until `shutdown` is cancelled.

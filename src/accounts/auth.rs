@@ -70,11 +70,13 @@ where
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(MaybeActor(
-            actor_of(parts, &AppState::from_ref(state))
-                .await
-                .ok()
-                .flatten(),
-        ))
+        // A stranger must learn nothing, so a failed look-up answers as "nobody"; it is logged.
+        match actor_of(parts, &AppState::from_ref(state)).await {
+            Ok(actor) => Ok(MaybeActor(actor)),
+            Err(error) => {
+                tracing::error!(%error, "could not look up who is calling; answering as a stranger");
+                Ok(MaybeActor(None))
+            }
+        }
     }
 }

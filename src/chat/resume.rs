@@ -162,8 +162,16 @@ impl SessionLog {
     /// the trimming must not run under; when this says `true`, call
     /// [`trim_budget`](Self::trim_budget) once the lock is released.
     pub fn append(&self, frame: Arc<str>) -> bool {
-        let added = cost(&frame);
         let mut inner = self.lock();
+        let (added, freed) = self.append_locked(&mut inner, frame);
+        drop(inner);
+        self.budget.charge(added, freed) > self.limits.resume_total_bytes
+    }
+
+    /// Numbers and keeps a frame under the log's lock; returns the bytes added and freed, for
+    /// the total budget (charged once the lock is released).
+    fn append_locked(&self, inner: &mut LogInner, frame: Arc<str>) -> (usize, usize) {
+        let added = cost(&frame);
         inner.next_seq += 1;
         inner.frames.push_back(frame);
         inner.bytes += added;
@@ -173,8 +181,7 @@ impl SessionLog {
         }
         let freed = inner.evict_to(self.limits.resume_bytes);
         self.bytes.store(inner.bytes, Ordering::Relaxed);
-        drop(inner);
-        self.budget.charge(added, freed) > self.limits.resume_total_bytes
+        (added, freed)
     }
 
     /// Brings all logs together back within the total budget.
@@ -205,8 +212,13 @@ impl SessionLog {
             wake,
         });
         let missed = inner.next_seq - 1 - cursor;
+        // Appended before the lock is let go, so that no frame published meanwhile can come
+        // between the replay and `then`.
+        let (added, freed) = self.append_locked(&mut inner, Arc::from(then(missed)));
         drop(inner);
-        self.push(Arc::from(then(missed)));
+        if self.budget.charge(added, freed) > self.limits.resume_total_bytes {
+            self.trim_budget();
+        }
         Some((token, missed))
     }
 

@@ -95,13 +95,7 @@ pub async fn import(settings: &Settings, request: &ImportRequest) -> anyhow::Res
         }
     };
 
-    let db = crate::store::Db::open(
-        &settings.database_url,
-        crate::store::StoreOptions {
-            sqlite_batched_log: settings.sqlite_batched_log,
-        },
-    )
-    .await?;
+    let db = crate::store::Db::open(&settings.database_url, settings.into()).await?;
     let change = Change {
         replace_all: request.replace,
         documents: &documents,

@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use super::document::{DocId, Document};
 use crate::ids::now_ms;
-use crate::store::{Db, StoreError};
+use crate::store::{Db, ROWS_PER_STATEMENT, StoreError};
 
 /// The knowledge base's identity and version, as the database has them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,14 +165,12 @@ pub async fn apply(db: &Db, change: Change<'_>) -> Result<Option<i64>, StoreErro
     Ok(Some(revision))
 }
 
-/// Rows per statement: SQLite binds `$n` names in quadratic time, so statements stay small.
-const UPSERT_CHUNK: usize = 64;
-/// `documents` cut into runs of at most `UPSERT_CHUNK` rows and about
+/// `documents` cut into runs of at most `ROWS_PER_STATEMENT` rows and about
 /// [`crate::store::STATEMENT_TEXT_BYTES`] of text (a single larger document is a run of its own).
 fn upsert_chunks(documents: &[Document]) -> Vec<&[Document]> {
     crate::store::statement_chunks(
         documents,
-        UPSERT_CHUNK,
+        ROWS_PER_STATEMENT,
         crate::store::STATEMENT_TEXT_BYTES,
         |document| {
             document.id.as_str().len()

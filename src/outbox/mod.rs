@@ -12,8 +12,9 @@
 //! writes no other module's table: what an attempt means for the hook or the contact it was for
 //! (a hook's failure streak, a 410 that disables it, a chat that blocked the bot) is decided and
 //! written by the module that owns that table, which the worker tells through
-//! [`AttemptObserver`]. The queue depends only on `ids` and `store`; `projects` and `contacts`
-//! depend on it, so it could not call them without an import cycle — the observers are handed
+//! [`AttemptObserver`]. The queue depends only on infrastructure (`ids`, `store`, `text`, and
+//! `inbound`, whose pruning statement retention runs in its paced batches); `projects` and
+//! `contacts` depend on it, so it could not call them without an import cycle — the observers are handed
 //! to the [`worker::Dispatcher`] at start-up instead. They are told verdicts, not effects: the
 //! queue has no notion of what a 410 means for a hook or a blocked bot for a contact, so that a
 //! rule of theirs (the five failing days) changes in their module alone.
@@ -48,7 +49,7 @@ use sqlx::AssertSqlSafe;
 use futures_util::future::BoxFuture;
 
 use crate::ids::{IdGenerator, now_ms};
-use crate::store::{Backend, Db, Script, StoreError};
+use crate::store::{Backend, Db, ROWS_PER_STATEMENT, Script, StoreError};
 
 pub use channel::{Attempt, Channel, Verdict};
 
@@ -85,9 +86,6 @@ pub struct ClaimedDelivery {
     pub failures: i64,
 }
 
-/// Rows per INSERT statement. Kept small on purpose: SQLite looks up each `$n` parameter's
-/// name with a linear scan, so binding costs grow with the square of a statement's parameters.
-const INSERT_CHUNK: usize = 64;
 /// One row of `deliveries` as `enqueue_into` binds it: created and updated at the same time.
 const DELIVERY_ROW: &str = "($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $10, $11, $12)";
 
@@ -122,8 +120,8 @@ pub fn enqueue_into(
     let shared = share_payloads(script, ids, deliveries);
     let mut created = Vec::with_capacity(deliveries.len());
     for (chunk, shared) in deliveries
-        .chunks(INSERT_CHUNK)
-        .zip(shared.chunks(INSERT_CHUNK))
+        .chunks(ROWS_PER_STATEMENT)
+        .zip(shared.chunks(ROWS_PER_STATEMENT))
     {
         let sql = format!(
             "INSERT INTO deliveries (id, channel, destination, payload, event_id, contact_id, \
@@ -199,7 +197,7 @@ fn share_payloads(
         .zip(&stored)
         .filter_map(|((body, _), id)| Some((*body, (*id)?)))
         .collect();
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         script.push(format!(
             "INSERT INTO delivery_payloads (id, body) VALUES {}",
             crate::store::values_rows(chunk.len(), 2)
@@ -412,8 +410,10 @@ pub async fn redeliver(
     webhook_id: i64,
     delivery_id: i64,
 ) -> Result<Redelivery, StoreError> {
+    // Not while a send of it is in flight (leased): that send's record would then land on the
+    // requeued row, and the delivery could be sent twice at once.
     let requeued = sqlx::query(AssertSqlSafe(format!(
-        "{REQUEUE} WHERE id = $2 AND webhook_id = $3 AND status <> 'pending'"
+        "{REQUEUE} WHERE id = $2 AND webhook_id = $3 AND status <> 'pending' AND locked_until <= $1"
     )))
     .bind(now_ms())
     .bind(delivery_id)
@@ -461,7 +461,7 @@ const REQUEUE: &str = "UPDATE deliveries SET status = 'pending', next_attempt_at
 
 /// Frees leases of deliveries that were handed over but never sent (at shutdown).
 pub async fn release_leases(db: &Db, ids: &[i64]) -> Result<(), StoreError> {
-    for chunk in ids.chunks(RECORD_CHUNK) {
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let list = crate::store::placeholders(1, chunk.len());
         let sql = format!(
             "UPDATE deliveries SET locked_until = 0 WHERE status = 'pending' AND id IN ({list})"
@@ -635,10 +635,6 @@ pub trait AttemptObserver: Send + Sync + 'static {
     }
 }
 
-/// Rows per statement when recording a batch (7 parameters each; small for the same reason as
-/// `INSERT_CHUNK`).
-const RECORD_CHUNK: usize = 64;
-
 /// Records finished attempts and moves their deliveries on, all in one commit with what the
 /// `observers` write for them. The common case — delivered — costs one multi-row INSERT and one
 /// UPDATE for the whole batch, which is what lets a single SQLite writer keep up with thousands
@@ -658,7 +654,7 @@ pub async fn record_batch(
     let now = now_ms();
     let settled: Vec<Settled> = batch.iter().map(|r| settle(r, now, schedule)).collect();
     let mut script = Script::new(db.backend);
-    for chunk in batch.chunks(RECORD_CHUNK) {
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         script.push(format!(
             "INSERT INTO delivery_attempts (id, delivery_id, attempted_at, status_code, duration_ms, \
              response_body, error) VALUES {}",
@@ -690,7 +686,7 @@ pub async fn record_batch(
         .filter(|(_, s)| **s == Settled::Delivered)
         .map(|(r, _)| r)
         .collect();
-    for chunk in delivered.chunks(RECORD_CHUNK) {
+    for chunk in delivered.chunks(ROWS_PER_STATEMENT) {
         let list = crate::store::placeholders(2, chunk.len());
         script
             .push(format!(

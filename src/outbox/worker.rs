@@ -313,7 +313,7 @@ impl Dispatcher {
                     status = recorded.attempt.status_code,
                     error = recorded.attempt.error.as_deref().unwrap_or(""),
                     ?settled,
-                    "delivery attempt did not succeed"
+                    "delivery attempt did not succeed (settled as shown unless cancelled meanwhile)"
                 );
             }
         }

@@ -23,9 +23,9 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// Repositories never change once stored, so the poller keeps the ones it has loaded.
 #[derive(Clone, Default)]
-pub struct RepositoryCache(Arc<std::sync::RwLock<HashMap<i64, Repository>>>);
+pub struct RepositoriesById(Arc<std::sync::RwLock<HashMap<i64, Repository>>>);
 
-impl RepositoryCache {
+impl RepositoriesById {
     pub async fn get(&self, state: &PushState, id: i64) -> Result<Option<Repository>, sqlx::Error> {
         if let Some(found) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(Some(found.clone()));
@@ -42,7 +42,7 @@ impl RepositoryCache {
 }
 
 pub async fn run(state: PushState, shutdown: CancellationToken) {
-    let repositories = RepositoryCache::default();
+    let repositories = RepositoriesById::default();
     let permits = Arc::new(Semaphore::new(CONCURRENT_CHECKS));
     let tracker = TaskTracker::new();
     loop {
@@ -80,7 +80,7 @@ pub async fn run(state: PushState, shutdown: CancellationToken) {
 }
 
 /// Checks one watch and feeds any push into `ingest`; records the outcome on the watch.
-pub async fn check_watch(state: &PushState, repositories: &RepositoryCache, watch: &DueWatch) {
+pub async fn check_watch(state: &PushState, repositories: &RepositoriesById, watch: &DueWatch) {
     let repository = match repositories.get(state, watch.repository_id).await {
         Ok(Some(repository)) => repository,
         Ok(None) => return,

@@ -85,10 +85,23 @@ pub struct StoreOptions {
     pub sqlite_batched_log: bool,
 }
 
-impl Default for StoreOptions {
-    fn default() -> Self {
+impl From<&crate::config::Settings> for StoreOptions {
+    fn from(settings: &crate::config::Settings) -> StoreOptions {
         StoreOptions {
-            sqlite_batched_log: true,
+            sqlite_batched_log: settings.sqlite_batched_log,
+        }
+    }
+}
+
+impl Default for StoreOptions {
+    /// The options of herald's default settings (`config::SETTINGS` holds the defaults).
+    fn default() -> Self {
+        match crate::config::Settings::from_map(Default::default()) {
+            Ok(settings) => StoreOptions::from(&settings),
+            // The defaults always parse (a unit test of `config` says so).
+            Err(_) => StoreOptions {
+                sqlite_batched_log: true,
+            },
         }
     }
 }

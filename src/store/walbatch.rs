@@ -304,11 +304,23 @@ pub fn flush_after_commit(conn: &rusqlite::Connection) {
         }
         let pending = (*wal.cast::<ShimFile>()).pending;
         if !pending.is_null() && !(*pending).buffer.is_empty() {
-            LATE_FLUSHES.fetch_add(1, Ordering::Relaxed);
-            record_fallback(
-                Fallback::LateFlush,
-                &format_args!("{} bytes", (*pending).buffer.len()),
-            );
+            // Counted every time, logged the first time only: this runs on the writer's commit
+            // path, and a cause that repeats would repeat on every commit.
+            if LATE_FLUSHES.fetch_add(1, Ordering::Relaxed) == 0 {
+                record_fallback(
+                    Fallback::LateFlush,
+                    &format_args!(
+                        "{} bytes (later ones are only counted)",
+                        (*pending).buffer.len()
+                    ),
+                );
+            } else {
+                metrics::counter!(
+                    "herald_sqlite_batched_log_fallbacks_total",
+                    "cause" => Fallback::LateFlush.cause()
+                )
+                .increment(1);
+            }
             flush(wal);
         }
     }
