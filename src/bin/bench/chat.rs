@@ -65,21 +65,44 @@ pub(crate) async fn chat_socket(url: &str, token: &str) -> (Ws, Value) {
     .expect("send");
     let mut auth = Value::Null;
     while auth.is_null() {
-        if let Some(Ok(Message::Text(text))) = ws.next().await {
-            let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
-            if frame["type"] == json!("auth") {
-                auth = frame["payload"].clone();
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                if frame["type"] == json!("auth") {
+                    auth = frame["payload"].clone();
+                } else if frame["type"] == json!("error") {
+                    panic!("herald refused the socket before auth: {frame}");
+                }
             }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => panic!("the socket failed before auth: {error}"),
+            None => panic!("herald closed the socket before auth"),
         }
     }
     (ws, auth)
 }
 
+/// Idle sockets per account in `chat-sockets` (below herald's default cap of 32).
+const SOCKETS_PER_ACCOUNT: usize = 16;
+
 pub async fn chat_sockets(common: &Common, run: &ChatSockets) {
     let ChatSockets { sockets, seconds } = *run;
     let smtp = FakeSmtp::start().await;
-    let herald = Herald::start(common, &[("HERALD_SMTP_URL", smtp.url.clone())]).await;
-    let token = bench_account(&herald, &smtp, "bench").await;
+    let herald = Herald::start(
+        common,
+        &[
+            ("HERALD_SMTP_URL", smtp.url.clone()),
+            // Every account is signed up and logged in from this one address.
+            ("HERALD_LOGIN_ATTEMPTS_PER_MINUTE", "1000000".into()),
+        ],
+    )
+    .await;
+    // Sockets are spread over accounts, SOCKETS_PER_ACCOUNT each, as people would hold them:
+    // herald caps the live sockets of one account (HERALD_WS_SOCKETS_PER_ACCOUNT).
+    let mut tokens = Vec::new();
+    for n in 0..sockets.div_ceil(SOCKETS_PER_ACCOUNT) {
+        tokens.push(bench_account(&herald, &smtp, &format!("bench{n}")).await);
+    }
     let url = format!("{}/ws", herald.url.replace("http://", "ws://"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, rss0) = herald.usage();
@@ -88,8 +111,9 @@ pub async fn chat_sockets(common: &Common, run: &ChatSockets) {
     let opened = Arc::new(AtomicUsize::new(0));
     for batch in 0..sockets.div_ceil(100) {
         let mut handshakes = tokio::task::JoinSet::new();
-        for _ in 0..100.min(sockets - batch * 100) {
-            let (url, token) = (url.clone(), token.clone());
+        for i in 0..100.min(sockets - batch * 100) {
+            let token = tokens[(batch * 100 + i) / SOCKETS_PER_ACCOUNT].clone();
+            let url = url.clone();
             handshakes.spawn(async move { chat_socket(&url, &token).await.0 });
         }
         while let Some(Ok(mut ws)) = handshakes.join_next().await {
