@@ -125,13 +125,13 @@ where
         failures.release(&client);
         return Ok(Credentials::Operator);
     }
-    if let Some(token) = bearer {
-        if let Some(found) = login(token.to_string()).await? {
-            if counted.is_ok() {
-                failures.release(&client);
-            }
-            return Ok(Credentials::Login(found));
+    if let Some(token) = bearer
+        && let Some(found) = login(token.to_string()).await?
+    {
+        if counted.is_ok() {
+            failures.release(&client);
         }
+        return Ok(Credentials::Login(found));
     }
     match counted {
         Ok(()) => Ok(Credentials::Wrong),
