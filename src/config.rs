@@ -202,7 +202,22 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "HERALD_LOGIN_ATTEMPTS_PER_MINUTE",
         "30",
-        "login attempts allowed per client address per minute",
+        "failed logins allowed per client address per minute",
+    ),
+    (
+        "HERALD_ADMIN_TOKEN_ATTEMPTS_PER_MINUTE",
+        "10",
+        "wrong operator tokens allowed per client address per minute",
+    ),
+    (
+        "HERALD_SIGNUPS_PER_MINUTE",
+        "10",
+        "sign-ups allowed per client address per minute",
+    ),
+    (
+        "HERALD_SIGNUP_MAIL_INTERVAL",
+        "5m",
+        "at most one sign-up verification mail per recipient this often",
     ),
     (
         "HERALD_SQLITE_BATCHED_LOG",
@@ -302,6 +317,9 @@ pub struct Settings {
     pub ws_sockets_per_account: usize,
     pub ws_detached_per_account: usize,
     pub login_attempts_per_minute: u32,
+    pub admin_token_attempts_per_minute: u32,
+    pub signups_per_minute: u32,
+    pub signup_mail_interval: Duration,
     /// On SQLite in a file, the writer's log goes through the batching VFS (`store/walbatch.rs`).
     pub sqlite_batched_log: bool,
 }
@@ -514,6 +532,13 @@ impl Settings {
             ws_sockets_per_account: per_account("HERALD_WS_SOCKETS_PER_ACCOUNT")?,
             ws_detached_per_account: per_account("HERALD_WS_DETACHED_PER_ACCOUNT")?,
             login_attempts_per_minute: rate("HERALD_LOGIN_ATTEMPTS_PER_MINUTE")?,
+            admin_token_attempts_per_minute: rate("HERALD_ADMIN_TOKEN_ATTEMPTS_PER_MINUTE")?,
+            signups_per_minute: rate("HERALD_SIGNUPS_PER_MINUTE")?,
+            signup_mail_interval: parse_setting(
+                &get,
+                "HERALD_SIGNUP_MAIL_INTERVAL",
+                parse_duration,
+            )?,
             sqlite_batched_log,
         })
     }

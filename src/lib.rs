@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod inbound;
 pub mod kb;
+pub mod limits;
 pub mod notify;
 pub mod outbox;
 pub mod projects;

@@ -215,6 +215,11 @@ impl Application {
             http,
             outbox_wake: Arc::new(Notify::new()),
             metrics: crate::http::ops::metrics_handle(),
+            operator_token_failures: crate::limits::WindowLimit::new(
+                settings.admin_token_attempts_per_minute,
+                Duration::from_secs(60),
+            ),
+            login_token_is_live: crate::accounts::is_live_token,
             settings,
         });
         let bot = crate::bot::Bot::new(app.clone(), kb.clone());

@@ -13,12 +13,14 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
 use url::Url;
 
 use crate::config::Settings;
 use crate::ids::IdGenerator;
+use crate::limits::{ClientKey, WindowLimit};
 use crate::store::Db;
 use crate::watch::github::GithubClient;
 use crate::watch::gitremote::GitRemotes;
@@ -41,7 +43,19 @@ pub struct AppInner {
     pub github: GithubClient,
     pub git: GitRemotes,
     pub metrics: PrometheusHandle,
+    /// Wrong operator tokens per client address (`http::auth`). The operator's identity is
+    /// checked by extractors in every feature, which reach only this shared state; like the
+    /// token itself (in `settings`), its limit belongs to no one feature.
+    pub operator_token_failures: WindowLimit<ClientKey>,
+    /// Whether a bearer token is a live login token: `accounts` owns the tokens and sits above
+    /// `http::auth`, so it is handed over at start-up; a login token sent to an operator-only
+    /// route is then not counted as a guess at the operator token.
+    pub login_token_is_live: LoginTokenCheck,
 }
+
+/// See [`AppInner::login_token_is_live`].
+pub type LoginTokenCheck =
+    for<'a> fn(&'a Db, &'a str) -> BoxFuture<'a, Result<bool, crate::store::StoreError>>;
 
 impl AppState {
     pub fn new(inner: AppInner) -> AppState {

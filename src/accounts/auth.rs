@@ -6,7 +6,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
 use super::{Account, account_for_token};
-use crate::http::auth::{bearer_token, is_admin};
+use crate::http::auth::{Credentials, TokenPlaces, credentials};
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
@@ -28,15 +28,19 @@ impl Actor {
 }
 
 async fn actor_of(parts: &Parts, state: &AppState) -> Result<Option<Actor>, ApiError> {
-    if is_admin(parts, state) {
-        return Ok(Some(Actor::Operator));
-    }
-    let Some(token) = bearer_token(parts) else {
-        return Ok(None);
-    };
-    Ok(account_for_token(&state.db, token)
-        .await?
-        .map(Actor::Account))
+    let db = state.db.clone();
+    let found = credentials(
+        parts,
+        state,
+        TokenPlaces::HeaderOrCookie,
+        |token| async move { account_for_token(&db, &token).await },
+    )
+    .await?;
+    Ok(match found {
+        Credentials::Operator => Some(Actor::Operator),
+        Credentials::Login(account) => Some(Actor::Account(account)),
+        Credentials::Missing | Credentials::Wrong => None,
+    })
 }
 
 /// An operator or a logged-in account; anyone else is refused with 401.
@@ -59,7 +63,8 @@ where
     }
 }
 
-/// For pages and reference routes where strangers must learn nothing: the actor, if any.
+/// For pages and reference routes where strangers must learn nothing: the actor, if any. Only
+/// an address that guessed at the operator token too often is refused (429).
 pub struct MaybeActor(pub Option<Actor>);
 
 impl<S> FromRequestParts<S> for MaybeActor
@@ -67,14 +72,14 @@ where
     S: Send + Sync,
     AppState: FromRef<S>,
 {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        // A stranger must learn nothing, so a failed look-up answers as "nobody"; it is logged.
         match actor_of(parts, &AppState::from_ref(state)).await {
             Ok(actor) => Ok(MaybeActor(actor)),
+            Err(limited @ ApiError::TooManyRequests(..)) => Err(limited),
             Err(error) => {
-                tracing::error!(%error, "could not look up who is calling; answering as a stranger");
+                tracing::error!(error = ?error, "could not tell who is acting; answering as to a stranger");
                 Ok(MaybeActor(None))
             }
         }

@@ -3,9 +3,10 @@
 //! `{"type":"error","payload":{"code":<int>,"reason":…}}` with a fitting status on failure.
 //! Bodies may be JSON or a form.
 
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,7 +15,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -25,27 +25,36 @@ use super::{
     valid_password, verify_password,
 };
 use crate::ids::now_ms;
+use crate::limits::{ClientKey, WindowLimit};
 use crate::outbox::{self, NewDelivery};
 use crate::state::AppState;
 
 /// Sign-up and login bodies are small.
 const MAX_BODY: usize = 16 * 1024;
 
-/// What the account routes keep beside the shared infrastructure: the login attempt limits.
+/// What the account routes keep beside the shared infrastructure: the limits on failed logins,
+/// on sign-ups and on verification mails.
 #[derive(Clone)]
 pub struct AccountsState {
     pub app: AppState,
     login_limits: Arc<LoginLimits>,
+    signup_limits: Arc<SignupLimits>,
 }
 
 crate::feature_state!(AccountsState);
 
 impl AccountsState {
     pub fn new(app: AppState) -> AccountsState {
-        let per_address = app.settings.login_attempts_per_minute;
+        let settings = &app.settings;
+        let login_limits = Arc::new(LoginLimits::new(settings.login_attempts_per_minute));
+        let signup_limits = Arc::new(SignupLimits::new(
+            settings.signups_per_minute,
+            settings.signup_mail_interval,
+        ));
         AccountsState {
             app,
-            login_limits: Arc::new(LoginLimits::new(per_address)),
+            login_limits,
+            signup_limits,
         }
     }
 }
@@ -66,6 +75,8 @@ pub fn router(state: AccountsState) -> axum::Router {
 pub struct AuthError {
     pub status: StatusCode,
     pub reason: String,
+    /// For 429: how long until the client may try again (`Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl AuthError {
@@ -73,6 +84,14 @@ impl AuthError {
         AuthError {
             status,
             reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    fn too_many(reason: impl Into<String>, wait: Duration) -> AuthError {
+        AuthError {
+            retry_after: Some(wait),
+            ..AuthError::new(StatusCode::TOO_MANY_REQUESTS, reason)
         }
     }
 }
@@ -80,7 +99,14 @@ impl AuthError {
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let body = json!({"type": "error", "payload": {"code": self.status.as_u16(), "reason": self.reason}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                crate::limits::retry_after_secs(wait).into(),
+            );
+        }
+        response
     }
 }
 
@@ -112,38 +138,77 @@ fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T
     parsed.map_err(|e| AuthError::new(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
-/// Per-address and per-account login limits (per node).
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Failed logins allowed per minute for one account from one client address.
+const FAILURES_PER_ACCOUNT_AND_ADDRESS: u32 = 10;
+
+/// Failed logins, counted per client address and per (account, client address) on this node.
+/// Only failures count: each attempt is counted up front, so that a burst of parallel guesses
+/// cannot pass the limit before any of them is known to fail, and given back when the password
+/// was right. A stranger's failures therefore never reach the owner's own address, and the
+/// owner's logins count against no one.
 pub struct LoginLimits {
-    per_address: DefaultKeyedRateLimiter<String>,
-    per_account: DefaultKeyedRateLimiter<String>,
+    per_address: WindowLimit<ClientKey>,
+    per_account_and_address: WindowLimit<(ClientKey, u64)>,
+    /// Accounts are keyed by a keyed hash of the e-mail given, so a key's size does not depend
+    /// on what a client sends.
+    emails: std::collections::hash_map::RandomState,
 }
 
 impl LoginLimits {
-    /// `per_address` attempts per minute from one client address; ten per account.
+    /// `per_address` failures per minute from one client address.
     pub fn new(per_address: u32) -> LoginLimits {
-        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         LoginLimits {
-            per_address: RateLimiter::keyed(per_minute(per_address)),
-            per_account: RateLimiter::keyed(per_minute(10)),
+            per_address: WindowLimit::new(per_address, MINUTE),
+            per_account_and_address: WindowLimit::new(FAILURES_PER_ACCOUNT_AND_ADDRESS, MINUTE),
+            emails: Default::default(),
         }
+    }
+
+    /// Counts an attempt as a failure until [`LoginLimits::succeeded`] says otherwise.
+    fn attempt(&self, client: ClientKey, email: &str) -> Result<(), AuthError> {
+        let now = Instant::now();
+        let account = (client, self.emails.hash_one(email));
+        let too_many = |what: &str, wait: Duration| {
+            AuthError::too_many(
+                format!("too many failed logins {what}; try again later"),
+                wait,
+            )
+        };
+        self.per_address
+            .acquire(&client, now)
+            .map_err(|wait| too_many("from this address", wait))?;
+        if let Err(wait) = self.per_account_and_address.acquire(&account, now) {
+            self.per_address.release(&client);
+            return Err(too_many("for this account from this address", wait));
+        }
+        Ok(())
+    }
+
+    fn succeeded(&self, client: ClientKey, email: &str) {
+        self.per_address.release(&client);
+        self.per_account_and_address
+            .release(&(client, self.emails.hash_one(email)));
     }
 }
 
-impl LoginLimits {
-    fn check(&self, address: &str, email: &str) -> Result<(), AuthError> {
-        let too_many = |what: &str| {
-            AuthError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many login attempts for this {what}; try again in a minute"),
-            )
-        };
-        if self.per_address.check_key(&address.to_string()).is_err() {
-            return Err(too_many("address"));
+/// Sign-ups per client address, and verification mails per recipient, on this node. A repeated
+/// sign-up for an address that was mailed within the interval is answered as any other and sends
+/// nothing, so nobody can fill a stranger's mailbox, and the answer tells nothing new.
+pub struct SignupLimits {
+    per_address: WindowLimit<ClientKey>,
+    mail_per_recipient: WindowLimit<u64>,
+    emails: std::collections::hash_map::RandomState,
+}
+
+impl SignupLimits {
+    pub fn new(per_address_per_minute: u32, mail_interval: Duration) -> SignupLimits {
+        SignupLimits {
+            per_address: WindowLimit::new(per_address_per_minute, MINUTE),
+            mail_per_recipient: WindowLimit::new(1, mail_interval),
+            emails: Default::default(),
         }
-        if self.per_account.check_key(&email.to_string()).is_err() {
-            return Err(too_many("account"));
-        }
-        Ok(())
     }
 }
 
@@ -160,8 +225,11 @@ fn required(value: Option<String>, field: &str) -> Result<String, AuthError> {
         .ok_or_else(|| AuthError::new(StatusCode::BAD_REQUEST, format!("{field} is required")))
 }
 
+const SIGNUP_REQUESTED: &str = "successfully created an account creation request.";
+
 async fn register(
     State(state): State<AccountsState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, AuthError> {
@@ -171,12 +239,42 @@ async fn register(
     let email = valid_email(&required(input.email, "email")?).map_err(invalid)?;
     let password = required(input.password, "password")?;
     valid_password(&password).map_err(invalid)?;
+    let limits = &state.signup_limits;
+    let now = Instant::now();
+    // Counted before the look-up below, so that it also slows anyone asking which names and
+    // e-mails are taken.
+    limits
+        .per_address
+        .acquire(&ClientKey::from(peer.ip()), now)
+        .map_err(|wait| {
+            AuthError::too_many("too many sign-ups from this address; try again later", wait)
+        })?;
     if let Some(field) = name_or_email_taken(&state.db, &name, &email).await? {
         return Err(AuthError::new(
             StatusCode::CONFLICT,
             format!("that {field} is already taken"),
         ));
     }
+    let recipient = limits.emails.hash_one(&email);
+    if limits.mail_per_recipient.acquire(&recipient, now).is_err() {
+        // The mail sent within the interval still holds a working link.
+        return Ok(info(SIGNUP_REQUESTED));
+    }
+    let mailed = request_signup(&state, &name, &email, password).await;
+    if mailed.is_err() {
+        // Nothing went out: a sign-up tried again must not wait for the interval.
+        limits.mail_per_recipient.release(&recipient);
+    }
+    mailed
+}
+
+/// Stores the sign-up request and queues its verification mail.
+async fn request_signup(
+    state: &AccountsState,
+    name: &str,
+    email: &str,
+    password: String,
+) -> Result<Json<Value>, AuthError> {
     let password_hash = hash_password(password).await.map_err(|e| {
         AuthError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -203,8 +301,8 @@ async fn register(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(secret_hash(&key))
-    .bind(&name)
-    .bind(&email)
+    .bind(name)
+    .bind(email)
     .bind(&password_hash)
     .bind(now + SIGNUP_KEY_TTL_MS)
     .bind(now)
@@ -215,7 +313,7 @@ async fn register(
         &state.ids,
         &[NewDelivery {
             channel: "email".into(),
-            destination: email.clone(),
+            destination: email.to_string(),
             payload: mail.to_string(),
             event_id: None,
             contact_id: None,
@@ -226,7 +324,7 @@ async fn register(
     .await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
-    Ok(info("successfully created an account creation request."))
+    Ok(info(SIGNUP_REQUESTED))
 }
 
 async fn email_verify(
@@ -296,7 +394,8 @@ async fn login(
     let input: LoginIn = parse_body(&headers, &body)?;
     let email = required(input.email, "email")?.trim().to_lowercase();
     let password = required(input.password, "password")?;
-    state.login_limits.check(&peer.ip().to_string(), &email)?;
+    let client = ClientKey::from(peer.ip());
+    state.login_limits.attempt(client, &email)?;
     let wrong = || AuthError::new(StatusCode::UNAUTHORIZED, "wrong e-mail or password");
     let Some((account, stored)) = find_by_email(&state.db, &email).await? else {
         // Spend the same time as a real check, so timing does not tell which e-mails exist.
@@ -306,6 +405,7 @@ async fn login(
     if !verify_password(password, stored).await {
         return Err(wrong());
     }
+    state.login_limits.succeeded(client, &email);
     let token = issue_token(&state.db, account.id).await?;
     Ok(Json(json!({"type": "auth", "payload": {"token": token}})))
 }

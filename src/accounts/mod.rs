@@ -188,6 +188,14 @@ pub async fn account_for_token(db: &Db, token: &str) -> Result<Option<Account>, 
     Ok(row.map(account_from))
 }
 
+/// Whether `token` is a live login token (`state::AppInner::login_token_is_live`).
+pub fn is_live_token<'a>(
+    db: &'a Db,
+    token: &'a str,
+) -> futures_util::future::BoxFuture<'a, Result<bool, StoreError>> {
+    Box::pin(async move { Ok(account_for_token(db, token).await?.is_some()) })
+}
+
 pub async fn issue_token(db: &Db, account_id: i64) -> Result<String, StoreError> {
     let token = random_secret();
     let now = now_ms();

@@ -1,13 +1,24 @@
 //! The operator's identity (`HERALD_ADMIN_TOKEN`, in the Authorization header or the pages'
 //! cookie) and the header readers every identity shares. Accounts and the `Actor` that is
 //! either of the two live in `accounts::auth`.
+//!
+//! Wrong tokens are counted per client address (`AppInner::operator_token_failures`): past the
+//! limit, that address gets 429 without its token being compared, so guessing stops while the
+//! operator elsewhere is not affected. A live login token is an account's, not a guess, and is
+//! never counted.
 
-use axum::extract::{FromRef, FromRequestParts};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::crypto::constant_time_eq;
+use crate::limits::ClientKey;
 use crate::state::AppState;
+use crate::store::StoreError;
 
 /// Proof that the request carries the operator token.
 pub struct Admin;
@@ -41,15 +52,115 @@ pub fn cookie<'p>(parts: &'p Parts, name: &str) -> Option<&'p str> {
         .map(|(_, value)| value)
 }
 
-/// Whether the request carries the operator token, in the Authorization header or the cookie.
-pub fn is_admin(parts: &Parts, state: &AppState) -> bool {
-    let Some(expected) = &state.settings.admin_token else {
-        return false;
+/// The client address a request came from. herald always serves with axum's `ConnectInfo`;
+/// a router called without it counts every request under one address, which limits rather than
+/// opens.
+pub fn client_of(parts: &Parts) -> ClientKey {
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
+            peer.ip()
+        });
+    ClientKey::from(address)
+}
+
+/// What a request's token turned out to be.
+pub enum Credentials<T> {
+    /// No token given.
+    Missing,
+    Operator,
+    /// A live login token, with what the lookup found for it.
+    Login(T),
+    /// Neither: counted as a guess at the operator token.
+    Wrong,
+}
+
+/// Where the operator token may be given: the pages also read the login page's cookie; the API
+/// only the Authorization header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TokenPlaces {
+    Header,
+    HeaderOrCookie,
+}
+
+fn too_many_guesses(wait: Duration) -> ApiError {
+    ApiError::TooManyRequests(
+        "too many wrong tokens from this address; try again later".into(),
+        wait,
+    )
+}
+
+/// Tells the operator from an account from a stranger, counting a wrong token against the client
+/// address. `login` looks a bearer token up as a login token (it is `accounts`' to say). An
+/// address past its limit is refused with 429 unless it shows a live login token, which says
+/// nothing about the operator token.
+pub async fn credentials<T, F, Fut>(
+    parts: &Parts,
+    state: &AppState,
+    places: TokenPlaces,
+    login: F,
+) -> Result<Credentials<T>, ApiError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<Option<T>, StoreError>>,
+{
+    let bearer = bearer_token(parts).filter(|t| !t.is_empty());
+    let cookie = match places {
+        TokenPlaces::Header => None,
+        TokenPlaces::HeaderOrCookie => cookie(parts, ADMIN_COOKIE).filter(|t| !t.is_empty()),
     };
-    [bearer_token(parts), cookie(parts, ADMIN_COOKIE)]
-        .into_iter()
-        .flatten()
-        .any(|given| constant_time_eq(given, expected.expose()))
+    if bearer.is_none() && cookie.is_none() {
+        return Ok(Credentials::Missing);
+    }
+    let client = client_of(parts);
+    let failures = &state.operator_token_failures;
+    let counted = failures.acquire(&client, Instant::now());
+    if counted.is_ok()
+        && [bearer, cookie]
+            .into_iter()
+            .flatten()
+            .any(|t| is_operator_token(state, t))
+    {
+        failures.release(&client);
+        return Ok(Credentials::Operator);
+    }
+    if let Some(token) = bearer
+        && let Some(found) = login(token.to_string()).await?
+    {
+        if counted.is_ok() {
+            failures.release(&client);
+        }
+        return Ok(Credentials::Login(found));
+    }
+    match counted {
+        Ok(()) => Ok(Credentials::Wrong),
+        Err(wait) => Err(too_many_guesses(wait)),
+    }
+}
+
+/// Checks a token typed into the login page, counted like [`credentials`]: `Ok(true)` for the
+/// operator token, `Err` with how long to wait when the address has guessed too often.
+pub fn check_typed_token(
+    state: &AppState,
+    client: ClientKey,
+    given: &str,
+) -> Result<bool, Duration> {
+    let failures = &state.operator_token_failures;
+    failures.acquire(&client, Instant::now())?;
+    let right = is_operator_token(state, given);
+    if right {
+        failures.release(&client);
+    }
+    Ok(right)
+}
+
+fn is_operator_token(state: &AppState, given: &str) -> bool {
+    state
+        .settings
+        .admin_token
+        .as_ref()
+        .is_some_and(|expected| constant_time_eq(given, expected.expose()))
 }
 
 impl<S> FromRequestParts<S> for Admin
@@ -61,15 +172,23 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let Some(expected) = &state.settings.admin_token else {
+        if state.settings.admin_token.is_none() {
             return Err(ApiError::Unauthorized(
                 "this API needs the operator token, and none is set: set HERALD_ADMIN_TOKEN".into(),
             ));
-        };
-        match bearer_token(parts) {
-            Some(given) if constant_time_eq(given, expected.expose()) => Ok(Admin),
-            Some(_) => Err(ApiError::Unauthorized("wrong token".into())),
-            None => Err(ApiError::Unauthorized(
+        }
+        let db = state.db.clone();
+        let is_live = state.login_token_is_live;
+        let found = credentials(parts, &state, TokenPlaces::Header, |token| async move {
+            Ok(is_live(&db, &token).await?.then_some(()))
+        })
+        .await?;
+        match found {
+            Credentials::Operator => Ok(Admin),
+            Credentials::Login(()) | Credentials::Wrong => {
+                Err(ApiError::Unauthorized("wrong token".into()))
+            }
+            Credentials::Missing => Err(ApiError::Unauthorized(
                 "missing Authorization: Bearer <HERALD_ADMIN_TOKEN>".into(),
             )),
         }

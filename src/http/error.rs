@@ -33,6 +33,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Refused by a limit; the client may try again after the duration (`Retry-After`).
+    #[error("{0}")]
+    TooManyRequests(String, std::time::Duration),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyRequests(..) => "too_many_requests",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -84,7 +89,14 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{error:#}"), "request failed");
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::TooManyRequests(_, wait) = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                crate::limits::retry_after_secs(*wait).into(),
+            );
+        }
+        response
     }
 }
 

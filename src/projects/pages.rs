@@ -9,7 +9,9 @@
 use axum::Form;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -19,7 +21,7 @@ use serde_json::json;
 use super::api::{DeliveryQuery, HookIn, add_hook, hook_deliveries, load_hook, load_project};
 use super::{delete_webhook, list_webhooks};
 use crate::accounts::auth::{Actor, MaybeActor};
-use crate::http::auth::ADMIN_COOKIE;
+use crate::http::auth::{ADMIN_COOKIE, check_typed_token};
 use crate::http::error::ApiError;
 use crate::notify::render::escape_html;
 use crate::state::AppState;
@@ -277,12 +279,29 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    let valid = state
-        .settings
-        .admin_token
-        .as_ref()
-        .is_some_and(|t| crate::crypto::constant_time_eq(form.token.trim(), t.expose()));
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let client = crate::limits::ClientKey::from(peer.ip());
+    let valid = match check_typed_token(&state, client, form.token.trim()) {
+        Ok(valid) => valid,
+        Err(wait) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(
+                    header::RETRY_AFTER,
+                    crate::limits::retry_after_secs(wait).to_string(),
+                )],
+                page(
+                    "Sign in",
+                    "<p class=\"error\">Too many wrong tokens from this address; try again later.</p>",
+                ),
+            )
+                .into_response();
+        }
+    };
     if !valid {
         return (
             StatusCode::UNAUTHORIZED,

@@ -136,6 +136,8 @@ impl TestEnv {
             ("HERALD_ADMIN_TOKEN", ADMIN_TOKEN.into()),
             ("HERALD_TELEGRAM_RATE", "1000".into()),
             ("HERALD_TELEGRAM_CHAT_RATE", "100".into()),
+            // Tests sign many accounts up from one address; `tests/it/limits.rs` sets the limit.
+            ("HERALD_SIGNUPS_PER_MINUTE", "1000".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -10,6 +10,7 @@ mod delivery;
 mod git_watch;
 mod github;
 mod kb;
+mod limits;
 mod ops;
 mod reference_api;
 mod store;
