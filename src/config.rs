@@ -57,7 +57,12 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "HERALD_REDIS_URL",
         "",
-        "Redis for cross-node pub/sub; unset = single node",
+        "Redis for what nodes share (chat bus, hooks' limits, delivery wake-ups); unset = single node",
+    ),
+    (
+        "HERALD_REDIS_PREFIX",
+        "herald",
+        "prefix of every Redis key and channel herald uses",
     ),
     (
         "HERALD_NODE_ID",
@@ -122,6 +127,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "the Event API event (block) that carries herald's notifications",
     ),
     (
+        "HERALD_KAKAO_SKILL_SECRET",
+        "",
+        "secret in the skill URL (/kakao/skill/<secret>) and plus-friend base URL (/kakao/plusfriend/<secret>); unset = Kakao requests unauthenticated",
+    ),
+    (
+        "HERALD_KAKAO_ALLOWED_IPS",
+        "",
+        "addresses or CIDR networks the legacy /plusfriend/* requests may come from, comma-separated",
+    ),
+    (
         "HERALD_WEBEX_API",
         "https://webexapis.com/v1",
         "Webex API base URL",
@@ -154,9 +169,34 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "how long finished deliveries and their attempt log are kept (`forever` = never pruned)",
     ),
     (
+        "HERALD_PUSH_HISTORY_RETENTION",
+        "30d",
+        "how long accepted pushes and the commits seen on each branch are kept (`forever` = never pruned)",
+    ),
+    (
+        "HERALD_SCHEDULE_HISTORY_RETENTION",
+        "90d",
+        "how long scheduled announcements' runs and teams' morning records are kept (`forever` = never pruned)",
+    ),
+    (
         "HERALD_DELIVERY_CONCURRENCY",
         "64",
         "outgoing deliveries in flight per node",
+    ),
+    (
+        "HERALD_NODE_LEASE",
+        "3s",
+        "how long a node counts as live after its last renewal; then others take its claims over",
+    ),
+    (
+        "HERALD_NODE_RENEW_INTERVAL",
+        "1s",
+        "how often a node renews its lease and looks for lapsed nodes (less than HERALD_NODE_LEASE)",
+    ),
+    (
+        "HERALD_SHUTDOWN_GRACE",
+        "5s",
+        "at a graceful stop, how long sends in flight may finish before they are put back unsent",
     ),
     (
         "HERALD_ALLOW_PRIVATE_TARGETS",
@@ -200,6 +240,26 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "dropped chat sessions kept for resume per account",
     ),
     (
+        "HERALD_TRUSTED_PROXIES",
+        "",
+        "addresses or CIDR networks of reverse proxies whose X-Forwarded-For names the client",
+    ),
+    (
+        "HERALD_HEADER_READ_TIMEOUT",
+        "10s",
+        "close a connection that sends no complete request head this long after connecting or after its last answer",
+    ),
+    (
+        "HERALD_MAX_CONNECTIONS",
+        "auto",
+        "open connections in total (auto = the open-file limit minus a quarter for everything else)",
+    ),
+    (
+        "HERALD_MAX_CONNECTIONS_PER_ADDRESS",
+        "256",
+        "open connections from one client address (IPv6: one /64)",
+    ),
+    (
         "HERALD_LOGIN_ATTEMPTS_PER_MINUTE",
         "30",
         "failed logins allowed per client address per minute",
@@ -215,14 +275,19 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "sign-ups allowed per client address per minute",
     ),
     (
+        "HERALD_PASSWORD_HASHES",
+        "auto",
+        "password hashes (argon2id: sign-ups, logins, password changes) run at once; more wait up to 3 s, then get 503 (auto = one per core)",
+    ),
+    (
         "HERALD_SIGNUP_MAIL_INTERVAL",
         "5m",
         "at most one sign-up verification mail per recipient this often",
     ),
     (
         "HERALD_SQLITE_BATCHED_LOG",
-        "true",
-        "write each SQLite commit's log frames with one system call (false = SQLite's own writes)",
+        "false",
+        "write each SQLite commit's log frames with one system call (experimental: loses acknowledged commits on a full disk, docs/full-disk-findings.md)",
     ),
 ];
 
@@ -267,6 +332,19 @@ pub struct KakaoSettings {
     pub rest_key: Option<Secret>,
     /// The event name of the Open Builder block that shows `{{#event.data.text}}`.
     pub event_name: String,
+    /// When set, the skill answers only at `/kakao/skill/<secret>` and the plus-friend API only
+    /// under `/kakao/plusfriend/<secret>/`.
+    pub skill_secret: Option<Secret>,
+    /// When not empty, the legacy plus-friend requests are taken only from these networks.
+    pub allowed_ips: Vec<ipnet::IpNet>,
+}
+
+impl KakaoSettings {
+    /// Whether Kakao's inbound routes take requests from anyone (neither a secret nor an
+    /// allow-list is set): anyone can then speak for any Kakao user.
+    pub fn is_unauthenticated(&self) -> bool {
+        self.skill_secret.is_none() && self.allowed_ips.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +368,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub redis_url: Option<Secret>,
+    /// Prefix of herald's Redis keys and channels, so that several clusters (or tests) can share
+    /// one Redis.
+    pub redis_prefix: String,
     pub node_id: Option<u16>,
     pub poll_interval: Duration,
     pub github_api: Url,
@@ -306,6 +387,17 @@ pub struct Settings {
     /// How long finished deliveries (with their attempts and stored payloads) and inbound
     /// delivery ids are kept; `None` keeps them forever.
     pub delivery_retention: Option<Duration>,
+    /// How long a node counts as live after its last renewal (`node`).
+    pub node_lease: Duration,
+    /// How often a node renews its lease and takes lapsed nodes' claims over.
+    pub node_renew_interval: Duration,
+    /// At a graceful stop, how long sends in flight may still finish.
+    pub shutdown_grace: Duration,
+    /// How long `push_events` and `seen_commits` rows are kept; `None` keeps them forever.
+    pub push_history_retention: Option<Duration>,
+    /// How long `schedule_runs` and `team_mornings` rows are kept (by due time); `None` keeps
+    /// them forever.
+    pub schedule_history_retention: Option<Duration>,
     pub allow_private_targets: bool,
     pub admin_token: Option<Secret>,
     pub log_format: LogFormat,
@@ -316,10 +408,19 @@ pub struct Settings {
     pub ws_resume_total_bytes: usize,
     pub ws_sockets_per_account: usize,
     pub ws_detached_per_account: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`http::auth::forwarded_client`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub header_read_timeout: Duration,
+    /// `None`: derived from the open-file limit at start (`http::serve`).
+    pub max_connections: Option<usize>,
+    pub max_connections_per_address: usize,
     pub login_attempts_per_minute: u32,
     pub admin_token_attempts_per_minute: u32,
     pub signups_per_minute: u32,
     pub signup_mail_interval: Duration,
+    /// How many password hashes may run at once (`accounts::PasswordHashing`); `None`: one per
+    /// core.
+    pub password_hashes: Option<usize>,
     /// On SQLite in a file, the writer's log goes through the batching VFS (`store/walbatch.rs`).
     pub sqlite_batched_log: bool,
 }
@@ -385,16 +486,28 @@ impl Settings {
             None => format!("sqlite://{}", data_dir.join("herald.db").display()),
         };
         let redis_url = get("HERALD_REDIS_URL").map(|v| {
-            if v.starts_with("redis://") || v.starts_with("rediss://") {
+            if v.starts_with("redis://") {
                 Ok(Secret::new(v))
-            } else {
+            } else if v.starts_with("rediss://") {
+                // The Redis client is built without TLS, which would bring a second crypto
+                // provider's choice into the build; refused here rather than at connect time.
                 Err(invalid(
                     "HERALD_REDIS_URL",
-                    "must start with redis:// or rediss://",
+                    "rediss:// (TLS) is not supported yet; use redis:// (a private network or a TLS tunnel)",
                 ))
+            } else {
+                Err(invalid("HERALD_REDIS_URL", "must start with redis://"))
             }
         });
         let redis_url = redis_url.transpose()?;
+        let redis_prefix = parse_setting(&get, "HERALD_REDIS_PREFIX", |v| {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.:".contains(c);
+            if !v.is_empty() && v.len() <= 64 && v.chars().all(allowed) {
+                Ok(v.to_string())
+            } else {
+                Err("must be 1 to 64 letters, digits, _ - . or :".to_string())
+            }
+        })?;
         let node_id = get("HERALD_NODE_ID")
             .map(|v| match v.parse::<u16>() {
                 Ok(id) if id < 1024 => Ok(id),
@@ -430,7 +543,7 @@ impl Settings {
                 _ => Err("must be a whole number from 1 to 10000".to_string()),
             }
         })?;
-        let delivery_retention = parse_setting(&get, "HERALD_DELIVERY_RETENTION", |v| {
+        let retention = |v: &str| {
             if v.eq_ignore_ascii_case("forever") {
                 return Ok(None);
             }
@@ -438,7 +551,29 @@ impl Settings {
                 d if d.is_zero() => Err("must be longer than zero, or forever".to_string()),
                 d => Ok(Some(d)),
             }
-        })?;
+        };
+        let delivery_retention = parse_setting(&get, "HERALD_DELIVERY_RETENTION", retention)?;
+        let push_history_retention =
+            parse_setting(&get, "HERALD_PUSH_HISTORY_RETENTION", retention)?;
+        let schedule_history_retention =
+            parse_setting(&get, "HERALD_SCHEDULE_HISTORY_RETENTION", retention)?;
+        let positive = |name: &str| -> Result<Duration, ConfigError> {
+            parse_setting(&get, name, |v| match parse_duration(v)? {
+                d if d.is_zero() => Err("must be longer than zero".to_string()),
+                d => Ok(d),
+            })
+        };
+        let node_lease = positive("HERALD_NODE_LEASE")?;
+        let node_renew_interval = positive("HERALD_NODE_RENEW_INTERVAL")?;
+        // A lease must survive at least one missed renewal, or a node lapses between two
+        // renewals that both succeed.
+        if node_renew_interval * 2 > node_lease {
+            return Err(invalid(
+                "HERALD_NODE_RENEW_INTERVAL",
+                "must be at most half of HERALD_NODE_LEASE",
+            ));
+        }
+        let shutdown_grace = parse_setting(&get, "HERALD_SHUTDOWN_GRACE", parse_duration)?;
         let allow_private_targets =
             parse_setting(&get, "HERALD_ALLOW_PRIVATE_TARGETS", parse_bool)?;
         let sqlite_batched_log = parse_setting(&get, "HERALD_SQLITE_BATCHED_LOG", parse_bool)?;
@@ -466,6 +601,38 @@ impl Settings {
                 _ => Err("must be a whole number from 1 to 100000".to_string()),
             })
         };
+        let header_read_timeout =
+            parse_setting(&get, "HERALD_HEADER_READ_TIMEOUT", parse_duration)?;
+        if header_read_timeout.is_zero() {
+            return Err(invalid(
+                "HERALD_HEADER_READ_TIMEOUT",
+                "must be longer than zero",
+            ));
+        }
+        let connections = |v: &str| match v.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+            _ => Err("must be a whole number from 1 to 1000000".to_string()),
+        };
+        let max_connections = parse_setting(&get, "HERALD_MAX_CONNECTIONS", |v| {
+            if v.eq_ignore_ascii_case("auto") {
+                Ok(None)
+            } else {
+                connections(v)
+                    .map(Some)
+                    .map_err(|e| format!("{e}, or auto"))
+            }
+        })?;
+        let max_connections_per_address =
+            parse_setting(&get, "HERALD_MAX_CONNECTIONS_PER_ADDRESS", connections)?;
+        let password_hashes = parse_setting(&get, "HERALD_PASSWORD_HASHES", |v| {
+            if v.eq_ignore_ascii_case("auto") {
+                return Ok(None);
+            }
+            match v.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err("must be a whole number above zero, or auto".to_string()),
+            }
+        })?;
         let log_format = parse_setting(&get, "HERALD_LOG_FORMAT", |v| match v {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
@@ -478,6 +645,7 @@ impl Settings {
             data_dir,
             database_url,
             redis_url,
+            redis_prefix,
             node_id,
             poll_interval,
             github_api: url("HERALD_GITHUB_API")?,
@@ -495,6 +663,13 @@ impl Settings {
                 bot_id: get("HERALD_KAKAO_BOT_ID"),
                 rest_key: secret("HERALD_KAKAO_REST_KEY"),
                 event_name: get("HERALD_KAKAO_EVENT_NAME").unwrap_or_default(),
+                skill_secret: get("HERALD_KAKAO_SKILL_SECRET")
+                    .map(|v| parse_path_secret("HERALD_KAKAO_SKILL_SECRET", &v))
+                    .transpose()?,
+                allowed_ips: get("HERALD_KAKAO_ALLOWED_IPS")
+                    .map(|v| parse_networks("HERALD_KAKAO_ALLOWED_IPS", &v))
+                    .transpose()?
+                    .unwrap_or_default(),
             },
             webex: WebexSettings {
                 api: url("HERALD_WEBEX_API")?,
@@ -518,6 +693,11 @@ impl Settings {
             delivery_timeout: parse_setting(&get, "HERALD_DELIVERY_TIMEOUT", parse_duration)?,
             delivery_concurrency,
             delivery_retention,
+            node_lease,
+            node_renew_interval,
+            shutdown_grace,
+            push_history_retention,
+            schedule_history_retention,
             allow_private_targets,
             admin_token: secret("HERALD_ADMIN_TOKEN"),
             log_format,
@@ -531,6 +711,13 @@ impl Settings {
             ws_resume_total_bytes,
             ws_sockets_per_account: per_account("HERALD_WS_SOCKETS_PER_ACCOUNT")?,
             ws_detached_per_account: per_account("HERALD_WS_DETACHED_PER_ACCOUNT")?,
+            trusted_proxies: get("HERALD_TRUSTED_PROXIES")
+                .map(|v| parse_networks("HERALD_TRUSTED_PROXIES", &v))
+                .transpose()?
+                .unwrap_or_default(),
+            header_read_timeout,
+            max_connections,
+            max_connections_per_address,
             login_attempts_per_minute: rate("HERALD_LOGIN_ATTEMPTS_PER_MINUTE")?,
             admin_token_attempts_per_minute: rate("HERALD_ADMIN_TOKEN_ATTEMPTS_PER_MINUTE")?,
             signups_per_minute: rate("HERALD_SIGNUPS_PER_MINUTE")?,
@@ -539,6 +726,7 @@ impl Settings {
                 "HERALD_SIGNUP_MAIL_INTERVAL",
                 parse_duration,
             )?,
+            password_hashes,
             sqlite_batched_log,
         })
     }
@@ -573,6 +761,7 @@ impl Settings {
             ),
             ("HERALD_DATABASE_URL".into(), redact_url(&self.database_url)),
             ("HERALD_REDIS_URL".into(), hide(&self.redis_url)),
+            ("HERALD_REDIS_PREFIX".into(), self.redis_prefix.clone()),
             (
                 "HERALD_NODE_ID".into(),
                 self.node_id
@@ -603,6 +792,14 @@ impl Settings {
                 self.telegram.chat_rate_per_second.to_string(),
             ),
             ("HERALD_KAKAO_BOT_ID".into(), show(&self.kakao.bot_id)),
+            (
+                "HERALD_KAKAO_SKILL_SECRET".into(),
+                hide(&self.kakao.skill_secret),
+            ),
+            (
+                "HERALD_KAKAO_ALLOWED_IPS".into(),
+                show_networks(&self.kakao.allowed_ips),
+            ),
             ("HERALD_WEBEX_BOT_TOKEN".into(), hide(&self.webex.bot_token)),
             ("HERALD_SMTP_URL".into(), hide(&self.smtp_url)),
             ("HERALD_MAIL_FROM".into(), self.mail_from.clone()),
@@ -621,6 +818,31 @@ impl Settings {
                 }),
             ),
             (
+                "HERALD_NODE_LEASE".into(),
+                humantime::format_duration(self.node_lease).to_string(),
+            ),
+            (
+                "HERALD_NODE_RENEW_INTERVAL".into(),
+                humantime::format_duration(self.node_renew_interval).to_string(),
+            ),
+            (
+                "HERALD_SHUTDOWN_GRACE".into(),
+                humantime::format_duration(self.shutdown_grace).to_string(),
+            ),
+            (
+                "HERALD_PUSH_HISTORY_RETENTION".into(),
+                self.push_history_retention.map_or("forever".into(), |d| {
+                    humantime::format_duration(d).to_string()
+                }),
+            ),
+            (
+                "HERALD_SCHEDULE_HISTORY_RETENTION".into(),
+                self.schedule_history_retention
+                    .map_or("forever".into(), |d| {
+                        humantime::format_duration(d).to_string()
+                    }),
+            ),
+            (
                 "HERALD_ALLOW_PRIVATE_TARGETS".into(),
                 self.allow_private_targets.to_string(),
             ),
@@ -629,7 +851,143 @@ impl Settings {
                 "HERALD_SQLITE_BATCHED_LOG".into(),
                 self.sqlite_batched_log.to_string(),
             ),
+            (
+                "HERALD_TRUSTED_PROXIES".into(),
+                show_networks(&self.trusted_proxies),
+            ),
+            (
+                "HERALD_HEADER_READ_TIMEOUT".into(),
+                humantime::format_duration(self.header_read_timeout).to_string(),
+            ),
+            (
+                "HERALD_MAX_CONNECTIONS".into(),
+                self.max_connections
+                    .map_or("auto".into(), |n| n.to_string()),
+            ),
+            (
+                "HERALD_MAX_CONNECTIONS_PER_ADDRESS".into(),
+                self.max_connections_per_address.to_string(),
+            ),
+            (
+                "HERALD_PASSWORD_HASHES".into(),
+                self.password_hashes
+                    .map_or("auto".into(), |n| n.to_string()),
+            ),
         ]
+    }
+}
+
+fn show_networks(networks: &[ipnet::IpNet]) -> String {
+    if networks.is_empty() {
+        return "(unset)".into();
+    }
+    networks
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Settings {
+    /// What the operator should know about these settings before herald takes traffic:
+    /// `herald check-config` prints it, and start-up logs each as a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.kakao.is_unauthenticated() {
+            warnings.push(
+                "Kakao requests are unauthenticated: anyone who can reach /kakao/skill or \
+                 /plusfriend/* can act as any Kakao user (read their subscriptions, link their \
+                 identity to another account, stop their notifications). Set \
+                 HERALD_KAKAO_SKILL_SECRET (and HERALD_KAKAO_ALLOWED_IPS for the legacy \
+                 plus-friend API); see docs/bot.md."
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+}
+
+/// One finding of [`Settings::cluster_check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterFinding {
+    /// What a cluster node needs and this one has.
+    Ok(String),
+    /// What stops this node from working as one of several.
+    Problem(String),
+    /// What the operator should see to, which herald cannot check from one node.
+    Advice(String),
+}
+
+impl Settings {
+    /// Whether this node is set up to run as one of several (SPEC §0: same PostgreSQL, same
+    /// Redis, behind a load balancer). Without `HERALD_REDIS_URL` the node is a single node
+    /// and only that is said.
+    pub fn cluster_check(&self) -> Vec<ClusterFinding> {
+        use ClusterFinding::{Advice, Ok, Problem};
+        let mut findings = Vec::new();
+        if self.redis_url.is_none() {
+            findings.push(Advice(
+                "single node: HERALD_REDIS_URL is unset, so chat frames stay on this node. For a \
+                 cluster, set HERALD_REDIS_URL (the same Redis) and HERALD_DATABASE_URL (the same \
+                 PostgreSQL) on every node."
+                    .into(),
+            ));
+            return findings;
+        }
+        findings.push(Ok(
+            "HERALD_REDIS_URL is set: chat frames, presence and resumable sessions go through Redis"
+                .into(),
+        ));
+        if self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://")
+        {
+            findings.push(Ok("HERALD_DATABASE_URL is PostgreSQL".into()));
+        } else {
+            findings.push(Problem(
+                "HERALD_DATABASE_URL is not PostgreSQL: every node would have its own SQLite file \
+                 and see other rows. Point all nodes at one postgres://… database."
+                    .into(),
+            ));
+        }
+        match &self.public_url {
+            Some(url) => findings.push(Ok(format!(
+                "HERALD_PUBLIC_URL is {url}: links, mails and webhook registrations name it"
+            ))),
+            None => findings.push(Problem(format!(
+                "HERALD_PUBLIC_URL is unset: links, mails and webhook registrations would name \
+                 this node ({}) instead of the load balancer. Set it to the address people use, \
+                 the same on every node.",
+                self.public_url_for(self.listen)
+            ))),
+        }
+        if self.trusted_proxies.is_empty() {
+            findings.push(Advice(
+                "HERALD_TRUSTED_PROXIES is unset: behind a load balancer every request seems to \
+                 come from it, so per-client limits (logins, sign-ups, connections per address) \
+                 count all clients together. Set it to the balancer's address."
+                    .into(),
+            ));
+        } else {
+            findings.push(Ok(format!(
+                "HERALD_TRUSTED_PROXIES is {}: clients are told apart behind them",
+                show_networks(&self.trusted_proxies)
+            )));
+        }
+        findings.push(Advice(match self.node_id {
+            Some(id) => format!(
+                "HERALD_NODE_ID is {id}: it must differ on every node (or leave it unset to \
+                 lease one from the database)"
+            ),
+            None => "HERALD_NODE_ID is unset: each node leases its own worker id".into(),
+        }));
+        findings.push(Advice(format!(
+            "every node needs the same HERALD_REDIS_PREFIX (here {:?}) and its own \
+             HERALD_DATA_DIR (here {}; the search index is per node); the load balancer must \
+             pass WebSocket upgrades on /ws (see deploy/)",
+            self.redis_prefix,
+            self.data_dir.display()
+        )));
+        findings
     }
 }
 
@@ -664,6 +1022,42 @@ fn parse_setting<T>(
 ) -> Result<T, ConfigError> {
     let value = get(name).unwrap_or_default();
     parse(&value).map_err(|reason| invalid(name, format!("{value:?}: {reason}")))
+}
+
+/// A secret that is written into a URL path: long enough not to be guessed, and only characters
+/// that need no encoding in a path segment.
+fn parse_path_secret(name: &str, value: &str) -> Result<Secret, ConfigError> {
+    let ok = (16..=200).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        return Err(invalid(
+            name,
+            "must be 16 to 200 letters, digits, '-' or '_' (it goes into a URL), e.g. the output of `openssl rand -hex 24`",
+        ));
+    }
+    Ok(Secret::new(value))
+}
+
+/// A comma-separated list of addresses (`192.0.2.7`) and networks (`192.0.2.0/24`, `2001:db8::/32`).
+pub fn parse_networks(name: &str, value: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<ipnet::IpNet>()
+                .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    invalid(
+                        name,
+                        format!("{part:?} is not an address or a network (e.g. 192.0.2.0/24)"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn parse_url(name: &str, value: &str) -> Result<Url, ConfigError> {
@@ -845,11 +1239,31 @@ mod tests {
     }
 
     #[test]
-    fn the_batched_sqlite_log_is_on_unless_turned_off() {
+    fn a_node_lease_outlives_a_missed_renewal() {
         let default = Settings::from_map(BTreeMap::new()).expect("valid");
-        assert!(default.sqlite_batched_log);
-        let off = Settings::from_map(map(&[("HERALD_SQLITE_BATCHED_LOG", "false")]));
-        assert!(!off.expect("valid").sqlite_batched_log);
+        assert_eq!(default.node_lease, Duration::from_secs(3));
+        assert_eq!(default.node_renew_interval, Duration::from_secs(1));
+        assert_eq!(default.shutdown_grace, Duration::from_secs(5));
+        let err = Settings::from_map(map(&[("HERALD_NODE_RENEW_INTERVAL", "2s")])).unwrap_err();
+        assert!(
+            err.to_string().contains("HERALD_NODE_RENEW_INTERVAL"),
+            "{err}"
+        );
+        let err = Settings::from_map(map(&[("HERALD_NODE_LEASE", "0s")])).unwrap_err();
+        assert!(err.to_string().contains("HERALD_NODE_LEASE"), "{err}");
+        let longer = Settings::from_map(map(&[
+            ("HERALD_NODE_LEASE", "10s"),
+            ("HERALD_NODE_RENEW_INTERVAL", "5s"),
+        ]));
+        assert_eq!(longer.expect("valid").node_lease, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_batched_sqlite_log_is_off_unless_turned_on() {
+        let default = Settings::from_map(BTreeMap::new()).expect("valid");
+        assert!(!default.sqlite_batched_log);
+        let on = Settings::from_map(map(&[("HERALD_SQLITE_BATCHED_LOG", "true")]));
+        assert!(on.expect("valid").sqlite_batched_log);
         let err = Settings::from_map(map(&[("HERALD_SQLITE_BATCHED_LOG", "maybe")])).unwrap_err();
         assert!(
             err.to_string().contains("HERALD_SQLITE_BATCHED_LOG"),
@@ -870,6 +1284,65 @@ mod tests {
         assert_eq!(parse_bytes("65536"), Ok(65536));
         assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
         assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn kakao_secret_and_networks_are_checked() {
+        let settings = Settings::from_map(map(&[
+            ("HERALD_KAKAO_SKILL_SECRET", "0123456789abcdef-_XY"),
+            (
+                "HERALD_KAKAO_ALLOWED_IPS",
+                "110.76.143.234, 110.76.143.0/30,2001:db8::1/32",
+            ),
+        ]))
+        .expect("valid");
+        assert!(!settings.kakao.is_unauthenticated());
+        assert_eq!(
+            show_networks(&settings.kakao.allowed_ips),
+            "110.76.143.234/32,110.76.143.0/30,2001:db8::/32"
+        );
+        assert!(settings.warnings().is_empty());
+        assert_eq!(
+            Settings::from_map(BTreeMap::new())
+                .expect("valid")
+                .warnings()
+                .len(),
+            1
+        );
+        for bad in ["short", "has a space in it ok", "slash/in/the/secret/x"] {
+            let err = Settings::from_map(map(&[("HERALD_KAKAO_SKILL_SECRET", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("HERALD_KAKAO_SKILL_SECRET"),
+                "{err}"
+            );
+        }
+        let err =
+            Settings::from_map(map(&[("HERALD_KAKAO_ALLOWED_IPS", "10.0.0.0/33")])).unwrap_err();
+        assert!(
+            err.to_string().contains("HERALD_KAKAO_ALLOWED_IPS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_redis_url_is_plain_redis_and_the_prefix_a_simple_word() {
+        let url = |v: &str| Settings::from_map(map(&[("HERALD_REDIS_URL", v)]));
+        assert!(url("redis://127.0.0.1:6379").is_ok());
+        for wrong in ["rediss://example.com:6380", "http://example.com"] {
+            let error = url(wrong).expect_err(wrong).to_string();
+            assert!(error.contains("HERALD_REDIS_URL"), "{error}");
+        }
+        let prefix = |v: &str| Settings::from_map(map(&[("HERALD_REDIS_PREFIX", v)]));
+        assert_eq!(
+            prefix("team-a:herald").expect("valid").redis_prefix,
+            "team-a:herald"
+        );
+        assert_eq!(
+            Settings::from_map(map(&[])).expect("defaults").redis_prefix,
+            "herald"
+        );
+        let error = prefix("has space").expect_err("a space").to_string();
+        assert!(error.contains("HERALD_REDIS_PREFIX"), "{error}");
     }
 
     #[test]

@@ -102,6 +102,27 @@ fn main() -> ExitCode {
                 for (name, value) in settings.describe() {
                     println!("{name:32} {value}");
                 }
+                for warning in settings.warnings() {
+                    println!("warning: {warning}");
+                }
+                let mut problems = 0;
+                for finding in settings.cluster_check() {
+                    match finding {
+                        herald::config::ClusterFinding::Ok(text) => println!("cluster: ok: {text}"),
+                        herald::config::ClusterFinding::Advice(text) => {
+                            println!("cluster: note: {text}")
+                        }
+                        herald::config::ClusterFinding::Problem(text) => {
+                            problems += 1;
+                            println!("cluster: PROBLEM: {text}")
+                        }
+                    }
+                }
+                if problems > 0 {
+                    anyhow::bail!(
+                        "the settings are valid, but not for a cluster node: {problems} problem(s) above"
+                    );
+                }
                 println!("configuration is valid");
                 Ok(())
             }
@@ -117,6 +138,20 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    match herald::http::serve::raise_open_file_limit() {
+        Ok(limit) if limit.after != limit.before => tracing::info!(
+            soft_before = limit.before,
+            soft = limit.after,
+            hard = limit.hard,
+            "raised the open-file limit to the hard limit"
+        ),
+        Ok(limit) => tracing::info!(
+            soft = limit.after,
+            hard = limit.hard,
+            "open-file limit (already at the hard limit)"
+        ),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
     let app = Application::build(settings).await?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

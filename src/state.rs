@@ -5,8 +5,8 @@
 //! **Boundary**: nothing here belongs to one feature. A feature that keeps runtime state of its
 //! own (a cache, a bus, a limiter) owns it in a state struct of its module — `ChatState`,
 //! `bot::Bot`, `push::PushState`, `accounts::http::AccountsState`, `kb::http::KbState`,
-//! `connectors::webex::WebexState` — which holds an `AppState` beside its own handles and is
-//! given to that feature's router and tasks alone. This module imports no feature module
+//! `connectors::webex::WebexState`, `schedules::SchedulesState` — which holds an `AppState`
+//! beside its own handles and is given to that feature's router and tasks alone. This module imports no feature module
 //! except the queue handle (`outbox`) and the remote clients (`watch::github`,
 //! `watch::gitremote`), which import nothing back.
 
@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Notify;
 use url::Url;
 
 use crate::config::Settings;
@@ -34,15 +33,21 @@ pub struct AppInner {
     pub public_url: Url,
     pub db: Db,
     pub ids: Arc<IdGenerator>,
+    /// This node's lease: the id its claims carry, and whether it may claim (`node`).
+    pub node: Arc<crate::node::NodeLease>,
     /// One outbound HTTP client (connection pools are per client).
     pub http: reqwest::Client,
-    /// Wakes this node's delivery worker right after something is queued.
-    pub outbox_wake: Arc<Notify>,
+    /// Wakes the delivery workers right after something is queued that was not handed to this
+    /// node's in memory: this node's, and with several nodes the others' (`outbox::wake`).
+    pub outbox_wake: Arc<crate::outbox::wake::Wake>,
     /// Deliveries leased to this node as they are queued, handed to its worker in memory.
     pub local_queue: crate::outbox::LocalQueue,
     pub github: GithubClient,
     pub git: GitRemotes,
     pub metrics: PrometheusHandle,
+    /// Wall-clock time for what fires at calendar times (schedules, digests, quiet hours); a
+    /// `clock::ManualClock` in tests.
+    pub clock: Arc<dyn crate::clock::Clock>,
     /// Wrong operator tokens per client address (`http::auth`). The operator's identity is
     /// checked by extractors in every feature, which reach only this shared state; like the
     /// token itself (in `settings`), its limit belongs to no one feature.
@@ -51,6 +56,8 @@ pub struct AppInner {
     /// `http::auth`, so it is handed over at start-up; a login token sent to an operator-only
     /// route is then not counted as a guess at the operator token.
     pub login_token_is_live: LoginTokenCheck,
+    /// The links besides the database that `/readyz` reports (the chat bus's Redis link).
+    pub readiness: Arc<crate::health::Readiness>,
 }
 
 /// See [`AppInner::login_token_is_live`].

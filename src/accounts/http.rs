@@ -4,26 +4,28 @@
 //! Bodies may be JSON or a form.
 
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRef, FromRequestParts, Path, State};
+use axum::extract::{FromRef, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::{
-    Account, SIGNUP_KEY_TTL_MS, account_for_token, find_by_email, hash_password, issue_token,
+    Account, PasswordHashing, SIGNUP_KEY_TTL_MS, account_for_token, find_by_email, issue_token,
     name_or_email_taken, random_secret, revoke_token, secret_hash, valid_email, valid_name,
-    valid_password, verify_password,
+    valid_password,
 };
+use crate::http::auth::Client;
+use crate::http::routes::Routes;
 use crate::ids::now_ms;
 use crate::limits::{ClientKey, WindowLimit};
 use crate::outbox::{self, NewDelivery};
@@ -37,8 +39,13 @@ const MAX_BODY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AccountsState {
     pub app: AppState,
-    login_limits: Arc<LoginLimits>,
+    pub(super) login_limits: Arc<LoginLimits>,
     signup_limits: Arc<SignupLimits>,
+    /// Password hashing and checking, bounded (sign-up and login alike).
+    pub hashing: Arc<PasswordHashing>,
+    /// Password-reset requests per client address and reset mails per recipient: the same
+    /// shape, and the same settings, as sign-ups.
+    pub(super) reset_limits: Arc<SignupLimits>,
 }
 
 crate::feature_state!(AccountsState);
@@ -51,23 +58,83 @@ impl AccountsState {
             settings.signups_per_minute,
             settings.signup_mail_interval,
         ));
+        let reset_limits = Arc::new(SignupLimits::new(
+            settings.signups_per_minute,
+            settings.signup_mail_interval,
+        ));
+        let hashing = Arc::new(match settings.password_hashes {
+            Some(size) => PasswordHashing::new(size, crate::accounts::HASHING_WAIT),
+            None => PasswordHashing::per_core(),
+        });
         AccountsState {
             app,
             login_limits,
             signup_limits,
+            hashing,
+            reset_limits,
         }
     }
 }
 
-pub fn router(state: AccountsState) -> axum::Router {
-    axum::Router::new()
-        .route("/api/v1/auth/register", post(register))
-        .route("/api/v1/auth/email_verify/{key}", get(email_verify))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/logout", post(logout))
-        .route("/api/v1/auth/me", get(me))
+pub fn router(state: AccountsState) -> Routes {
+    Routes::new()
+        .api(routes!(register))
+        .api(routes!(email_verify))
+        .api(routes!(login))
+        .api(routes!(logout))
+        .api(routes!(me))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// `{"type": "info", "payload": {"message": …}}`
+#[derive(Serialize, ToSchema)]
+pub struct InfoReply {
+    /// `info`
+    r#type: &'static str,
+    payload: InfoPayload,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InfoPayload {
+    message: String,
+}
+
+/// `{"type": "auth", "payload": {"token": …}}`
+#[derive(Serialize, ToSchema)]
+pub struct AuthReply {
+    /// `auth`
+    r#type: &'static str,
+    payload: TokenPayload,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenPayload {
+    /// The login token: `Authorization: Bearer <token>` (and the chat's `auth` frame).
+    token: String,
+}
+
+/// `{"type": "user", "payload": <the account>}`
+#[derive(Serialize, ToSchema)]
+pub struct UserReply {
+    /// `user`
+    r#type: &'static str,
+    payload: Account,
+}
+
+/// The reference's error: `{"type": "error", "payload": {"code": <HTTP status>, "reason": …}}`.
+#[derive(Serialize, ToSchema)]
+pub struct AuthErrorReply {
+    /// `error`
+    r#type: &'static str,
+    payload: AuthErrorPayload,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuthErrorPayload {
+    /// The HTTP status again.
+    code: u16,
+    reason: String,
 }
 
 /// The reference error: `{"type":"error","payload":{"code","reason"}}`.
@@ -77,6 +144,10 @@ pub struct AuthError {
     pub reason: String,
     /// For 429: how long until the client may try again (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The input field the refusal is about, for forms that show it next to that field.
+    pub field: Option<&'static str>,
+    /// Refused because the database could not store it (503).
+    pub storage: Option<crate::store::StorageFailure>,
 }
 
 impl AuthError {
@@ -85,26 +156,63 @@ impl AuthError {
             status,
             reason: reason.into(),
             retry_after: None,
+            field: None,
+            storage: None,
         }
     }
 
-    fn too_many(reason: impl Into<String>, wait: Duration) -> AuthError {
+    /// The same refusal, about `field`.
+    pub fn on(self, field: &'static str) -> AuthError {
+        AuthError {
+            field: Some(field),
+            ..self
+        }
+    }
+
+    pub(super) fn too_many(reason: impl Into<String>, wait: Duration) -> AuthError {
         AuthError {
             retry_after: Some(wait),
             ..AuthError::new(StatusCode::TOO_MANY_REQUESTS, reason)
         }
     }
+
+    /// Every password-hashing slot stayed taken for [`crate::accounts::HASHING_WAIT`].
+    pub(super) fn busy() -> AuthError {
+        AuthError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..AuthError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sign-ups and logins at once; try again in a moment",
+            )
+        }
+    }
+}
+
+/// For logs: the status and the reason.
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.reason)
+    }
 }
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let body = json!({"type": "error", "payload": {"code": self.status.as_u16(), "reason": self.reason}});
+        let body = AuthErrorReply {
+            r#type: "error",
+            payload: AuthErrorPayload {
+                code: self.status.as_u16(),
+                reason: self.reason,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(wait) = self.retry_after {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 crate::limits::retry_after_secs(wait).into(),
             );
+        }
+        if let Some(failure) = self.storage {
+            crate::http::error::mark_storage_failed(&mut response, failure);
         }
         response
     }
@@ -115,13 +223,25 @@ impl From<sqlx::Error> for AuthError {
         if crate::store::is_unique_violation(&error) {
             return AuthError::new(StatusCode::CONFLICT, "that name or e-mail is already taken");
         }
+        if let Some(failure) = crate::store::storage_failure(&error) {
+            tracing::error!(%error, "auth request failed: storage unavailable");
+            return AuthError {
+                storage: Some(failure),
+                ..AuthError::new(StatusCode::SERVICE_UNAVAILABLE, failure.message())
+            };
+        }
         tracing::error!(%error, "auth request failed in the database");
         AuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
 }
 
-fn info(message: &str) -> Json<Value> {
-    Json(json!({"type": "info", "payload": {"message": message}}))
+fn info(message: &str) -> Json<InfoReply> {
+    Json(InfoReply {
+        r#type: "info",
+        payload: InfoPayload {
+            message: message.to_string(),
+        },
+    })
 }
 
 /// Reads a JSON or form body into `T`.
@@ -167,7 +287,7 @@ impl LoginLimits {
     }
 
     /// Counts an attempt as a failure until [`LoginLimits::succeeded`] says otherwise.
-    fn attempt(&self, client: ClientKey, email: &str) -> Result<(), AuthError> {
+    pub(super) fn attempt(&self, client: ClientKey, email: &str) -> Result<(), AuthError> {
         let now = Instant::now();
         let account = (client, self.emails.hash_one(email));
         let too_many = |what: &str, wait: Duration| {
@@ -186,7 +306,7 @@ impl LoginLimits {
         Ok(())
     }
 
-    fn succeeded(&self, client: ClientKey, email: &str) {
+    pub(super) fn succeeded(&self, client: ClientKey, email: &str) {
         self.per_address.release(&client);
         self.per_account_and_address
             .release(&(client, self.emails.hash_one(email)));
@@ -197,9 +317,9 @@ impl LoginLimits {
 /// sign-up for an address that was mailed within the interval is answered as any other and sends
 /// nothing, so nobody can fill a stranger's mailbox, and the answer tells nothing new.
 pub struct SignupLimits {
-    per_address: WindowLimit<ClientKey>,
-    mail_per_recipient: WindowLimit<u64>,
-    emails: std::collections::hash_map::RandomState,
+    pub(super) per_address: WindowLimit<ClientKey>,
+    pub(super) mail_per_recipient: WindowLimit<u64>,
+    pub(super) emails: std::collections::hash_map::RandomState,
 }
 
 impl SignupLimits {
@@ -212,55 +332,112 @@ impl SignupLimits {
     }
 }
 
-#[derive(Deserialize)]
-struct RegisterIn {
-    name: Option<String>,
-    email: Option<String>,
-    password: Option<String>,
-}
-
-fn required(value: Option<String>, field: &str) -> Result<String, AuthError> {
-    value
-        .filter(|v| !v.trim().is_empty())
-        .ok_or_else(|| AuthError::new(StatusCode::BAD_REQUEST, format!("{field} is required")))
+fn required(value: Option<String>, field: &'static str) -> Result<String, AuthError> {
+    value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+        AuthError::new(StatusCode::BAD_REQUEST, format!("{field} is required")).on(field)
+    })
 }
 
 const SIGNUP_REQUESTED: &str = "successfully created an account creation request.";
 
+/// Asks for an account: a verification link is mailed to the address.
+///
+/// The same answer whether or not a mail was sent just before (one per recipient per
+/// `HERALD_SIGNUP_MAIL_INTERVAL`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "accounts",
+    request_body(content(
+        (SignUpIn = "application/json"),
+        (SignUpIn = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "The request is stored and its mail queued", body = InfoReply),
+        (status = 400, description = "A field is missing or the body is malformed", body = AuthErrorReply),
+        (status = 409, description = "The name or e-mail is taken", body = AuthErrorReply),
+        (status = 413, description = "The body is too large", body = AuthErrorReply),
+        (status = 422, description = "A field is not acceptable", body = AuthErrorReply),
+        (status = 429, description = "Too many sign-ups from this address (`Retry-After`)", body = AuthErrorReply),
+        (status = 500, description = "herald failed", body = AuthErrorReply),
+    )
+)]
 async fn register(
     State(state): State<AccountsState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Client(client): Client,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, AuthError> {
-    let input: RegisterIn = parse_body(&headers, &body)?;
-    let invalid = |reason: String| AuthError::new(StatusCode::UNPROCESSABLE_ENTITY, reason);
-    let name = valid_name(&required(input.name, "name")?).map_err(invalid)?;
-    let email = valid_email(&required(input.email, "email")?).map_err(invalid)?;
+) -> Result<Json<InfoReply>, AuthError> {
+    let input: SignUpIn = parse_body(&headers, &body)?;
+    sign_up(&state, client, input, VerifyLink::Api).await?;
+    Ok(info(SIGNUP_REQUESTED))
+}
+
+/// Where the verification mail sends the person who signed up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyLink {
+    /// `GET /api/v1/auth/email_verify/{key}`: the reference API, answered in JSON.
+    Api,
+    /// `/verify/{key}`: the web page that confirms the account (`web`).
+    Page,
+}
+
+impl VerifyLink {
+    fn path(self) -> &'static str {
+        match self {
+            VerifyLink::Api => "/api/v1/auth/email_verify/",
+            VerifyLink::Page => "/verify/",
+        }
+    }
+}
+
+/// What a sign-up form or body carries; every field is checked by [`sign_up`].
+#[derive(Deserialize, Default, ToSchema)]
+pub struct SignUpIn {
+    /// 2 to 32 letters, digits, `_`, `-` or `.`.
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Signs `input` up: checks the fields, the sign-up limit of the client's address and whether
+/// the name or e-mail is taken, then stores the request and queues its verification mail (at
+/// most one per recipient per `HERALD_SIGNUP_MAIL_INTERVAL`). A refusal names its field when it
+/// is about one. `Ok` also when the mail was held back by the interval: the answer must tell
+/// nothing new.
+pub async fn sign_up(
+    state: &AccountsState,
+    client: ClientKey,
+    input: SignUpIn,
+    link: VerifyLink,
+) -> Result<(), AuthError> {
+    let invalid = |field: &'static str| {
+        move |reason: String| AuthError::new(StatusCode::UNPROCESSABLE_ENTITY, reason).on(field)
+    };
+    let name = valid_name(&required(input.name, "name")?).map_err(invalid("name"))?;
+    let email = valid_email(&required(input.email, "email")?).map_err(invalid("email"))?;
     let password = required(input.password, "password")?;
-    valid_password(&password).map_err(invalid)?;
+    valid_password(&password).map_err(invalid("password"))?;
     let limits = &state.signup_limits;
     let now = Instant::now();
     // Counted before the look-up below, so that it also slows anyone asking which names and
     // e-mails are taken.
-    limits
-        .per_address
-        .acquire(&ClientKey::from(peer.ip()), now)
-        .map_err(|wait| {
-            AuthError::too_many("too many sign-ups from this address; try again later", wait)
-        })?;
+    limits.per_address.acquire(&client, now).map_err(|wait| {
+        AuthError::too_many("too many sign-ups from this address; try again later", wait)
+    })?;
     if let Some(field) = name_or_email_taken(&state.db, &name, &email).await? {
         return Err(AuthError::new(
             StatusCode::CONFLICT,
             format!("that {field} is already taken"),
-        ));
+        )
+        .on(field));
     }
     let recipient = limits.emails.hash_one(&email);
     if limits.mail_per_recipient.acquire(&recipient, now).is_err() {
         // The mail sent within the interval still holds a working link.
-        return Ok(info(SIGNUP_REQUESTED));
+        return Ok(());
     }
-    let mailed = request_signup(&state, &name, &email, password).await;
+    let mailed = request_signup(state, &name, &email, password, link).await;
     if mailed.is_err() {
         // Nothing went out: a sign-up tried again must not wait for the interval.
         limits.mail_per_recipient.release(&recipient);
@@ -274,17 +451,25 @@ async fn request_signup(
     name: &str,
     email: &str,
     password: String,
-) -> Result<Json<Value>, AuthError> {
-    let password_hash = hash_password(password).await.map_err(|e| {
-        AuthError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("could not hash: {e}"),
-        )
-    })?;
+    link: VerifyLink,
+) -> Result<(), AuthError> {
+    let password_hash = state
+        .hashing
+        .hash(password)
+        .await
+        .map_err(|_| AuthError::busy())?
+        .map_err(|error| {
+            tracing::error!(%error, "could not hash a password");
+            AuthError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "could not hash the password",
+            )
+        })?;
     let key = random_secret();
     let link = format!(
-        "{}/api/v1/auth/email_verify/{key}",
-        state.public_url.as_str().trim_end_matches('/')
+        "{}{}{key}",
+        state.public_url.as_str().trim_end_matches('/'),
+        link.path()
     );
     let mail = json!({
         "subject": "Confirm your herald account",
@@ -324,13 +509,34 @@ async fn request_signup(
     .await?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
-    Ok(info(SIGNUP_REQUESTED))
+    Ok(())
 }
 
+/// Creates the account a sign-up asked for: the link in the verification mail.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/email_verify/{key}",
+    tag = "accounts",
+    params(("key" = String, Path, description = "The key from the mailed link")),
+    responses(
+        (status = 200, description = "The account exists now", body = InfoReply),
+        (status = 404, description = "Unknown or already used", body = AuthErrorReply),
+        (status = 409, description = "The name or e-mail was taken meanwhile", body = AuthErrorReply),
+        (status = 410, description = "Expired; sign up again", body = AuthErrorReply),
+        (status = 500, description = "herald failed", body = AuthErrorReply),
+    )
+)]
 async fn email_verify(
     State(state): State<AccountsState>,
     Path(key): Path<String>,
-) -> Result<Json<Value>, AuthError> {
+) -> Result<Json<InfoReply>, AuthError> {
+    verify_signup(&state, &key).await?;
+    Ok(info("account successfully created."))
+}
+
+/// Creates the account a verification key was mailed for. The key works once: 404 when it is
+/// unknown or used, 410 when it has expired.
+pub async fn verify_signup(state: &AccountsState, key: &str) -> Result<Account, AuthError> {
     let invalid = || {
         AuthError::new(
             StatusCode::NOT_FOUND,
@@ -344,7 +550,7 @@ async fn email_verify(
     let request: Option<(String, String, String, i64)> = sqlx::query_as(
         "SELECT name, email, password_hash, expires_at FROM signup_requests WHERE key_hash = $1",
     )
-    .bind(secret_hash(&key))
+    .bind(secret_hash(key))
     .fetch_optional(&mut *tx)
     .await?;
     let Some((name, email, password_hash, expires_at)) = request else {
@@ -352,7 +558,7 @@ async fn email_verify(
     };
     // Single use, whatever happens next.
     sqlx::query("DELETE FROM signup_requests WHERE key_hash = $1")
-        .bind(secret_hash(&key))
+        .bind(secret_hash(key))
         .execute(&mut *tx)
         .await?;
     if expires_at < now_ms() {
@@ -362,10 +568,11 @@ async fn email_verify(
             "this link has expired; sign up again",
         ));
     }
+    let id = state.ids.next();
     let inserted = sqlx::query(
         "INSERT INTO accounts (id, name, email, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(state.ids.next())
+    .bind(id)
     .bind(&name)
     .bind(&email)
     .bind(&password_hash)
@@ -376,42 +583,97 @@ async fn email_verify(
         return Err(error.into());
     }
     tx.commit().await?;
-    Ok(info("account successfully created."))
+    Ok(Account {
+        id,
+        name,
+        email,
+        profile: None,
+    })
 }
 
-#[derive(Deserialize)]
+/// A login, as JSON or as a form.
+#[derive(Deserialize, ToSchema)]
 struct LoginIn {
     email: Option<String>,
     password: Option<String>,
 }
 
+/// Logs in: a login token for `Authorization: Bearer`.
+///
+/// Failed logins are limited per client address and per account from one address.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "accounts",
+    request_body(content(
+        (LoginIn = "application/json"),
+        (LoginIn = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Logged in", body = AuthReply),
+        (status = 400, description = "A field is missing or the body is malformed", body = AuthErrorReply),
+        (status = 401, description = "Wrong e-mail or password", body = AuthErrorReply),
+        (status = 413, description = "The body is too large", body = AuthErrorReply),
+        (status = 429, description = "Too many failed logins (`Retry-After`)", body = AuthErrorReply),
+        (status = 500, description = "herald failed", body = AuthErrorReply),
+    )
+)]
 async fn login(
     State(state): State<AccountsState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Client(client): Client,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, AuthError> {
+) -> Result<Json<AuthReply>, AuthError> {
     let input: LoginIn = parse_body(&headers, &body)?;
-    let email = required(input.email, "email")?.trim().to_lowercase();
+    let email = required(input.email, "email")?;
     let password = required(input.password, "password")?;
-    let client = ClientKey::from(peer.ip());
+    let (_, token) = log_in(&state, client, &email, password).await?;
+    Ok(Json(AuthReply {
+        r#type: "auth",
+        payload: TokenPayload { token },
+    }))
+}
+
+/// Checks an e-mail and password under the failed-login limits and issues a login token (the
+/// API's bearer token, the pages' session). 401 for a wrong pair, whichever part was wrong.
+pub async fn log_in(
+    state: &AccountsState,
+    client: ClientKey,
+    email: &str,
+    password: String,
+) -> Result<(Account, String), AuthError> {
+    let email = email.trim().to_lowercase();
     state.login_limits.attempt(client, &email)?;
     let wrong = || AuthError::new(StatusCode::UNAUTHORIZED, "wrong e-mail or password");
+    let busy = || {
+        // Not a failed login: the password was never checked.
+        state.login_limits.succeeded(client, &email);
+        AuthError::busy()
+    };
     let Some((account, stored)) = find_by_email(&state.db, &email).await? else {
         // Spend the same time as a real check, so timing does not tell which e-mails exist.
-        let _ = verify_password(password, DUMMY_HASH.to_string()).await;
+        state
+            .hashing
+            .verify(password, DUMMY_HASH.to_string())
+            .await
+            .map_err(|_| busy())?;
         return Err(wrong());
     };
-    if !verify_password(password, stored).await {
+    if !state
+        .hashing
+        .verify(password, stored)
+        .await
+        .map_err(|_| busy())?
+    {
         return Err(wrong());
     }
     state.login_limits.succeeded(client, &email);
     let token = issue_token(&state.db, account.id).await?;
-    Ok(Json(json!({"type": "auth", "payload": {"token": token}})))
+    Ok((account, token))
 }
 
 /// An argon2id hash of a random password, checked against when the e-mail is unknown.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Jx9FzDqk1BMHr6xX0nWkfQZ0QyE0vN4mJ3CwWm3n3cQ";
+pub(super) const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Jx9FzDqk1BMHr6xX0nWkfQZ0QyE0vN4mJ3CwWm3n3cQ";
 
 /// The account behind `Authorization: Bearer <token>`.
 pub struct CurrentAccount {
@@ -447,16 +709,43 @@ where
     }
 }
 
+/// Logs out: the token stops working.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "accounts",
+    security(("login_token" = [])),
+    responses(
+        (status = 200, description = "Logged out", body = InfoReply),
+        (status = 401, description = "The token is missing or not valid", body = AuthErrorReply),
+        (status = 500, description = "herald failed", body = AuthErrorReply),
+    )
+)]
 async fn logout(
     State(state): State<AccountsState>,
     current: CurrentAccount,
-) -> Result<Json<Value>, AuthError> {
+) -> Result<Json<InfoReply>, AuthError> {
     revoke_token(&state.db, &current.token).await?;
     Ok(info("logged out."))
 }
 
-async fn me(current: CurrentAccount) -> Json<Value> {
-    Json(json!({"type": "user", "payload": current.account}))
+/// The account the token belongs to.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "accounts",
+    security(("login_token" = [])),
+    responses(
+        (status = 200, description = "The account", body = UserReply),
+        (status = 401, description = "The token is missing or not valid", body = AuthErrorReply),
+        (status = 500, description = "herald failed", body = AuthErrorReply),
+    )
+)]
+async fn me(current: CurrentAccount) -> Json<UserReply> {
+    Json(UserReply {
+        r#type: "user",
+        payload: current.account,
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod password;
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use base64::Engine;
@@ -21,9 +22,10 @@ pub const SIGNUP_KEY_TTL_MS: i64 = 24 * 3600 * 1000;
 pub const TOKEN_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The user object of the chat protocol: `{"id": "<snowflake>", "name", "profile": url|null}`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Account {
     #[serde(with = "crate::ids::as_string")]
+    #[schema(value_type = String, example = "7340032153862881280")]
     pub id: i64,
     pub name: String,
     #[serde(skip)]
@@ -70,30 +72,205 @@ pub fn valid_password(raw: &str) -> Result<(), String> {
 }
 
 /// argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's recommendation), on a
-/// blocking thread so that hashing never stalls the async workers.
+/// blocking thread so that hashing never stalls the async workers. Unbounded: every request
+/// path (sign-up, login, password change and reset) goes through [`PasswordHashing`]; this is
+/// for tools (the benchmark).
 pub async fn hash_password(password: String) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash: PasswordHash| hash.to_string())
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    tokio::task::spawn_blocking(move || hash_password_now(&password))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
+/// Whether `password` matches the stored hash; unbounded like [`hash_password`].
 pub async fn verify_password(password: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&stored)
-            .map(|hash| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_password_now(&password, &stored))
+        .await
+        .unwrap_or(false)
+}
+
+/// How long a request waits for a free hashing slot before it is answered 503.
+pub const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Password hashing (sign-up) and checking (login) with bounded concurrency: each argon2id run
+/// holds 19 MiB and a core for its whole length, so a burst of sign-ups or logins would
+/// otherwise take the process's memory and every other user's latency with it. At most `size`
+/// run at once (`HERALD_PASSWORD_HASHES`, one per core by default); the rest wait their turn, in
+/// order, for at most `wait`, and are then refused ([`HashingBusy`]: 503 with `Retry-After`).
+///
+/// A slot is held by the hashing job itself, so a client that disconnects mid-hash does not
+/// free its slot before the hash is done.
+///
+/// The hashes run on threads of their own, one per slot, at a lower scheduling priority (nice
+/// [`HASHING_NICE`], on Linux): a burst of sign-ups then takes the cores only when nothing else
+/// wants them, so that the chat and the API keep their latency while it lasts, and the hashing
+/// finishes as fast as spare CPU allows.
+pub struct PasswordHashing {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    size: usize,
+    wait: std::time::Duration,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    runs: std::sync::atomic::AtomicU64,
+    jobs: std::sync::mpsc::Sender<HashingJob>,
+}
+
+type HashingJob = Box<dyn FnOnce() + Send>;
+
+/// The nice value of the hashing threads: below everything else herald runs.
+pub const HASHING_NICE: i32 = 10;
+
+/// The hashing threads' loop: each takes the next job, at a lowered priority.
+fn hashing_thread(jobs: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<HashingJob>>>) {
+    lower_this_threads_priority();
+    loop {
+        let job = match jobs.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else {
+            // The PasswordHashing is gone.
+            return;
+        };
+        // A job that panics loses its answer (its caller is told) but not this thread.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            tracing::error!("a password hashing job panicked");
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    // On Linux the nice value is per thread: PRIO_PROCESS with 0 names the calling thread.
+    // SAFETY: setpriority only reads its integer arguments.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICE) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lower the password hashing thread's priority"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
+
+/// No hashing slot came free in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingBusy;
+
+impl PasswordHashing {
+    pub fn new(size: usize, wait: std::time::Duration) -> PasswordHashing {
+        let size = size.max(1);
+        let (jobs, receiver) = std::sync::mpsc::channel::<HashingJob>();
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        for n in 0..size {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("herald-hash-{n}"))
+                .spawn(move || hashing_thread(receiver));
+            if let Err(error) = spawned {
+                tracing::error!(%error, "could not start a password hashing thread");
+            }
+        }
+        PasswordHashing {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+            wait,
+            in_flight: Default::default(),
+            peak: Default::default(),
+            runs: Default::default(),
+            jobs,
+        }
+    }
+
+    /// One slot per core.
+    pub fn per_core() -> PasswordHashing {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        PasswordHashing::new(cores, HASHING_WAIT)
+    }
+
+    /// How many hashes may run at once.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The most hashes that ran at once since start.
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many hashes and checks were given a slot since start.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<Option<T>, HashingBusy> {
+        use std::sync::atomic::Ordering;
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| HashingBusy)?
+            .map_err(|_| HashingBusy)?;
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let (in_flight, peak) = (self.in_flight.clone(), self.peak.clone());
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: HashingJob = Box::new(move || {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            metrics::gauge!("herald_password_hashes_in_flight").increment(1.0);
+            let result = work();
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            metrics::gauge!("herald_password_hashes_in_flight").decrement(1.0);
+            drop(permit);
+            // The caller may have gone (its client disconnected); the hash is simply dropped.
+            let _ = answer.send(result);
+        });
+        if self.jobs.send(job).is_err() {
+            tracing::error!("the password hashing threads are gone");
+            return Ok(None);
+        }
+        match answered.await {
+            Ok(result) => Ok(Some(result)),
+            Err(_) => {
+                tracing::error!("a password hashing job ended without an answer");
+                Ok(None)
+            }
+        }
+    }
+
+    /// An argon2id hash of `password` (see [`hash_password`]).
+    pub async fn hash(&self, password: String) -> Result<Result<String, String>, HashingBusy> {
+        Ok(self
+            .run(move || hash_password_now(&password))
+            .await?
+            .unwrap_or_else(|| Err("the hashing task failed".into())))
+    }
+
+    /// Whether `password` matches `stored` (see [`verify_password`]).
+    pub async fn verify(&self, password: String, stored: String) -> Result<bool, HashingBusy> {
+        Ok(self
+            .run(move || verify_password_now(&password, &stored))
+            .await?
+            .unwrap_or(false))
+    }
+}
+
+fn hash_password_now(password: &str) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash: PasswordHash| hash.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn verify_password_now(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+        .unwrap_or(false)
 }
 
 /// A random secret for links and tokens (256 bits, URL-safe).
@@ -197,13 +374,18 @@ pub fn is_live_token<'a>(
 }
 
 pub async fn issue_token(db: &Db, account_id: i64) -> Result<String, StoreError> {
+    issue_token_for(db, account_id, TOKEN_TTL_MS).await
+}
+
+/// A login token that lives `ttl_ms` (the chat page's short-lived socket tickets).
+pub async fn issue_token_for(db: &Db, account_id: i64, ttl_ms: i64) -> Result<String, StoreError> {
     let token = random_secret();
     let now = now_ms();
     sqlx::query("INSERT INTO auth_tokens (token_hash, account_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
         .bind(secret_hash(&token))
         .bind(account_id)
         .bind(now)
-        .bind(now + TOKEN_TTL_MS)
+        .bind(now + ttl_ms)
         .execute(db.writer())
         .await?;
     Ok(token)
@@ -217,3 +399,9 @@ pub async fn revoke_token(db: &Db, token: &str) -> Result<bool, StoreError> {
             .await?;
     Ok(revoked.rows_affected() > 0)
 }
+
+/// Deletes up to `{BATCH}` login tokens (and the chat page's socket tickets) that expired
+/// before `$1` (Unix ms); history pruning (`retention`) runs it in paced batches. An expired
+/// token is refused whether its row is there or not.
+pub const PRUNE_EXPIRED_TOKENS_SQL: &str = "DELETE FROM auth_tokens WHERE token_hash IN \
+     (SELECT token_hash FROM auth_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT {BATCH})";

@@ -14,10 +14,15 @@
 // A crate root looks for `mod x;` beside itself (src/bin/x.rs); the path on this inline module
 // makes its modules' files src/bin/bench/x.rs instead.
 #[path = "bench"]
+// The load generators' own receivers are plain axum routers, not herald's routes (clippy.toml).
+#[allow(clippy::disallowed_methods)]
 mod bench {
     pub mod chat;
     pub mod chat_memory;
+    pub mod cluster;
     pub mod delivery_latency;
+    pub mod delivery_log;
+    pub mod digest;
     pub mod kakao;
     pub mod kb;
     pub mod login;
@@ -25,12 +30,17 @@ mod bench {
     pub mod raw_client;
     pub mod relay;
     pub mod report;
+    pub mod schedules;
     pub mod setup;
+    pub mod signups;
     pub mod watch;
     pub mod webhooks;
 }
 
-use bench::{chat, chat_memory, delivery_latency, kakao, kb, login, relay, setup, watch, webhooks};
+use bench::{
+    chat, chat_memory, cluster, delivery_latency, delivery_log, digest, kakao, kb, login, relay,
+    schedules, setup, signups, watch, webhooks,
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -78,6 +88,22 @@ enum Scenario {
     KbSearch(kb::KbSearch),
     /// One push to a branch with many subscribers.
     Fanout(watch::Fanout),
+    /// Scheduled announcements: N jobs, M of them due at each minute boundary — lag from due
+    /// time to queued, and CPU between boundaries.
+    Schedules(schedules::Schedules),
+    /// The delivery-log page of a hook with 1,000,000 attempts: first page and filtered pages
+    /// deep in the log, beside /healthz.
+    DeliveryLog(delivery_log::DeliveryLog),
+    /// Digests: N contacts with a digest due at the same instant, each with held pushes — time
+    /// from the due time until every digest is queued, beside plain inserts of as many rows.
+    Digest(digest::DigestScenario),
+    /// N nodes on one PostgreSQL + Redis: signed deliveries/s with pushes spread over the nodes,
+    /// and DM latency with sender and recipient on different nodes, with each part's CPU.
+    Cluster(cluster::Cluster),
+    /// Many sign-ups at once (argon2id and a mail to the spool each) while pairs of friends
+    /// exchange DMs: herald's peak memory, and the DMs' latency during the burst beside the
+    /// floor without it.
+    Signups(signups::Signups),
 }
 
 #[tokio::main]
@@ -100,5 +126,10 @@ async fn main() {
         Scenario::EchoServer(run) => kakao::echo_server(run).await,
         Scenario::KbSearch(run) => kb::kb_search(common, run).await,
         Scenario::Fanout(run) => watch::fanout(common, run).await,
+        Scenario::Schedules(run) => schedules::schedules(common, run).await,
+        Scenario::DeliveryLog(run) => delivery_log::delivery_log(common, run).await,
+        Scenario::Digest(run) => digest::digest(common, run).await,
+        Scenario::Cluster(run) => cluster::cluster(common, run).await,
+        Scenario::Signups(run) => signups::signups(common, run).await,
     }
 }

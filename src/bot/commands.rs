@@ -29,6 +29,16 @@ pub enum Command {
     },
     Cancel,
     Language(Lang),
+    /// `팀` (the teams I am in), `팀 <name>` (its members), `팀 추가|삭제 <name> <account>`.
+    Team(TeamAction),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeamAction {
+    List,
+    Members { team: String },
+    Add { team: String, account: String },
+    Remove { team: String, account: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +55,7 @@ enum Kind {
     Cancel,
     Korean,
     English,
+    Team,
 }
 
 /// Every command word, with the language it is written in.
@@ -64,6 +75,7 @@ const WORDS: &[(&str, Kind, Lang)] = &[
     ("취소", Kind::Cancel, Lang::Ko),
     ("한국어", Kind::Korean, Lang::Ko),
     ("영어", Kind::English, Lang::Ko),
+    ("팀", Kind::Team, Lang::Ko),
     ("help", Kind::Help, Lang::En),
     ("start", Kind::Help, Lang::En),
     ("?", Kind::Help, Lang::En),
@@ -82,7 +94,33 @@ const WORDS: &[(&str, Kind, Lang)] = &[
     ("cancel", Kind::Cancel, Lang::En),
     ("english", Kind::English, Lang::En),
     ("korean", Kind::Korean, Lang::En),
+    ("team", Kind::Team, Lang::En),
+    ("teams", Kind::Team, Lang::En),
 ];
+
+/// What follows `팀`/`team`: nothing, a team's name, or `추가`/`add` or `삭제`/`remove` with a
+/// team's name and an account name (the last word).
+fn team_action(rest: &str) -> TeamAction {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let Some((first, tail)) = words.split_first() else {
+        return TeamAction::List;
+    };
+    let add = matches!(first.to_lowercase().as_str(), "추가" | "add");
+    let remove = matches!(first.to_lowercase().as_str(), "삭제" | "제거" | "remove");
+    match tail.split_last() {
+        Some((account, team)) if (add || remove) && !team.is_empty() => {
+            let (team, account) = (team.join(" "), account.to_string());
+            if add {
+                TeamAction::Add { team, account }
+            } else {
+                TeamAction::Remove { team, account }
+            }
+        }
+        _ => TeamAction::Members {
+            team: words.join(" "),
+        },
+    }
+}
 
 /// A command and the language its word was written in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +180,7 @@ pub fn parse(text: &str) -> Option<Parsed> {
         Kind::Cancel => Command::Cancel,
         Kind::Korean => Command::Language(Lang::Ko),
         Kind::English => Command::Language(Lang::En),
+        Kind::Team => Command::Team(team_action(rest)),
     };
     Some(Parsed { command, lang })
 }
@@ -210,6 +249,31 @@ mod tests {
             );
         }
         assert_eq!(command("검색"), Some(Command::Search { query: None }));
+    }
+
+    #[test]
+    fn team_commands_in_both_languages() {
+        assert_eq!(command("팀"), Some(Command::Team(TeamAction::List)));
+        assert_eq!(
+            command("team platform ops"),
+            Some(Command::Team(TeamAction::Members {
+                team: "platform ops".into()
+            }))
+        );
+        assert_eq!(
+            command("팀 추가 ops dana"),
+            Some(Command::Team(TeamAction::Add {
+                team: "ops".into(),
+                account: "dana".into()
+            }))
+        );
+        assert_eq!(
+            command("/team@herald_bot remove ops dana"),
+            Some(Command::Team(TeamAction::Remove {
+                team: "ops".into(),
+                account: "dana".into()
+            }))
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::contacts::{Contact, ContactRef, Filters, SubscribeError, Subscription
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::watch::repo::{RepoKind, RepoUrl};
-use commands::{Command, detect_lang};
+use commands::{Command, TeamAction, detect_lang};
 pub use reply::{Button, Lang, Link, Reply};
 use session::{Pending, Session};
 
@@ -254,6 +254,7 @@ impl Engine<'_> {
             }
             Command::Link { code: Some(code) } => self.link(&code).await,
             Command::Cancel => Ok(Reply::text(self.t("취소했어요.", "Cancelled."))),
+            Command::Team(action) => self.team(action).await,
             Command::Language(lang) => {
                 self.lang = lang;
                 self.session.set_lang(lang);
@@ -589,6 +590,116 @@ impl Engine<'_> {
                 self.t("구독취소", "unsubscribe"),
                 self.t("구독취소", "unsubscribe"),
             ))
+    }
+
+    /// `팀`: the contact's teams, a team's members, and adding or removing an account for the
+    /// team's admins (the contact, or the account it is linked to, is an admin).
+    async fn team(&mut self, action: TeamAction) -> Result<Reply, StoreError> {
+        let teams = crate::teams::teams_of_contact(&self.state.db, self.contact.id).await?;
+        let wanted = match &action {
+            TeamAction::List => None,
+            TeamAction::Members { team }
+            | TeamAction::Add { team, .. }
+            | TeamAction::Remove { team, .. } => Some(team.clone()),
+        };
+        let Some(wanted) = wanted else {
+            if teams.is_empty() {
+                return Ok(Reply::text(self.t(
+                    "속한 팀이 없어요. 팀 관리자에게 추가해 달라고 하세요.",
+                    "You are not in any team yet. Ask a team admin to add you.",
+                )));
+            }
+            let mut text = self.t("👥 내 팀:", "👥 Your teams:").to_string();
+            for t in &teams {
+                text.push_str(&format!(
+                    "\n• {} ({} {}){}",
+                    t.team.name,
+                    t.members,
+                    self.t("명", "members"),
+                    if t.admin {
+                        self.t(" — 관리자", " — admin")
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            return Ok(Reply::text(text));
+        };
+        let Some(found) = teams
+            .iter()
+            .find(|t| t.team.name.to_lowercase() == wanted.to_lowercase())
+        else {
+            return Ok(Reply::text(format!(
+                "{} \u{201c}{wanted}\u{201d}",
+                self.t("그런 팀에 속해 있지 않아요:", "You are not in a team named")
+            )));
+        };
+        let (account, add) = match &action {
+            TeamAction::Add { account, .. } => (account.clone(), true),
+            TeamAction::Remove { account, .. } => (account.clone(), false),
+            _ => {
+                let members = crate::teams::member_names(&self.state.db, found.team.id).await?;
+                let mut text = format!("👥 {}", found.team.name);
+                for (name, admin) in members {
+                    text.push_str(&format!(
+                        "\n• {name}{}",
+                        if admin {
+                            self.t(" (관리자)", " (admin)")
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                return Ok(Reply::text(text));
+            }
+        };
+        if !found.admin {
+            return Ok(Reply::text(self.t(
+                "팀 관리자만 멤버를 추가하거나 뺄 수 있어요.",
+                "Only the team's admins can add or remove members.",
+            )));
+        }
+        let Some(target) = crate::accounts::find_by_name(&self.state.db, &account).await? else {
+            return Ok(Reply::text(format!(
+                "{} \u{201c}{account}\u{201d}",
+                self.t("그런 계정이 없어요:", "There is no account named")
+            )));
+        };
+        let team = &found.team.name;
+        if add {
+            match crate::teams::add_member(
+                &self.state.db,
+                &self.state.ids,
+                found.team.id,
+                Some(target.id),
+                None,
+                false,
+            )
+            .await
+            {
+                Ok(_) => Ok(Reply::text(match self.lang {
+                    Lang::Ko => format!("✅ {account} 님을 {team} 팀에 추가했어요."),
+                    Lang::En => format!("✅ Added {account} to {team}."),
+                })),
+                Err(crate::teams::AddMemberError::Store(e)) => Err(e),
+                Err(_) => Ok(Reply::text(match self.lang {
+                    Lang::Ko => format!("{account} 님은 이미 {team} 팀에 있어요."),
+                    Lang::En => format!("{account} is already in {team}."),
+                })),
+            }
+        } else if crate::teams::remove_account_member(&self.state.db, found.team.id, target.id)
+            .await?
+        {
+            Ok(Reply::text(match self.lang {
+                Lang::Ko => format!("✅ {account} 님을 {team} 팀에서 뺐어요."),
+                Lang::En => format!("✅ Removed {account} from {team}."),
+            }))
+        } else {
+            Ok(Reply::text(match self.lang {
+                Lang::Ko => format!("{account} 님은 {team} 팀에 없어요."),
+                Lang::En => format!("{account} is not in {team}."),
+            }))
+        }
     }
 
     async fn commits(

@@ -79,7 +79,7 @@ pub async fn load(
 ) -> Result<Option<(Contact, Session)>, StoreError> {
     let row = sqlx::query(
         "SELECT c.id, c.channel, c.address, c.nick_name, c.muted, c.blocked, c.created_at, \
-         s.lang, s.pending, s.offered, s.expires_at \
+         c.time_zone, c.quiet_hours, c.quiet_weekends, s.lang, s.pending, s.offered, s.expires_at \
          FROM contacts c LEFT JOIN bot_sessions s ON s.contact_id = c.id \
          WHERE c.channel = $1 AND c.address = $2",
     )
@@ -88,22 +88,22 @@ pub async fn load(
     .fetch_optional(db.reader())
     .await?;
     Ok(row.map(|row| {
-        // Columns 0..=6 are the contact's, in `contacts::CONTACT_COLUMNS` order.
+        // Columns 0..=9 are the contact's, in `contacts::CONTACT_COLUMNS` order.
         let contact = crate::contacts::contact_from_row(&row);
         let session = Session {
             lang: row
-                .get::<Option<String>, _>(7)
+                .get::<Option<String>, _>(10)
                 .as_deref()
                 .and_then(Lang::parse),
             pending: row
-                .get::<Option<String>, _>(8)
+                .get::<Option<String>, _>(11)
                 .filter(|p| !p.is_empty())
                 .and_then(|p| serde_json::from_str(&p).ok()),
             offered: row
-                .get::<Option<String>, _>(9)
+                .get::<Option<String>, _>(12)
                 .and_then(|o| serde_json::from_str(&o).ok())
                 .unwrap_or_default(),
-            expires_at: row.get::<Option<i64>, _>(10).unwrap_or(0),
+            expires_at: row.get::<Option<i64>, _>(13).unwrap_or(0),
             dirty: false,
         };
         (contact, session)

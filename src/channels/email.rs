@@ -1,12 +1,16 @@
 //! E-mail over SMTP (`HERALD_SMTP_URL`), or, when no SMTP server is configured, into a spool
 //! folder under the data dir with a log line — so a laptop install still shows what it would send.
+//!
+//! A stored payload is `{"subject", "text", "html"?}`: with `html` the mail is
+//! `multipart/alternative` (the plain text first, as RFC 2046 orders them: a reader shows the
+//! last part it can), without it plain text only.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::{Mailbox, MultiPart, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 
@@ -32,11 +36,13 @@ pub enum EmailSetupError {
     Smtp(String),
 }
 
-/// A plain e-mail message, as the outbox stores it.
+/// An e-mail message, as the outbox stores it.
 pub struct OutgoingMail<'a> {
     pub to: &'a str,
     pub subject: &'a str,
     pub text: &'a str,
+    /// The same message as HTML, sent beside the text as an alternative.
+    pub html: Option<&'a str>,
 }
 
 impl EmailChannel {
@@ -72,13 +78,20 @@ impl EmailChannel {
                 );
             }
         };
-        let message = match Message::builder()
+        let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(mail.subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(mail.text.to_string())
-        {
+            .subject(mail.subject);
+        let built = match mail.html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                mail.text.to_string(),
+                html.to_string(),
+            )),
+            None => builder
+                .header(ContentType::TEXT_PLAIN)
+                .body(mail.text.to_string()),
+        };
+        let message = match built {
             Ok(message) => message,
             Err(e) => return Attempt::failed(Verdict::Permanent, None, None, e.to_string()),
         };
@@ -107,10 +120,14 @@ impl EmailChannel {
                     chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f"),
                     mail.to.replace(['/', '\\'], "_")
                 );
-                let path = dir.join(name);
+                let path = dir.join(&name);
+                // Written under a temporary name and renamed, so that whoever reads the spool
+                // (a person, a test, a script) never sees half a mail.
+                let partial = dir.join(format!(".{name}.partial"));
                 let write = async {
                     tokio::fs::create_dir_all(dir).await?;
-                    tokio::fs::write(&path, message.formatted()).await
+                    tokio::fs::write(&partial, message.formatted()).await?;
+                    tokio::fs::rename(&partial, &path).await
                 };
                 match write.await {
                     Ok(()) => {
@@ -157,6 +174,7 @@ impl Channel for EmailChannel {
                 to: destination,
                 subject,
                 text,
+                html: payload.get("html").and_then(Value::as_str),
             })
             .await
         })

@@ -22,10 +22,8 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::outbox::channel::error_chain;
-use crate::watch::repo::is_private_ip;
 
-/// What the SSRF refusals say, so that an operator knows the switch.
-pub const PRIVATE_REFUSAL: &str = "set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it";
+pub use crate::netguard::PRIVATE_REFUSAL;
 /// Sent with every request to a URL a user gave (hooks, Kakao callbacks).
 pub const USER_AGENT: &str = concat!("herald-Hookshot/", env!("CARGO_PKG_VERSION"));
 /// Idle connections kept per receiver: enough for a hook at its highest concurrency.
@@ -34,26 +32,18 @@ const IDLE_PER_HOST: usize = 64;
 /// quarter of the timeout, so that the dispatcher's own timeout does not fire first).
 const BODY_WAIT: Duration = Duration::from_secs(2);
 
-/// The addresses `host` resolves to, minus loopback, private and reserved ones unless
-/// `allow_private`; an error when nothing is left.
+/// The addresses `host` resolves to; unless `allow_private`, only when every one is public
+/// (`netguard::resolve_public`), and the refusal does not say what the name resolved to.
 pub async fn resolve_guarded(host: &str, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
-    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
-        .await
-        .map_err(|e| format!("could not resolve {host}: {e}"))?
-        .collect();
     if allow_private {
-        return Ok(found);
+        return tokio::net::lookup_host((host, 0))
+            .await
+            .map(Iterator::collect)
+            .map_err(|e| format!("could not resolve {host}: {e}"));
     }
-    let public: Vec<SocketAddr> = found
-        .into_iter()
-        .filter(|a| !is_private_ip(a.ip()))
-        .collect();
-    if public.is_empty() {
-        return Err(format!(
-            "{host} resolves only to loopback or private addresses; {PRIVATE_REFUSAL}"
-        ));
-    }
-    Ok(public)
+    crate::netguard::resolve_public(host, 0)
+        .await
+        .map_err(|refused| refused.to_string())
 }
 
 /// The connector's resolver: the system's, through `resolve_guarded`. (Addresses written as

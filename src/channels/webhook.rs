@@ -2,7 +2,10 @@
 //!
 //! Each hook has its own concurrency limit and optional rate limit, enforced here: a delivery
 //! over either is handed back as `Deferred` (not attempted, not logged), so a slow or throttled
-//! receiver holds at most its own few sends and never the worker's other slots. Redirects are
+//! receiver holds at most its own few sends and never the worker's other slots. On one node the
+//! limits are this process's (a semaphore and a `governor` limiter per hook); with
+//! `HERALD_REDIS_URL` they are the cluster's, in Redis (`hook_limits`), so that N nodes together
+//! keep them. Redirects are
 //! not followed, and unless `HERALD_ALLOW_PRIVATE_TARGETS` is set, names are resolved by a
 //! resolver that drops loopback and private addresses — the SSRF check at send time, after DNS.
 
@@ -21,6 +24,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::Semaphore;
 
 use crate::channels::hook_client::{HookClient, PRIVATE_REFUSAL, resolve_guarded};
+use crate::channels::hook_limits::{Admission, SharedHookLimits};
 use crate::ids::now_ms;
 use crate::outbox::channel::OutgoingMessage;
 use crate::outbox::{Attempt, Channel, Verdict};
@@ -111,6 +115,8 @@ pub struct WebhookChannel {
     http: HookClient,
     allow_private: bool,
     hooks: Mutex<HashMap<i64, CachedHook>>,
+    /// With several nodes: the limits held across all of them, instead of this process's.
+    shared: Option<Arc<SharedHookLimits>>,
 }
 
 struct CachedHook {
@@ -222,24 +228,30 @@ pub fn guarded_client(timeout: Duration, allow_private: bool) -> reqwest::Result
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64);
     if !allow_private {
-        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        // A proxy would resolve the name itself, past the check.
+        builder = builder
+            .dns_resolver(Arc::new(PublicOnlyResolver))
+            .no_proxy();
     }
     builder.build()
 }
 
 impl WebhookChannel {
     /// The channel, with its background refresh of hook settings (a task on the current
-    /// runtime that ends when the channel is dropped).
+    /// runtime that ends when the channel is dropped). With `shared`, hooks' limits are held
+    /// across the nodes that share it; without, by this process alone.
     pub fn new(
         db: Db,
         timeout: Duration,
         allow_private: bool,
+        shared: Option<Arc<SharedHookLimits>>,
     ) -> std::io::Result<Arc<WebhookChannel>> {
         let channel = Arc::new(WebhookChannel {
             db,
             http: HookClient::new(timeout, allow_private)?,
             allow_private,
             hooks: Mutex::new(HashMap::new()),
+            shared,
         });
         tokio::spawn(refresh_in_background(Arc::downgrade(&channel)));
         Ok(channel)
@@ -316,16 +328,46 @@ impl WebhookChannel {
         if !hook.target.active {
             return Attempt::failed(Verdict::Permanent, None, None, "the webhook is disabled");
         }
-        let Ok(_permit) = hook.permits.clone().try_acquire_owned() else {
-            return Attempt::deferred(hook.busy_wait());
+        // Held until the send ends: this node's semaphore permit, or the hook's slot in Redis.
+        let _permit = match &self.shared {
+            None => {
+                let Ok(permit) = hook.permits.clone().try_acquire_owned() else {
+                    return Attempt::deferred(hook.busy_wait());
+                };
+                hook.last_free.store(now_ms(), Ordering::Relaxed);
+                if let Some(limiter) = &hook.limiter
+                    && limiter.check().is_err()
+                {
+                    let rate = hook.target.rate_per_second.unwrap_or(1).max(1) as u64;
+                    return Attempt::deferred(Duration::from_millis((1000 / rate).max(5)));
+                }
+                (Some(permit), None)
+            }
+            Some(shared) => {
+                let admission = shared
+                    .admit(
+                        hook_id,
+                        hook.target.max_concurrency,
+                        hook.target.rate_per_second,
+                    )
+                    .await;
+                match admission {
+                    Admission::Granted(permit) => {
+                        hook.last_free.store(now_ms(), Ordering::Relaxed);
+                        (None, Some(permit))
+                    }
+                    // How long the hook has been busy is the cluster's to say: a node that
+                    // rarely wins a slot would otherwise wait ever longer.
+                    Admission::Busy(busy) => {
+                        return Attempt::deferred(busy_wait_after(busy.as_millis() as i64));
+                    }
+                    Admission::RateLimited(wait) => {
+                        return Attempt::deferred(wait.max(Duration::from_millis(5)));
+                    }
+                    Admission::Unavailable(wait) => return Attempt::deferred(wait),
+                }
+            }
         };
-        hook.last_free.store(now_ms(), Ordering::Relaxed);
-        if let Some(limiter) = &hook.limiter
-            && limiter.check().is_err()
-        {
-            let rate = hook.target.rate_per_second.unwrap_or(1).max(1) as u64;
-            return Attempt::deferred(Duration::from_millis((1000 / rate).max(5)));
-        }
         if !self.allow_private
             && let Some(host) = &hook.private_host
         {

@@ -29,6 +29,7 @@ pub enum Request {
     MutualUsers(MutualUsersIn),
     Typing(TypingIn),
     Room(RoomIn),
+    Read(ReadIn),
     /// `type` is missing, empty or not a string.
     Untyped,
     Unknown(String),
@@ -62,6 +63,7 @@ impl ClientFrame {
             "mutual_users" => ClientFrame::Request(Request::MutualUsers(fields(payload))),
             "typing" => ClientFrame::Request(Request::Typing(fields(payload))),
             "room" => ClientFrame::Request(Request::Room(fields(payload))),
+            "read" => ClientFrame::Request(Request::Read(fields(payload))),
             "" => ClientFrame::Request(Request::Untyped),
             other => ClientFrame::Request(Request::Unknown(other.to_string())),
         }
@@ -372,6 +374,15 @@ pub struct RoomIn {
     pub members: Members,
     #[serde(default)]
     pub room_id: Field<Id>,
+}
+
+/// `read` (a herald addition): the client showed the chat up to this message.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadIn {
+    #[serde(default)]
+    pub chat_id: Field<Id>,
+    #[serde(default)]
+    pub message_id: Field<Id>,
 }
 
 #[cfg(test)]

@@ -3,6 +3,10 @@
 //! file), the bus that carries frames to every session of a user (`bus.rs`), and the session
 //! logs behind sequence numbers and `resume`, with the chat's memory limits (`resume.rs`).
 //!
+//! Read marks (`chat_reads`): how far each account has read each chat, moved by the chat page
+//! when it shows a conversation's newest messages or sends one ([`mark_read`]), and counted
+//! by the dashboard ([`unread_chats`]).
+//!
 //! **Invariant**: a DM is found by the unordered pair of its participants, which the server
 //! derives as `chat_id XOR requester`; a client can only ever name pairs it belongs to.
 
@@ -28,6 +32,11 @@ pub struct ChatState {
     pub sessions: std::sync::Arc<resume::Sessions>,
     pub bot: crate::bot::Bot,
     pub bot_account_id: i64,
+    /// Cancelled when this node stops: every socket is closed with
+    /// [`socket::CLOSE_SERVICE_RESTART`] so that its client reconnects (to another node).
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// The open sockets, so that a stopping node waits for their close frames to go out.
+    pub sockets: tokio_util::task::TaskTracker,
 }
 
 crate::feature_state!(ChatState);
@@ -409,6 +418,102 @@ pub async fn history(
             created_at_us,
         })
         .collect())
+}
+
+/// Records that `account` has read the chat stored under `(low, high)` up to the message
+/// written at `up_to_us` (its `created_at_us`). The mark only moves forward, so an older page
+/// read later does not make newer messages unread again.
+pub async fn mark_read(
+    db: &Db,
+    account: i64,
+    (low, high): (i64, i64),
+    up_to_us: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO chat_reads (account_id, low_id, high_id, read_up_to_us) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (account_id, low_id, high_id) DO UPDATE SET read_up_to_us = \
+         CASE WHEN excluded.read_up_to_us > chat_reads.read_up_to_us \
+         THEN excluded.read_up_to_us ELSE chat_reads.read_up_to_us END",
+    )
+    .bind(account)
+    .bind(low)
+    .bind(high)
+    .bind(up_to_us)
+    .execute(db.writer())
+    .await?;
+    Ok(())
+}
+
+/// Unread messages are counted up to this many per chat (the page shows "99+").
+pub const UNREAD_COUNT_CAP: i64 = 100;
+
+/// How many messages of the chat under `(low, high)` others wrote after `account`'s read
+/// mark (all of them when it never read it), at most [`UNREAD_COUNT_CAP`]: a range of the
+/// chat's index, bounded.
+pub async fn unread_count(
+    db: &Db,
+    account: i64,
+    (low, high): (i64, i64),
+) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM chat_messages WHERE low_id = $1 AND high_id = $2 \
+         AND created_at_us > COALESCE((SELECT read_up_to_us FROM chat_reads \
+           WHERE account_id = $3 AND low_id = $1 AND high_id = $2), -1) \
+         AND user_id <> $3 AND deleted = 0 LIMIT $4) AS unread",
+    )
+    .bind(low)
+    .bind(high)
+    .bind(account)
+    .bind(UNREAD_COUNT_CAP)
+    .fetch_one(db.reader())
+    .await
+}
+
+/// A chat with messages `account` has not read: its protocol chat id (a DM's XOR, a room's
+/// id), its name (the other person or the room) and how many (capped).
+#[derive(Debug, Clone)]
+pub struct UnreadChat {
+    pub chat_id: i64,
+    pub name: String,
+    pub unread: i64,
+}
+
+/// The chats of `account` — DMs with its friends and with the herald bot, its rooms — that
+/// have unread messages.
+pub async fn unread_chats(
+    db: &Db,
+    account: i64,
+    bot_account_id: i64,
+) -> Result<Vec<UnreadChat>, StoreError> {
+    let mut people = friends(db, account).await?;
+    if bot_account_id != account
+        && !people.iter().any(|p| p.id == bot_account_id)
+        && let Some(bot) = account_by_id(db, bot_account_id).await?
+    {
+        people.push(bot);
+    }
+    let mut chats = Vec::new();
+    for other in people {
+        let unread = unread_count(db, account, pair(account, other.id)).await?;
+        if unread > 0 {
+            chats.push(UnreadChat {
+                chat_id: dm_chat_id(account, other.id),
+                name: other.name,
+                unread,
+            });
+        }
+    }
+    for room in rooms_of(db, account).await? {
+        let unread = unread_count(db, account, room_key(room.id)).await?;
+        if unread > 0 {
+            chats.push(UnreadChat {
+                chat_id: room.id,
+                name: room.name,
+                unread,
+            });
+        }
+    }
+    Ok(chats)
 }
 
 #[derive(Debug, Clone)]

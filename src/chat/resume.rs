@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::bus::Bus;
+use super::bus::LocalLogs;
 use crate::config::Settings;
 
 /// How long a dropped session can be resumed.
@@ -118,6 +118,17 @@ impl Attached {
     }
 }
 
+/// What became of a frame numbered elsewhere ([`SessionLog::append_numbered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbered {
+    /// Kept; `true` when the node's logs together are over their budget.
+    Appended(bool),
+    /// The log has this number already.
+    Duplicate,
+    /// Numbers before it are missing: the session lost its continuity.
+    Gap,
+}
+
 /// What a socket's writer should do next with its session's frames.
 #[derive(Debug)]
 pub enum Unsent {
@@ -148,6 +159,46 @@ impl SessionLog {
         });
         budget.register(&log);
         log
+    }
+
+    /// A log whose next frame is number `next_seq`: a session numbered elsewhere (in Redis)
+    /// whose frames before that this node never keeps.
+    pub fn starting_at(
+        limits: ChatLimits,
+        budget: &Arc<ResumeBudget>,
+        next_seq: u64,
+    ) -> Arc<SessionLog> {
+        let log = SessionLog::new(limits, budget);
+        {
+            let mut inner = log.lock();
+            inner.next_seq = next_seq;
+            inner.first_seq = next_seq;
+        }
+        log
+    }
+
+    /// The number the next frame gets.
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    /// Keeps frame `seq`, numbered elsewhere: appended when it is the next one, ignored when
+    /// this log has it already. A number from further on means frames went missing: the
+    /// session loses its continuity. When this says `Appended(true)`, call
+    /// [`trim_budget`](Self::trim_budget) once any lock is released.
+    pub fn append_numbered(&self, seq: u64, frame: Arc<str>) -> Numbered {
+        let mut inner = self.lock();
+        if seq < inner.next_seq {
+            return Numbered::Duplicate;
+        }
+        if seq > inner.next_seq {
+            drop(inner);
+            self.lose_continuity();
+            return Numbered::Gap;
+        }
+        let (added, freed) = self.append_locked(&mut inner, frame);
+        drop(inner);
+        Numbered::Appended(self.budget.charge(added, freed) > self.limits.resume_total_bytes)
     }
 
     /// Numbers and keeps a frame (a JSON object), wakes the socket's writer, and keeps the
@@ -182,6 +233,24 @@ impl SessionLog {
         let freed = inner.evict_to(self.limits.resume_bytes);
         self.bytes.store(inner.bytes, Ordering::Relaxed);
         (added, freed)
+    }
+
+    /// Frames meant for this session may have been lost on their way (the bus lost its link to
+    /// the other nodes for a while): the session cannot go on without a hole, so it ends
+    /// honestly. Its kept frames go and one number is skipped, so that its socket finds the
+    /// gap and is closed as too slow (4001), and a `resume` of it is answered 410
+    /// (authenticate and load the history). Frames published after this are logged as usual.
+    pub fn lose_continuity(&self) {
+        let mut inner = self.lock();
+        let freed = inner.evict_to(0);
+        inner.next_seq += 1;
+        inner.first_seq = inner.next_seq;
+        if let Some(attached) = &inner.attached {
+            attached.wake.notify_one();
+        }
+        self.bytes.store(inner.bytes, Ordering::Relaxed);
+        drop(inner);
+        self.budget.charge(0, freed);
     }
 
     /// Brings all logs together back within the total budget.
@@ -220,6 +289,24 @@ impl SessionLog {
             self.trim_budget();
         }
         Some((token, missed))
+    }
+
+    /// A socket takes the session's frames after `cursor`, with nothing appended for it (see
+    /// [`attach`](Self::attach)); its token, or `None` when some of them are not kept.
+    pub fn attach_at(&self, cursor: u64, wake: Arc<Notify>) -> Option<u64> {
+        let mut inner = self.lock();
+        if cursor >= inner.next_seq || cursor + 1 < inner.first_seq {
+            return None;
+        }
+        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        inner.attached = Some(Attached {
+            token,
+            cursor,
+            replay_until: inner.next_seq.saturating_sub(1),
+            unsent: 0,
+            wake,
+        });
+        Some(token)
     }
 
     /// The socket `token` lets go; frames keep being logged for `resume`.
@@ -419,7 +506,7 @@ impl Sessions {
         self: &Arc<Self>,
         session: String,
         state: SessionState,
-        bus: Arc<dyn Bus>,
+        logs: Arc<LocalLogs>,
         limit: usize,
     ) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
@@ -447,7 +534,7 @@ impl Sessions {
                 limit,
                 "an account has too many sessions waiting for resume; its oldest ended"
             );
-            bus.unsubscribe(gone.account_id, gone.subscription);
+            logs.unsubscribe(gone.account_id, gone.subscription);
         }
         let sessions = self.clone();
         tokio::spawn(async move {
@@ -460,7 +547,7 @@ impl Sessions {
                 }
             };
             if let Some(expired) = expired {
-                bus.unsubscribe(expired.state.account_id, expired.state.subscription);
+                logs.unsubscribe(expired.state.account_id, expired.state.subscription);
             }
         });
     }
@@ -581,6 +668,32 @@ mod tests {
         );
         drop(log);
         assert_eq!(budget.total(), 0);
+    }
+
+    #[test]
+    fn a_log_that_lost_continuity_shows_its_socket_a_gap_and_refuses_resume() {
+        let budget = Arc::new(ResumeBudget::default());
+        let log = SessionLog::new(limits(1 << 20, 1 << 30), &budget);
+        let (token, _) = log
+            .attach(0, Arc::new(Notify::new()), |_| frame("auth").to_string())
+            .expect("new");
+        assert_eq!(drain(&log, token), [r#"{"seq":1,"type":"auth"}"#]);
+        log.push(frame("a"));
+        log.lose_continuity();
+        assert!(matches!(log.next_unsent(token).0, Unsent::Gap));
+        assert_eq!(
+            budget.total(),
+            0,
+            "nothing is kept for a session that ended"
+        );
+        log.detach(token);
+        assert!(
+            log.attach(1, Arc::new(Notify::new()), |_| String::new())
+                .is_none(),
+            "410: frames after 1 are lost"
+        );
+        log.push(frame("b"));
+        assert_eq!(budget.total(), cost(&frame("b")));
     }
 
     #[test]

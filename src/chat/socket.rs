@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::Method;
 use axum::response::Response;
-use axum::routing::get;
 use base64::Engine;
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -36,19 +36,22 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::ChatState;
+use super::bus::Joined;
 use super::frames::{
     AuthIn, ChatIn, ChatKind, ClientFrame, Count, FriendKind, Id, Integer, Kind, LoadIn, LoadKind,
-    Members, MutualUsersIn, NotJson, Request, ResumeIn, RoomIn, RoomKind, TypingIn,
+    Members, MutualUsersIn, NotJson, ReadIn, Request, ResumeIn, RoomIn, RoomKind, TypingIn,
 };
 use super::outbound::{CLOSE_TOO_SLOW, Close, Outbound, Trouble};
-use super::resume::{ChatLimits, RESUME_WINDOW, SessionLog, SessionState};
+use super::resume::{ChatLimits, RESUME_WINDOW};
 use super::{
     ChatTarget, FriendChange, Message as ChatMessage, Room, accept_friend, add_member,
     chat_payload, create_room, delete_friend, edit_message, find_message, friends, history,
-    incoming_requests, pair, parse_created_at, remove_member, request_friend, resolve_chat,
-    room_key, room_members, room_object, rooms_of, store_message, user_object, withdraw_request,
+    incoming_requests, mark_read, pair, parse_created_at, remove_member, request_friend,
+    resolve_chat, room_key, room_members, room_object, rooms_of, store_message, user_object,
+    withdraw_request,
 };
 use crate::accounts::Account;
+use crate::http::routes::{Outside, Routes};
 
 /// The largest frame a client may send.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -67,10 +70,16 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub const CLOSE_NO_HEARTBEAT: u16 = 4000;
 /// The account has `HERALD_WS_SOCKETS_PER_ACCOUNT` live sockets already.
 pub const CLOSE_TOO_MANY_SOCKETS: u16 = 4003;
+/// This node is stopping (RFC 6455's "Service Restart"): reconnect, to another node behind the
+/// load balancer, and resume.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
+/// The reason sent with [`CLOSE_SERVICE_RESTART`].
+pub const SERVICE_RESTART_REASON: &str = "service restart: reconnect and resume";
 
-pub fn router(state: ChatState) -> axum::Router {
-    axum::Router::new()
-        .route("/ws", get(upgrade))
+/// The chat socket: outside the OpenAPI document (its protocol is `docs/chat-protocol.md`).
+pub fn router(state: ChatState) -> Routes {
+    Routes::new()
+        .outside(Outside::WebSocket, Method::GET, "/ws", upgrade)
         .with_state(state)
 }
 
@@ -80,7 +89,11 @@ async fn upgrade(State(state): State<ChatState>, ws: WebSocketUpgrade) -> Respon
         // tungstenite reads into a 128 KiB buffer by default; chat frames are small.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| connection(state, socket))
+        .on_upgrade(move |socket| async move {
+            // Counted until it has closed, so that a stopping node waits for its close frame.
+            let _open = state.sockets.token();
+            connection(state, socket).await
+        })
 }
 
 fn frame(kind: &str, payload: Value) -> String {
@@ -187,15 +200,6 @@ struct Session {
     joined: Option<Joined>,
 }
 
-/// An authenticated socket's session.
-struct Joined {
-    id: String,
-    subscription: u64,
-    log: Arc<SessionLog>,
-    /// This socket's token in the log.
-    token: u64,
-}
-
 async fn connection(state: ChatState, socket: WebSocket) {
     let limits = ChatLimits::from_settings(&state.settings);
     let timeout = state.settings.ws_heartbeat_timeout;
@@ -223,8 +227,12 @@ async fn connection(state: ChatState, socket: WebSocket) {
     };
     metrics::gauge!("herald_chat_sockets").increment(1.0);
     let mut deadline = Instant::now() + timeout;
+    let stopping = state.stopping.clone();
     let ending: Option<Close> = loop {
         tokio::select! {
+            _ = stopping.cancelled() => {
+                break Some(close(CLOSE_SERVICE_RESTART, SERVICE_RESTART_REASON));
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 break Some(Close {
                     code: CLOSE_NO_HEARTBEAT,
@@ -310,30 +318,47 @@ impl Drop for Session {
         // Detached before the socket stops counting as live, so that a count of none means
         // every session of the account is ready for `resume`.
         if let Some(joined) = self.joined.take() {
-            joined.log.detach(joined.token);
-            self.state.sessions.detach(
-                joined.id,
-                SessionState {
-                    account_id: account.id,
-                    subscription: joined.subscription,
-                    log: joined.log,
-                },
-                self.state.bus.clone(),
-                self.limits.detached_per_account,
-            );
+            self.state.bus.leave(joined);
         }
-        if self.live && self.state.bus.live(account.id, -1) == 0 {
+        if self.live {
             let state = self.state.clone();
+            let counted = state.bus.live(account.id, -1);
             tokio::spawn(async move {
-                match friends(&state.db, account.id).await {
-                    Ok(list) => announce_presence(&state, &account, &list, "offline"),
-                    Err(error) => tracing::error!(
-                        %error,
-                        account = account.id,
-                        "could not read the friends to tell that a chat user went offline"
-                    ),
+                if counted.await == 0 {
+                    announce_offline(&state, &account).await;
                 }
             });
+        }
+    }
+}
+
+/// Tells `account`'s friends that it went offline.
+async fn announce_offline(state: &ChatState, account: &Account) {
+    match friends(&state.db, account.id).await {
+        Ok(list) => announce_presence(state, account, &list, "offline"),
+        Err(error) => tracing::error!(
+            %error,
+            account = account.id,
+            "could not read the friends to tell that a chat user went offline"
+        ),
+    }
+}
+
+/// Tells the friends of users whose sockets were on a node that stopped without saying so
+/// (killed, cut off) that they went offline; the bus finds them (`bus::redis`).
+pub async fn announce_offline_from_lost_nodes(
+    state: ChatState,
+    mut users: tokio::sync::mpsc::Receiver<i64>,
+) {
+    while let Some(user) = users.recv().await {
+        match super::account_by_id(&state.db, user).await {
+            Ok(Some(account)) => announce_offline(&state, &account).await,
+            Ok(None) => {}
+            Err(error) => tracing::error!(
+                %error,
+                account = user,
+                "could not read a chat user whose node was lost, to tell their friends"
+            ),
         }
     }
 }
@@ -353,7 +378,7 @@ impl Session {
     /// Sends a frame: numbered and logged once the session is authenticated.
     fn send_text(&self, text: String) {
         match &self.joined {
-            Some(joined) => joined.log.push(Arc::from(text)),
+            Some(joined) => self.state.bus.send(joined, Arc::from(text)),
             None => self.outbound.queue(text),
         }
     }
@@ -374,6 +399,15 @@ impl Session {
         match refusal {
             Refusal::Client(code, reason) => self.error(code, reason),
             Refusal::Internal { what, error } => {
+                if let Some(failure) = self.state.db.storage().note(&*error) {
+                    tracing::error!(
+                        error = %error,
+                        account = self.account.as_ref().map(|a| a.id),
+                        "a chat frame failed for lack of storage: could not {what}"
+                    );
+                    self.error(503, failure.message());
+                    return;
+                }
                 tracing::error!(
                     error = %error,
                     account = self.account.as_ref().map(|a| a.id),
@@ -424,6 +458,7 @@ impl Session {
             Request::MutualUsers(payload) => self.mutual_users(&me, payload).await,
             Request::Typing(payload) => self.typing(&me, payload).await,
             Request::Room(payload) => self.room(&me, payload).await,
+            Request::Read(payload) => self.read(&me, payload).await,
             Request::Untyped => Err(bad("missing field type".to_string())),
             Request::Unknown(other) => Err(bad(format!("unknown frame type {other:?}"))),
         };
@@ -450,11 +485,11 @@ impl Session {
 
     /// Counts this socket among the account's live ones, if it is under the limit; if not, the
     /// client is told and the socket closes. `Ok(true)`: it is the account's only live socket.
-    fn go_live(&mut self, account: &Account) -> Result<bool, Next> {
+    async fn go_live(&mut self, account: &Account) -> Result<bool, Next> {
         let limit = self.limits.sockets_per_account;
-        let now = self.state.bus.live(account.id, 1);
+        let now = self.state.bus.live(account.id, 1).await;
         if now > limit {
-            self.state.bus.live(account.id, -1);
+            self.state.bus.live(account.id, -1).await;
             self.error(
                 429,
                 format!("too many open sockets for this account (at most {limit})"),
@@ -469,8 +504,8 @@ impl Session {
     }
 
     /// Undoes [`go_live`](Self::go_live) for a socket that did not get its session after all.
-    fn leave_live(&mut self, account: &Account) {
-        self.state.bus.live(account.id, -1);
+    async fn leave_live(&mut self, account: &Account) {
+        self.state.bus.live(account.id, -1).await;
         self.live = false;
     }
 
@@ -506,15 +541,11 @@ impl Session {
                 return Next::Continue;
             }
         };
-        let first = match self.go_live(&account) {
+        let first = match self.go_live(&account).await {
             Ok(first) => first,
             Err(next) => return next,
         };
-        if first {
-            announce_presence(&self.state, &account, &mutual, "online");
-        }
         let session = crate::accounts::random_secret();
-        let log = SessionLog::new(self.limits, self.state.sessions.budget());
         let auth = frame(
             "auth",
             json!({
@@ -525,23 +556,24 @@ impl Session {
                 "session": session,
             }),
         );
-        // A new log always takes a socket at 0; `None` would be a bug in `SessionLog`.
-        let Some((token, _)) = log.attach(0, self.outbound.wake(), |_| auth) else {
-            tracing::error!(
-                account = account.id,
-                "a new chat session log refused its socket"
+        let opened = self
+            .state
+            .bus
+            .open(account.id, session, self.outbound.wake(), auth)
+            .await;
+        let Some(joined) = opened else {
+            self.leave_live(&account).await;
+            self.error(
+                503,
+                "the chat cannot keep a session right now; try again shortly",
             );
-            self.error(500, "internal error");
             return Next::Continue;
         };
-        self.outbound.follow(log.clone(), token);
-        let subscription = self.state.bus.subscribe(account.id, log.clone());
-        self.joined = Some(Joined {
-            id: session,
-            subscription,
-            log,
-            token,
-        });
+        self.outbound.follow(joined.log.clone(), joined.token);
+        self.joined = Some(joined);
+        if first {
+            announce_presence(&self.state, &account, &mutual, "online");
+        }
         self.account = Some(account);
         Next::Continue
     }
@@ -566,28 +598,31 @@ impl Session {
             return Next::Continue;
         };
         let cannot = "cannot resume this session; send auth and load the history";
-        let first = match self.go_live(&account) {
+        let first = match self.go_live(&account).await {
             Ok(first) => first,
             Err(next) => return next,
         };
-        let Some(state) = self.state.sessions.resume(&session, account.id) else {
-            self.leave_live(&account);
+        let replayed = {
+            let session = session.clone();
+            move |replayed: u64| frame("resumed", json!({"session": session, "replayed": replayed}))
+        };
+        let resumed = self
+            .state
+            .bus
+            .resume(
+                account.id,
+                session,
+                last_seq,
+                self.outbound.wake(),
+                Box::new(replayed),
+            )
+            .await;
+        let Some(joined) = resumed else {
+            self.leave_live(&account).await;
             self.error(410, cannot);
             return Next::Continue;
         };
-        let replayed =
-            |replayed| frame("resumed", json!({"session": session, "replayed": replayed}));
-        let Some((log_token, _)) = state.log.attach(last_seq, self.outbound.wake(), replayed)
-        else {
-            // Frames after `last_seq` are gone: the session cannot go on, so it ends now.
-            self.state
-                .bus
-                .unsubscribe(state.account_id, state.subscription);
-            self.leave_live(&account);
-            self.error(410, cannot);
-            return Next::Continue;
-        };
-        self.outbound.follow(state.log.clone(), log_token);
+        self.outbound.follow(joined.log.clone(), joined.token);
         if first {
             match friends(&self.state.db, account.id).await {
                 Ok(list) => announce_presence(&self.state, &account, &list, "online"),
@@ -598,12 +633,7 @@ impl Session {
                 ),
             }
         }
-        self.joined = Some(Joined {
-            id: session,
-            subscription: state.subscription,
-            log: state.log,
-            token: log_token,
-        });
+        self.joined = Some(joined);
         self.account = Some(account);
         Next::Continue
     }
@@ -780,6 +810,28 @@ impl Session {
                 "unknown load type {other:?} (chat or mutual_users)"
             ))),
         }
+    }
+
+    /// `{"type":"read","payload":{"chat_id","message_id"}}`: the user has seen the chat up to
+    /// that message, so its read mark (what the dashboard's unread counts start from) moves
+    /// there, never back. Answered `ok`; a message not in the chat is 404.
+    async fn read(&mut self, me: &Account, payload: ReadIn) -> Result<(), Refusal> {
+        let Id(chat_id) = payload.chat_id.required("chat_id").map_err(bad)?;
+        let Id(message_id) = payload.message_id.required("message_id").map_err(bad)?;
+        let target = self.target(me, chat_id).await?;
+        let (low, high) = target.key(me);
+        let db = &self.state.db;
+        let Some(message) = find_message(db, low, high, message_id)
+            .await
+            .map_err(internal("find the message read up to"))?
+        else {
+            return Err(Refusal::Client(404, "no such message in this chat".into()));
+        };
+        mark_read(db, me.id, (low, high), message.created_at_us)
+            .await
+            .map_err(internal("move a chat's read mark"))?;
+        self.ok();
+        Ok(())
     }
 
     /// Group rooms: `{"type":"room","payload":{"type":"create"|"invite"|"leave"|"members", …}}`.

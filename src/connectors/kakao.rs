@@ -1,4 +1,6 @@
-//! Kakao i Open Builder skill v2: `POST /kakao/skill`.
+//! Kakao i Open Builder skill v2: `POST /kakao/skill`, or when `HERALD_KAKAO_SKILL_SECRET` is set
+//! `POST /kakao/skill/<secret>` or `POST /kakao/skill` with the secret in the
+//! `X-Herald-Kakao-Secret` header (see `kakao_gate`).
 //!
 //! Request: the SkillPayload (`userRequest.utterance`, `userRequest.user.id` — the botUserKey —
 //! and, when the block has callbacks enabled, `userRequest.callbackUrl`; unknown fields are
@@ -14,17 +16,19 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::Method;
 use serde_json::{Value, json};
 
 use crate::bot::Bot;
 use crate::bot::deliver::{queue_replies, reply_delivery};
 use crate::bot::{Answer, Incoming, Lang, Reply};
 use crate::connectors::bounded;
+use crate::connectors::kakao_gate::{Door, check_secret};
 use crate::http::error::ApiError;
+use crate::http::routes::{Outside, Routes};
 use crate::ids::now_ms;
 use crate::outbox::NewDelivery;
 use crate::text::ellipsize_chars;
@@ -42,9 +46,21 @@ const BUTTON_LABEL_CHARS: usize = 14;
 const CARD_BUTTONS_MAX: usize = 3;
 const BODY_LIMIT: usize = 256 * 1024;
 
-pub fn router(state: Bot) -> Router {
-    Router::new()
-        .route("/kakao/skill", post(skill))
+/// Kakao i Open Builder's skill server, in Kakao's format: outside the OpenAPI document.
+pub fn router(state: Bot) -> Routes {
+    Routes::new()
+        .outside(
+            Outside::PlatformWebhook,
+            Method::POST,
+            "/kakao/skill",
+            skill_without_secret,
+        )
+        .outside(
+            Outside::PlatformWebhook,
+            Method::POST,
+            "/kakao/skill/{secret}",
+            skill_with_secret,
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -133,16 +149,47 @@ fn apology(lang: Lang) -> Json<Value> {
     ))
 }
 
-/// The callback URL, if it is one herald may call: http(s), and public unless private
-/// targets are allowed (it comes from the request body).
+/// The callback URL, if it is one herald may call: http(s), and not a private literal address
+/// unless private targets are allowed (it comes from the request body). A name is checked on
+/// what it resolves to when the callback is sent (`netguard`).
 fn usable_callback(state: &Bot, raw: Option<&str>) -> Option<url::Url> {
     let url = url::Url::parse(raw?).ok()?;
     let scheme_ok = matches!(url.scheme(), "https" | "http");
-    let target_ok = state.settings.allow_private_targets || super::is_public_url(&url);
+    let target_ok = state.settings.allow_private_targets
+        || url
+            .host()
+            .is_some_and(|host| crate::netguard::refuse_literal(&host).is_ok());
     (scheme_ok && target_ok).then_some(url)
 }
 
-async fn skill(State(state): State<Bot>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn skill_without_secret(
+    State(state): State<Bot>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    // Open Builder's skill settings can send a header of the bot maker's choosing ("헤더값
+    // 입력"): the secret may come there instead of in the URL.
+    let door = match headers.get(SKILL_SECRET_HEADER) {
+        Some(value) => Door::Header(value.to_str().unwrap_or_default()),
+        None => Door::Bare,
+    };
+    check_secret(&state.settings.kakao, door, "skill")?;
+    skill(state, body).await
+}
+
+/// The header a skill request may carry `HERALD_KAKAO_SKILL_SECRET` in, at `/kakao/skill`.
+pub const SKILL_SECRET_HEADER: &str = "x-herald-kakao-secret";
+
+async fn skill_with_secret(
+    State(state): State<Bot>,
+    Path(secret): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_secret(&state.settings.kakao, Door::WithSecret(&secret), "skill")?;
+    skill(state, body).await
+}
+
+async fn skill(state: Bot, body: Bytes) -> Result<Json<Value>, ApiError> {
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not a SkillPayload JSON: {e}")))?;
     let user_request = request

@@ -7,6 +7,7 @@
 //! **Boundary**: platform wire types live here and in `channels/`; the engine never sees them.
 
 pub mod kakao;
+pub mod kakao_gate;
 pub mod plusfriend;
 pub mod telegram;
 pub mod webex;
@@ -19,11 +20,8 @@ pub const MAX_INBOUND_TEXT_BYTES: usize = 16 * 1024;
 /// loopback, a private network or a bare host name.
 pub fn is_public_url(url: &url::Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(domain)) => {
-            domain.contains('.') && !crate::watch::repo::is_private_host(domain)
-        }
-        Some(url::Host::Ipv4(ip)) => !crate::watch::repo::is_private_ip(ip.into()),
-        Some(url::Host::Ipv6(ip)) => !crate::watch::repo::is_private_ip(ip.into()),
+        Some(url::Host::Domain(domain)) if !domain.contains('.') => false,
+        Some(host) => crate::netguard::refuse_literal(&host).is_ok(),
         None => false,
     }
 }

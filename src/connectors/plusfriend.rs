@@ -9,31 +9,141 @@
 //!
 //! Contacts from this API are stored as channel `kakao`, address `plusfriend:<user_key>`, so the
 //! Event API can address them as `plusfriendUserKey`s.
+//!
+//! With `HERALD_KAKAO_SKILL_SECRET` set, the same routes are served under
+//! `/kakao/plusfriend/<secret>/` (the base URL given to Kakao) and the bare ones refuse; with
+//! `HERALD_KAKAO_ALLOWED_IPS` set, only those networks are served (see `kakao_gate`).
 
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
 use crate::bot::Bot;
 use crate::bot::{Incoming, Reply};
 use crate::channels::kakao::PLUSFRIEND_PREFIX;
 use crate::connectors::bounded;
+use crate::connectors::kakao_gate::{Door, check_secret, check_source};
 use crate::http::error::{ApiError, ApiJson};
+use crate::http::routes::{Outside, Routes};
 use crate::text::ellipsize_chars;
 
 const TEXT_MAX_CHARS: usize = 1000;
 const BODY_LIMIT: usize = 64 * 1024;
 
-pub fn router(state: Bot) -> Router {
-    Router::new()
-        .route("/plusfriend/keyboard", get(keyboard))
-        .route("/plusfriend/message", post(message))
-        .route("/plusfriend/friend", post(added))
-        .route("/plusfriend/friend/{user_key}", delete(blocked))
-        .route("/plusfriend/chat_room/{user_key}", delete(left))
+/// The Kakao plus-friend auto-reply API, in Kakao's format: outside the OpenAPI document.
+pub fn router(state: Bot) -> Routes {
+    let behind_secret = Routes::new()
+        .outside_any(
+            Outside::PlatformWebhook,
+            &[Method::GET, Method::POST, Method::DELETE],
+            "/kakao/plusfriend/{secret}/{*rest}",
+            through_secret,
+        )
+        .with_state(SecretDoor {
+            bot: state.clone(),
+            api: bare_routes(state.clone()).into_outside_router(),
+        });
+    bare_routes(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, bare_door))
+        .merge(behind_secret)
+}
+
+/// The plus-friend routes themselves, served bare (behind [`bare_door`]) and behind the secret.
+fn bare_routes(state: Bot) -> Routes {
+    let kakao = Outside::PlatformWebhook;
+    Routes::new()
+        .outside(kakao, Method::GET, "/plusfriend/keyboard", keyboard)
+        .outside(kakao, Method::POST, "/plusfriend/message", message)
+        .outside(kakao, Method::POST, "/plusfriend/friend", added)
+        .outside(
+            kakao,
+            Method::DELETE,
+            "/plusfriend/friend/{user_key}",
+            blocked,
+        )
+        .outside(
+            kakao,
+            Method::DELETE,
+            "/plusfriend/chat_room/{user_key}",
+            left,
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+#[derive(Clone)]
+struct SecretDoor {
+    bot: Bot,
+    api: axum::Router,
+}
+
+/// The bare `/plusfriend/*` routes: open only when no secret is set, and only to the allowed
+/// networks.
+async fn bare_door(State(state): State<Bot>, request: Request, next: Next) -> Response {
+    let settings = &state.settings.kakao;
+    let client = crate::http::auth::client_address(request.extensions());
+    if let Err(refused) = check_secret(settings, Door::Bare, "plus-friend")
+        .and_then(|()| check_source(settings, client))
+    {
+        return refused.into_response();
+    }
+    next.run(request).await
+}
+
+/// `/kakao/plusfriend/<secret>/<route>`: checked, then served by the plus-friend routes as
+/// `/plusfriend/<route>`.
+async fn through_secret(
+    State(door): State<SecretDoor>,
+    Path((secret, rest)): Path<(String, String)>,
+    mut request: Request,
+) -> Response {
+    let settings = &door.bot.settings.kakao;
+    let client = crate::http::auth::client_address(request.extensions());
+    if let Err(refused) = check_secret(settings, Door::WithSecret(&secret), "plus-friend")
+        .and_then(|()| check_source(settings, client))
+    {
+        return refused.into_response();
+    }
+    // `rest` is decoded; the route is rebuilt from the raw path so that a user key keeps its
+    // exact spelling.
+    let raw_path = request.uri().path();
+    let prefix_len = "/kakao/plusfriend/".len() + secret.len();
+    let inner = match raw_path.get(prefix_len..) {
+        Some(tail) if tail.starts_with('/') && !rest.is_empty() => format!("/plusfriend{tail}"),
+        _ => return ApiError::NotFound("no such route".into()).into_response(),
+    };
+    let inner = match request.uri().query() {
+        Some(query) => format!("{inner}?{query}"),
+        None => inner,
+    };
+    match inner.parse::<axum::http::Uri>() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return ApiError::NotFound("no such route".into()).into_response(),
+    }
+    // The routes below match the request afresh: this route's path parameters must not come
+    // along (they would be taken for theirs); who the client is does.
+    let mut extensions = axum::http::Extensions::new();
+    if let Some(peer) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        extensions.insert(*peer);
+    }
+    if let Some(client) = request
+        .extensions()
+        .get::<crate::http::auth::ClientAddress>()
+    {
+        extensions.insert(*client);
+    }
+    *request.extensions_mut() = extensions;
+    match door.api.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }
 
 fn user_key(value: Option<&Value>) -> Result<String, ApiError> {

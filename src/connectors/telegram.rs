@@ -11,11 +11,10 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::HeaderMap;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::http::{HeaderMap, Method};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +24,7 @@ use crate::bot::{Incoming, Reply, short_payload};
 use crate::channels::telegram::method_url;
 use crate::connectors::bounded;
 use crate::http::error::ApiError;
+use crate::http::routes::{Outside, Routes};
 use crate::notify::render::escape_html;
 use crate::store::StoreError;
 use crate::text::ellipsize_chars;
@@ -36,9 +36,15 @@ const BODY_LIMIT: usize = 1024 * 1024;
 const POLL_TIMEOUT_SECS: u64 = 25;
 const ALLOWED_UPDATES: [&str; 2] = ["message", "callback_query"];
 
-pub fn router(state: Bot) -> Router {
-    Router::new()
-        .route("/telegram/webhook", post(webhook))
+/// Telegram's webhook, in the Bot API's format: outside the OpenAPI document.
+pub fn router(state: Bot) -> Routes {
+    Routes::new()
+        .outside(
+            Outside::PlatformWebhook,
+            Method::POST,
+            "/telegram/webhook",
+            webhook,
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -8,11 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::HeaderMap;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::http::{HeaderMap, Method};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +20,7 @@ use crate::bot::deliver::{already_answered, queue_replies, reply_delivery};
 use crate::bot::{Incoming, Reply};
 use crate::connectors::bounded;
 use crate::http::error::ApiError;
+use crate::http::routes::{Outside, Routes};
 
 pub const SIGNATURE_HEADER: &str = "x-spark-signature";
 const BODY_LIMIT: usize = 256 * 1024;
@@ -64,9 +64,15 @@ impl axum::extract::FromRef<WebexState> for crate::state::AppState {
     }
 }
 
-pub fn router(state: WebexState) -> Router {
-    Router::new()
-        .route("/webex/webhook", post(webhook))
+/// Webex's webhook, in Webex's format: outside the OpenAPI document.
+pub fn router(state: WebexState) -> Routes {
+    Routes::new()
+        .outside(
+            Outside::PlatformWebhook,
+            Method::POST,
+            "/webex/webhook",
+            webhook,
+        )
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

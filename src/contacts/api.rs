@@ -1,42 +1,53 @@
 //! The JSON API for contacts and subscriptions under `/api/v1/`. Until accounts exist, it is the
-//! operator's: every call needs `Authorization: Bearer $HERALD_ADMIN_TOKEN`.
+//! operator's: every call needs `Authorization: Bearer $HERALD_ADMIN_TOKEN`. A subscription's
+//! delivery mode (`digest`, `urgent`) and a contact's quiet time (`time_zone`, `quiet_hours`,
+//! `quiet_weekends`) are set with `PATCH`; what they do is `digest`'s.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use super::{
-    Contact, ContactRef, Filters, SubscribeError, Subscription, delete_contact, find_contact,
-    find_subscription, list_contacts, list_subscriptions, set_contact_muted, subscribe,
-    unsubscribe, update_subscription, validate_address,
+    Contact, ContactRef, Filters, QuietTimeChange, SubscribeError, Subscription,
+    SubscriptionChange, delete_contact, find_contact, find_subscription, list_contacts,
+    list_subscriptions, set_contact_muted, set_quiet_time, subscribe, unsubscribe,
+    update_subscription, validate_address,
 };
+use crate::digest::{DigestMode, QuietHours, parse_time_zone};
 use crate::http::auth::Admin;
-use crate::http::error::{ApiError, ApiJson};
+use crate::http::error::{ApiError, ApiJson, ErrorBody};
+use crate::http::openapi::{JsonBodyErrors, TokenErrors};
+use crate::http::routes::Routes;
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/api/v1/contacts", get(contacts_list).post(contacts_create))
-        .route(
-            "/api/v1/contacts/{id}",
-            get(contacts_get).delete(contacts_delete),
-        )
-        .route("/api/v1/contacts/{id}/mute", post(contacts_mute))
-        .route("/api/v1/contacts/{id}/unmute", post(contacts_unmute))
-        .route(
-            "/api/v1/subscriptions",
-            get(subscriptions_list).post(subscriptions_create),
-        )
-        .route(
-            "/api/v1/subscriptions/{id}",
-            get(subscriptions_get)
-                .patch(subscriptions_update)
-                .delete(subscriptions_delete),
-        )
+pub fn router(state: AppState) -> Routes {
+    Routes::new()
+        .api(routes!(contacts_list))
+        .api(routes!(contacts_create))
+        .api(routes!(contacts_get))
+        .api(routes!(contacts_update))
+        .api(routes!(contacts_delete))
+        .api(routes!(contacts_mute))
+        .api(routes!(contacts_unmute))
+        .api(routes!(subscriptions_list))
+        .api(routes!(subscriptions_create))
+        .api(routes!(subscriptions_get))
+        .api(routes!(subscriptions_update))
+        .api(routes!(subscriptions_delete))
         .with_state(state)
+}
+
+#[derive(Serialize, ToSchema)]
+struct ContactList {
+    contacts: Vec<Contact>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SubscriptionList {
+    subscriptions: Vec<Subscription>,
 }
 
 /// A path id; anything that is not one is simply not found.
@@ -58,19 +69,48 @@ impl From<SubscribeError> for ApiError {
     }
 }
 
-async fn contacts_list(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"contacts": list_contacts(&state.db).await?})))
+/// Every contact.
+#[utoipa::path(
+    get,
+    path = "/api/v1/contacts",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    responses((status = 200, description = "The contacts", body = ContactList), TokenErrors)
+)]
+async fn contacts_list(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<ContactList>, ApiError> {
+    Ok(Json(ContactList {
+        contacts: list_contacts(&state.db).await?,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ContactIn {
+    /// `telegram`, `kakao`, `webex`, `email` or `chat`.
     channel: String,
+    /// The chat id, user key, room id, e-mail address or account id on that channel.
     address: String,
+    /// At most 100 characters.
     #[serde(default)]
     nick_name: String,
 }
 
+/// Adds a contact, or returns the one with that channel and address.
+#[utoipa::path(
+    post,
+    path = "/api/v1/contacts",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    request_body = ContactIn,
+    responses(
+        (status = 201, description = "The contact", body = Contact),
+        TokenErrors,
+        JsonBodyErrors,
+    )
+)]
 async fn contacts_create(
     _: Admin,
     State(state): State<AppState>,
@@ -101,6 +141,19 @@ async fn load_contact(state: &AppState, raw: &str) -> Result<Contact, ApiError> 
         .ok_or_else(|| ApiError::NotFound(format!("no contact with id {raw:?}")))
 }
 
+/// One contact.
+#[utoipa::path(
+    get,
+    path = "/api/v1/contacts/{id}",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "The contact", body = Contact),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn contacts_get(
     _: Admin,
     State(state): State<AppState>,
@@ -109,6 +162,89 @@ async fn contacts_get(
     Ok(Json(load_contact(&state, &id).await?))
 }
 
+/// `null` and absent told apart: `Some(None)` is an explicit `null`.
+fn explicit_null<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// What a contact PATCH changes; fields left out stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ContactPatch {
+    /// An IANA time zone, e.g. `Asia/Seoul`.
+    time_zone: Option<String>,
+    /// `HH:MM-HH:MM` in the contact's time zone; `null` removes the quiet hours.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<String>)]
+    quiet_hours: Option<Option<String>>,
+    quiet_weekends: Option<bool>,
+}
+
+/// Sets a contact's time zone and quiet time; every value is checked before anything is
+/// stored.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/contacts/{id}",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The contact's id")),
+    request_body = ContactPatch,
+    responses(
+        (status = 200, description = "The changed contact", body = Contact),
+        (status = 400, description = "A value is not acceptable", body = ErrorBody),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        TokenErrors,
+        JsonBodyErrors,
+    )
+)]
+async fn contacts_update(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<ContactPatch>,
+) -> Result<Json<Contact>, ApiError> {
+    let contact = load_contact(&state, &id).await?;
+    let time_zone = patch
+        .time_zone
+        .as_deref()
+        .map(parse_time_zone)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("time_zone: {e}")))?;
+    let quiet_hours = match patch.quiet_hours {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(raw)) => {
+            Some(Some(QuietHours::parse(&raw).map_err(|e| {
+                ApiError::BadRequest(format!("quiet_hours: {e}"))
+            })?))
+        }
+    };
+    let change = QuietTimeChange {
+        time_zone,
+        quiet_hours,
+        quiet_weekends: patch.quiet_weekends,
+    };
+    set_quiet_time(&state.db, contact.id, change).await?;
+    Ok(Json(load_contact(&state, &id).await?))
+}
+
+/// Deletes a contact and its subscriptions.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/contacts/{id}",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn contacts_delete(
     _: Admin,
     State(state): State<AppState>,
@@ -125,6 +261,19 @@ async fn set_muted(state: &AppState, id: &str, muted: bool) -> Result<Json<Conta
     Ok(Json(load_contact(state, id).await?))
 }
 
+/// Mutes a contact: nothing is sent to it until it is unmuted.
+#[utoipa::path(
+    post,
+    path = "/api/v1/contacts/{id}/mute",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "The contact, muted", body = Contact),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn contacts_mute(
     _: Admin,
     State(state): State<AppState>,
@@ -133,6 +282,19 @@ async fn contacts_mute(
     set_muted(&state, &id, true).await
 }
 
+/// Unmutes a contact.
+#[utoipa::path(
+    post,
+    path = "/api/v1/contacts/{id}/unmute",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The contact's id")),
+    responses(
+        (status = 200, description = "The contact, unmuted", body = Contact),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn contacts_unmute(
     _: Admin,
     State(state): State<AppState>,
@@ -141,38 +303,75 @@ async fn contacts_unmute(
     set_muted(&state, &id, false).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SubscriptionFilter {
+    /// Only this contact's subscriptions.
     contact_id: Option<String>,
 }
 
+/// Every subscription, or one contact's.
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscriptions",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(SubscriptionFilter),
+    responses(
+        (status = 200, description = "The subscriptions", body = SubscriptionList),
+        (status = 404, description = "No such contact", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn subscriptions_list(
     _: Admin,
     State(state): State<AppState>,
     Query(filter): Query<SubscriptionFilter>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubscriptionList>, ApiError> {
     let contact_id = match filter.contact_id.as_deref() {
         Some(raw) => Some(load_contact(&state, raw).await?.id),
         None => None,
     };
-    Ok(Json(
-        json!({"subscriptions": list_subscriptions(&state.db, contact_id).await?}),
-    ))
+    Ok(Json(SubscriptionList {
+        subscriptions: list_subscriptions(&state.db, contact_id).await?,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubscriptionIn {
+    /// A contact's id (a string, or a number).
     #[serde(with = "crate::ids::as_string")]
+    #[schema(value_type = String)]
     contact_id: i64,
+    /// A GitHub repository (`owner/name` or its URL) or any git remote URL.
     repository: String,
+    /// A branch name, or a glob such as `release/*`.
     branch: String,
+    /// Only pushes touching one of these path globs.
     #[serde(default)]
     paths: Vec<String>,
+    /// Not pushes whose commits are all by one of these authors.
     #[serde(default)]
     exclude_authors: Vec<String>,
 }
 
+/// Subscribes a contact to a repository branch.
+///
+/// The repository and branch must exist; the branch is watched from now on.
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscriptions",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    request_body = SubscriptionIn,
+    responses(
+        (status = 201, description = "The subscription", body = Subscription),
+        (status = 503, description = "The repository could not be reached", body = ErrorBody),
+        TokenErrors,
+        JsonBodyErrors,
+    )
+)]
 async fn subscriptions_create(
     _: Admin,
     State(state): State<AppState>,
@@ -205,6 +404,19 @@ async fn load_subscription(state: &AppState, raw: &str) -> Result<Subscription, 
         .ok_or_else(|| ApiError::NotFound(format!("no subscription with id {raw:?}")))
 }
 
+/// One subscription.
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The subscription's id")),
+    responses(
+        (status = 200, description = "The subscription", body = Subscription),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn subscriptions_get(
     _: Admin,
     State(state): State<AppState>,
@@ -213,14 +425,35 @@ async fn subscriptions_get(
     Ok(Json(load_subscription(&state, &id).await?))
 }
 
-#[derive(Deserialize)]
+/// What a PATCH changes; fields left out stay as they are.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubscriptionPatch {
     muted: Option<bool>,
+    /// Replaces the path globs.
     paths: Option<Vec<String>>,
+    /// Replaces the excluded authors.
     exclude_authors: Option<Vec<String>>,
+    /// `instant`, `hourly` or `daily@HH:MM`.
+    digest: Option<String>,
+    urgent: Option<bool>,
 }
 
+/// Mutes, unmutes or changes the filters of a subscription.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The subscription's id")),
+    request_body = SubscriptionPatch,
+    responses(
+        (status = 200, description = "The subscription as changed", body = Subscription),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        TokenErrors,
+        JsonBodyErrors,
+    )
+)]
 async fn subscriptions_update(
     _: Admin,
     State(state): State<AppState>,
@@ -240,10 +473,35 @@ async fn subscriptions_update(
     } else {
         None
     };
-    update_subscription(&state.db, current.id, patch.muted, filters).await?;
+    let digest = patch
+        .digest
+        .as_deref()
+        .map(DigestMode::parse)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(format!("digest: {e}")))?;
+    let change = SubscriptionChange {
+        muted: patch.muted,
+        filters,
+        digest,
+        urgent: patch.urgent,
+    };
+    update_subscription(&state.db, current.id, change).await?;
     Ok(Json(load_subscription(&state, &id).await?))
 }
 
+/// Deletes a subscription.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/subscriptions/{id}",
+    tag = "contacts",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The subscription's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such subscription", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn subscriptions_delete(
     _: Admin,
     State(state): State<AppState>,

@@ -7,6 +7,7 @@ pub mod reference;
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::digest::{DigestMode, QuietHours};
 use crate::ids::{IdGenerator, now_ms, rfc3339};
 use crate::outbox::{AttemptObserver, AttemptOutcome, Verdict};
 use crate::state::AppState;
@@ -62,16 +63,27 @@ pub fn validate_address(channel: &str, address: &str) -> Result<String, String> 
     Ok(address.to_string())
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A chat on a messenger (or an e-mail address) herald can send to.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Contact {
     #[serde(with = "crate::ids::as_string")]
+    #[schema(value_type = String, example = "7340032153862881280")]
     pub id: i64,
+    /// `telegram`, `kakao`, `webex`, `email` or `chat`.
     pub channel: String,
     pub address: String,
     pub nick_name: String,
     pub muted: bool,
+    /// The chat blocked the bot; nothing is sent to it.
     pub blocked: bool,
+    /// RFC 3339.
     pub created_at: String,
+    /// IANA zone of the contact's quiet hours and daily digests.
+    pub time_zone: String,
+    /// `HH:MM-HH:MM` in `time_zone`, when notifications wait for a digest.
+    pub quiet_hours: Option<String>,
+    /// Whether Saturdays and Sundays (in `time_zone`) are quiet all day.
+    pub quiet_weekends: bool,
 }
 
 /// Links a contact to an account (inside the caller's transaction): from then on the contact's
@@ -89,7 +101,23 @@ pub async fn link_to_account(
     Ok(())
 }
 
-const CONTACT_COLUMNS: &str = "id, channel, address, nick_name, muted, blocked, created_at";
+/// Unlinks a contact from an account; `false` when it was not linked to that account.
+pub async fn unlink_from_account(
+    db: &Db,
+    contact_id: i64,
+    account_id: i64,
+) -> Result<bool, StoreError> {
+    let unlinked =
+        sqlx::query("UPDATE contacts SET account_id = NULL WHERE id = $1 AND account_id = $2")
+            .bind(contact_id)
+            .bind(account_id)
+            .execute(db.writer())
+            .await?;
+    Ok(unlinked.rows_affected() > 0)
+}
+
+const CONTACT_COLUMNS: &str = "id, channel, address, nick_name, muted, blocked, created_at, \
+    time_zone, quiet_hours, quiet_weekends";
 
 /// A contact from a row whose first columns are [`CONTACT_COLUMNS`].
 pub fn contact_from_row(row: &sqlx::any::AnyRow) -> Contact {
@@ -101,7 +129,45 @@ pub fn contact_from_row(row: &sqlx::any::AnyRow) -> Contact {
         muted: row.get::<i64, _>(4) != 0,
         blocked: row.get::<i64, _>(5) != 0,
         created_at: rfc3339(row.get(6)),
+        time_zone: row.get(7),
+        quiet_hours: row.get(8),
+        quiet_weekends: row.get::<i64, _>(9) != 0,
     }
+}
+
+/// The quiet time of those of `contact_ids` that have one, as the rule that holds a message
+/// sent to them at once (a scheduled announcement): contacts without quiet hours or quiet
+/// weekends are not in the map. Read inside the caller's transaction.
+pub async fn quiet_rules(
+    conn: &mut sqlx::AnyConnection,
+    contact_ids: &[i64],
+) -> Result<std::collections::HashMap<i64, crate::digest::HoldRule>, StoreError> {
+    let mut rules = std::collections::HashMap::new();
+    for chunk in contact_ids.chunks(crate::store::ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id, time_zone, quiet_hours, quiet_weekends FROM contacts WHERE id IN ({}) \
+             AND (quiet_hours IS NOT NULL OR quiet_weekends = 1)",
+            crate::store::placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let time_zone: String = row.get(1);
+            let quiet_hours: Option<String> = row.get(2);
+            if let Some(rule) = crate::digest::HoldRule::from_stored(
+                "instant",
+                false,
+                &time_zone,
+                quiet_hours.as_deref(),
+                row.get::<i64, _>(3) != 0,
+            ) {
+                rules.insert(row.get::<i64, _>(0), rule);
+            }
+        }
+    }
+    Ok(rules)
 }
 
 /// Creates the contact or refreshes its nickname; a contact that had blocked herald and comes
@@ -142,6 +208,16 @@ pub async fn find_contact(db: &Db, id: i64) -> Result<Option<Contact>, StoreErro
     Ok(row.as_ref().map(contact_from_row))
 }
 
+/// The contacts linked to an account (`bot::link`), oldest first.
+pub async fn contacts_of_account(db: &Db, account_id: i64) -> Result<Vec<Contact>, StoreError> {
+    let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE account_id = $1 ORDER BY id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(account_id)
+        .fetch_all(db.reader())
+        .await?;
+    Ok(rows.iter().map(contact_from_row).collect())
+}
+
 pub async fn list_contacts(db: &Db) -> Result<Vec<Contact>, StoreError> {
     let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY id");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -150,11 +226,14 @@ pub async fn list_contacts(db: &Db) -> Result<Vec<Contact>, StoreError> {
     Ok(rows.iter().map(contact_from_row).collect())
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A contact told about pushes to a repository's branch (or branches matching a glob).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Subscription {
     #[serde(with = "crate::ids::as_string")]
+    #[schema(value_type = String, example = "7340032153862881280")]
     pub id: i64,
     #[serde(with = "crate::ids::as_string")]
+    #[schema(value_type = String, example = "7340032153862881280")]
     pub contact_id: i64,
     pub repository: String,
     pub branch: String,
@@ -162,10 +241,15 @@ pub struct Subscription {
     pub exclude_authors: Vec<String>,
     pub muted: bool,
     pub created_at: String,
+    /// `instant`, `hourly` or `daily@HH:MM` (`digest::DigestMode`).
+    pub digest: String,
+    /// Passes the contact's quiet hours.
+    pub urgent: bool,
 }
 
 const SUBSCRIPTION_QUERY: &str = "SELECT s.id, s.contact_id, r.remote_url, s.branch, s.paths, \
-    s.exclude_authors, s.muted, s.created_at FROM subscriptions s JOIN repositories r ON r.id = s.repository_id";
+    s.exclude_authors, s.muted, s.created_at, s.digest, s.urgent \
+    FROM subscriptions s JOIN repositories r ON r.id = s.repository_id";
 
 fn subscription_from_row(row: &sqlx::any::AnyRow) -> Subscription {
     Subscription {
@@ -177,6 +261,8 @@ fn subscription_from_row(row: &sqlx::any::AnyRow) -> Subscription {
         exclude_authors: serde_json::from_str(&row.get::<String, _>(5)).unwrap_or_default(),
         muted: row.get::<i64, _>(6) != 0,
         created_at: rfc3339(row.get(7)),
+        digest: row.get(8),
+        urgent: row.get::<i64, _>(9) != 0,
     }
 }
 
@@ -434,12 +520,26 @@ pub async fn set_contact_muted(db: &Db, contact_id: i64, muted: bool) -> Result<
     Ok(updated.rows_affected() > 0)
 }
 
+/// What a `PATCH` of a subscription changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionChange {
+    pub muted: Option<bool>,
+    pub filters: Option<Filters>,
+    pub digest: Option<DigestMode>,
+    pub urgent: Option<bool>,
+}
+
 pub async fn update_subscription(
     db: &Db,
     subscription_id: i64,
-    muted: Option<bool>,
-    filters: Option<Filters>,
+    change: SubscriptionChange,
 ) -> Result<bool, StoreError> {
+    let SubscriptionChange {
+        muted,
+        filters,
+        digest,
+        urgent,
+    } = change;
     let mut tx = db.writer().begin().await?;
     let mut found = sqlx::query("SELECT 1 FROM subscriptions WHERE id = $1")
         .bind(subscription_id)
@@ -464,11 +564,56 @@ pub async fn update_subscription(
                 .execute(&mut *tx)
                 .await?;
         }
+        if let Some(digest) = digest {
+            sqlx::query("UPDATE subscriptions SET digest = $1 WHERE id = $2")
+                .bind(digest.to_string())
+                .bind(subscription_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(urgent) = urgent {
+            sqlx::query("UPDATE subscriptions SET urgent = $1 WHERE id = $2")
+                .bind(i64::from(urgent))
+                .bind(subscription_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
     } else {
         found = false;
     }
     Ok(found)
+}
+
+/// What a `PATCH` of a contact's quiet time changes; `None` leaves a field as it is, and
+/// `quiet_hours: Some(None)` removes the quiet hours.
+#[derive(Debug, Clone, Default)]
+pub struct QuietTimeChange {
+    pub time_zone: Option<chrono_tz::Tz>,
+    pub quiet_hours: Option<Option<QuietHours>>,
+    pub quiet_weekends: Option<bool>,
+}
+
+/// Sets a contact's zone and quiet time in one statement (values validated by their types).
+/// Returns whether the contact exists.
+pub async fn set_quiet_time(
+    db: &Db,
+    contact_id: i64,
+    change: QuietTimeChange,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE contacts SET time_zone = COALESCE($1, time_zone), \
+         quiet_hours = CASE WHEN $2 = 1 THEN $3 ELSE quiet_hours END, \
+         quiet_weekends = COALESCE($4, quiet_weekends) WHERE id = $5",
+    )
+    .bind(change.time_zone.map(|zone| zone.name().to_string()))
+    .bind(i64::from(change.quiet_hours.is_some()))
+    .bind(change.quiet_hours.flatten().map(|quiet| quiet.to_string()))
+    .bind(change.quiet_weekends.map(i64::from))
+    .bind(contact_id)
+    .execute(db.writer())
+    .await?;
+    Ok(updated.rows_affected() > 0)
 }
 
 /// The contact blocked the bot or left the conversation (a platform said so): nothing more is

@@ -11,10 +11,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use super::{ContactRef, Filters, SubscribeError, subscribe, validate_address};
+use crate::http::routes::Routes;
 use crate::state::AppState;
 use crate::watch::repo::{RepoKind, RepoUrl, valid_branch_pattern};
 
@@ -22,12 +25,24 @@ use crate::watch::repo::{RepoKind, RepoUrl, valid_branch_pattern};
 pub const MAX_BODY: usize = 64 * 1024;
 const COMMITS_LISTED: usize = 30;
 
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/api/", get(list_commits).post(register))
-        .route("/api", get(list_commits).post(register))
+/// `/api/` and `/api` answer the same; each spelling is its own documented route.
+pub fn router(state: AppState) -> Routes {
+    Routes::new()
+        .api(routes!(list_commits))
+        .api(routes!(list_commits_api))
+        .api(routes!(register))
+        .api(routes!(register_api))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The reference's answer: `{"code": 200, …}` on success, `{"code": 404, …}` on any failure.
+#[derive(Serialize, ToSchema)]
+struct ReferenceAnswer {
+    /// 200 or 404, the same as the HTTP status.
+    code: u16,
+    /// For people; Korean, with English in parentheses for most failures.
+    message: String,
 }
 
 /// The reference's failure answer.
@@ -37,10 +52,44 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         (
             StatusCode::NOT_FOUND,
-            Json(json!({"code": 404, "message": self.0})),
+            Json(ReferenceAnswer {
+                code: 404,
+                message: self.0,
+            }),
         )
             .into_response()
     }
+}
+
+/// What `POST /api/` reads. [`register`] reads the fields from the JSON by hand, so that every
+/// failure keeps the reference's message; this type only describes them.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RegistrationIn {
+    /// The chat id (Telegram), user key (Kakao), room id (Webex) or address; a string or a
+    /// number.
+    id: String,
+    /// A GitHub repository (`owner/name` or its URL) or any git remote URL.
+    fav_repository: String,
+    /// The channel: `telegram`, `kakao`, `webex`, `email` or `chat`.
+    r#type: String,
+    /// A branch name, or a glob such as `release/*`.
+    branch: String,
+    /// At most 100 characters are kept.
+    nick_name: Option<String>,
+}
+
+/// What `GET /api/` reads; described here, read by hand in [`list_commits`].
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct CommitsQuery {
+    /// A GitHub repository (`owner/name` or its URL) or any git remote URL.
+    fav_repository: String,
+    /// One branch (not a glob).
+    branch: String,
+    /// A channel name; only checked to be known.
+    r#type: Option<String>,
 }
 
 impl From<SubscribeError> for Failure {
@@ -69,10 +118,23 @@ fn text_field(body: &Value, name: &str) -> Result<String, Failure> {
     }
 }
 
+/// Registers a contact and subscribes it to a branch.
+///
+/// The reference system's `POST /api/`. The body is JSON whatever its content type.
+#[utoipa::path(
+    post,
+    path = "/api/",
+    tag = "reference",
+    request_body = RegistrationIn,
+    responses(
+        (status = 200, description = "Registered: `{\"code\": 200, \"message\": \"정상적으로 api 호출 완료\"}`", body = ReferenceAnswer),
+        (status = 404, description = "Any failure, malformed bodies included, with what is wrong", body = ReferenceAnswer),
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Json<ReferenceAnswer>, Failure> {
     let body = body.map_err(|e| Failure(format!("요청 본문을 읽을 수 없습니다: {e}")))?;
     let body: Value = serde_json::from_slice(&body).map_err(|e| {
         Failure(format!(
@@ -107,11 +169,61 @@ async fn register(
         nick_name: &nick_name,
     };
     subscribe(&state, contact, &repository, &branch, Filters::default()).await?;
-    Ok(Json(
-        json!({"code": 200, "message": "정상적으로 api 호출 완료"}),
-    ))
+    Ok(Json(ReferenceAnswer {
+        code: 200,
+        message: "정상적으로 api 호출 완료".into(),
+    }))
 }
 
+/// The same as `POST /api/`.
+#[utoipa::path(
+    post,
+    path = "/api",
+    tag = "reference",
+    request_body = RegistrationIn,
+    responses(
+        (status = 200, description = "Registered: `{\"code\": 200, \"message\": \"정상적으로 api 호출 완료\"}`", body = ReferenceAnswer),
+        (status = 404, description = "Any failure, malformed bodies included, with what is wrong", body = ReferenceAnswer),
+    )
+)]
+async fn register_api(
+    state: State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReferenceAnswer>, Failure> {
+    register(state, body).await
+}
+
+/// The same as `GET /api/`.
+#[utoipa::path(
+    get,
+    path = "/api",
+    tag = "reference",
+    params(CommitsQuery),
+    responses(
+        (status = 200, description = "The branch's recent commits (up to 30), newest first, in GitHub's commit-list shape", body = [Object]),
+        (status = 404, description = "Any failure, with what is wrong", body = ReferenceAnswer),
+    )
+)]
+async fn list_commits_api(
+    state: State<AppState>,
+    params: Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Failure> {
+    list_commits(state, params).await
+}
+
+/// A branch's recent commits.
+///
+/// The reference system's `GET /api/`.
+#[utoipa::path(
+    get,
+    path = "/api/",
+    tag = "reference",
+    params(CommitsQuery),
+    responses(
+        (status = 200, description = "The branch's recent commits (up to 30), newest first, in GitHub's commit-list shape", body = [Object]),
+        (status = 404, description = "Any failure, with what is wrong", body = ReferenceAnswer),
+    )
+)]
 async fn list_commits(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,

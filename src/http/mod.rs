@@ -1,14 +1,19 @@
 //! The HTTP edge's shared parts: the error shape (`error`), the operator's identity (`auth`),
 //! the operations routes (`ops`), and the middleware every route gets (request ids, tracing,
 //! body limit and the draining of refused bodies, timeout, panic catching, metrics) with the
-//! JSON 404. `startup` merges the feature modules' routers and hands them to [`serve_layers`].
+//! JSON 404. Routes are added only through `routes::Routes`, which puts each in the OpenAPI
+//! document (`openapi`) or records why it is not; `startup` merges the feature modules'
+//! routes and hands the router to [`serve_layers`].
 //!
 //! **Boundary**: wire types live beside their handlers in the feature modules; this module owns
 //! only what every route shares, and imports no feature module.
 
 pub mod auth;
 pub mod error;
+pub mod openapi;
 pub mod ops;
+pub mod routes;
+pub mod serve;
 
 use std::time::{Duration, Instant};
 
@@ -26,15 +31,24 @@ use error::ApiError;
 
 /// Bodies above this are refused with 413 unless a route sets its own limit.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// No route takes a body larger than this (GitHub's push webhooks, `push::hooks`, are the
+/// largest); a request that declares more is refused at once, before any of its body is read.
+/// Routes with larger limits of their own assert that they fit under it.
+pub const LARGEST_BODY_LIMIT: usize = 26 * 1024 * 1024;
 /// How much of a refused body is read and thrown away, at most, before the 413 is sent.
 const DRAIN_REFUSED_BYTES: usize = 8 * 1024 * 1024;
 const DRAIN_REFUSED_FOR: Duration = Duration::from_secs(2);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Adds the JSON 404 and the middleware every route shares to the merged routes of the app.
-pub fn serve_layers(routes: Router) -> Router {
+/// Adds the JSON 404 and the middleware every route shares to the merged routes of the app;
+/// refusals for lack of storage are reported to `db`'s `StorageHealth`.
+pub fn serve_layers(routes: Router, db: crate::store::Db) -> Router {
     routes
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(
+            db,
+            record_storage_failures,
+        ))
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(axum::middleware::from_fn(drain_refused_bodies))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
@@ -59,7 +73,25 @@ pub fn serve_layers(routes: Router) -> Router {
 /// only what has already arrived). The handler reads the body through [`SharedBody`], so what
 /// it left unread is still here afterwards.
 async fn drain_refused_bodies(request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
     use futures_util::StreamExt;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > LARGEST_BODY_LIMIT as u64) {
+        // Nothing of it is read: the connection is closed after the answer.
+        let mut response = ApiError::PayloadTooLarge(format!(
+            "the body is larger than any route takes ({LARGEST_BODY_LIMIT} bytes)"
+        ))
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return response;
+    }
     let (parts, body) = request.into_parts();
     let body = std::sync::Arc::new(std::sync::Mutex::new(Some(body)));
     let request = Request::from_parts(parts, axum::body::Body::new(SharedBody(body.clone())));
@@ -114,6 +146,21 @@ impl http_body::Body for SharedBody {
     fn is_end_stream(&self) -> bool {
         self.with(|body| body.is_none_or(|b| b.is_end_stream()))
     }
+}
+
+/// A request refused because the database could not store it (a response marked
+/// [`error::StorageFailed`]) keeps `/readyz` unready for a while (`store::storage`).
+async fn record_storage_failures(
+    axum::extract::State(db): axum::extract::State<crate::store::Db>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    if let Some(error::StorageFailed(failure)) = response.extensions().get::<error::StorageFailed>()
+    {
+        db.storage().failed(*failure);
+    }
+    response
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {

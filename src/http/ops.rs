@@ -1,24 +1,41 @@
 //! Operations endpoints: `/healthz` (the process is up), `/readyz` (the database answers and is
-//! migrated), `/metrics` (Prometheus text).
+//! migrated, and every link of `health::Readiness` is up), `/metrics` (Prometheus text).
 
 use std::sync::OnceLock;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
+use super::routes::{Outside, Routes};
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+pub fn router(state: AppState) -> Routes {
+    Routes::new()
+        .api(routes!(healthz))
+        .api(routes!(readyz))
+        .outside(Outside::Metrics, Method::GET, "/metrics", metrics_text)
         .with_state(state)
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// `ok`
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` or `not ready`
+    status: &'static str,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 /// The process-wide Prometheus recorder; installed once, shared by every app in the process
@@ -42,16 +59,51 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses((status = 200, description = "Always, while the process serves", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.db.ready().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+/// The database answers, its migrations are applied, and the node's other links (the Redis bus,
+/// when configured) are up.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready to serve", body = Readiness),
+        (status = 503, description = "Not ready, with the reason", body = Readiness),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let ready = state.db.ready().await.and_then(|()| {
+        let problems = state.readiness.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    });
+    match ready {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Readiness {
+                status: "ready",
+                reason: None,
+            }),
+        ),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "reason": reason})),
+            Json(Readiness {
+                status: "not ready",
+                reason: Some(reason),
+            }),
         ),
     }
 }

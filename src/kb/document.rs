@@ -58,10 +58,13 @@ impl std::fmt::Display for DocId {
 
 /// A document as an API client or an import file gives it. `id` may be a string or an
 /// integer; `content` is accepted for `body`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DocumentIn {
+    /// 1 to 200 bytes; posting the same id again replaces the document.
     pub id: IdIn,
+    /// At most 500 characters.
     pub title: String,
+    /// At most 64 KiB (`content` is accepted too).
     #[serde(default, alias = "content")]
     pub body: String,
     #[serde(default)]
@@ -70,7 +73,7 @@ pub struct DocumentIn {
     pub url: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum IdIn {
     Text(String),

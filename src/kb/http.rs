@@ -6,20 +6,24 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::document::{DocId, parse_batch};
+use super::document::{DocId, DocumentIn, parse_batch};
 use super::store::StoredDocument;
 use super::{Hit, KbError};
 use crate::accounts::auth::Actor;
 use crate::http::auth::Admin;
-use crate::http::error::{ApiError, ApiJson};
+use crate::http::error::{ApiError, ApiJson, ErrorBody};
+use crate::http::openapi::{JsonBodyErrors, TokenErrors};
+use crate::http::routes::Routes;
 use crate::state::AppState;
 
 /// A batch of up to `MAX_BATCH` documents may be larger than the API's default body limit.
 const DOCUMENTS_BODY_LIMIT: usize = 16 * 1024 * 1024;
+const _: () = assert!(DOCUMENTS_BODY_LIMIT <= crate::http::LARGEST_BODY_LIMIT);
 const DEFAULT_LIMIT: usize = 10;
 /// At most this many bytes in a query.
 const MAX_QUERY_BYTES: usize = 1000;
@@ -33,18 +37,19 @@ pub struct KbState {
 
 crate::feature_state!(KbState);
 
-pub fn router(state: KbState) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/api/v1/kb/documents",
-            post(documents_upsert).layer(DefaultBodyLimit::max(DOCUMENTS_BODY_LIMIT)),
-        )
-        .route(
-            "/api/v1/kb/documents/{id}",
-            get(document_get).delete(document_delete),
-        )
-        .route("/api/v1/kb/synonyms", put(synonyms_put).get(synonyms_get))
-        .route("/api/v1/kb/search", get(search))
+pub fn router(state: KbState) -> Routes {
+    let (schemas, paths, upsert) = routes!(documents_upsert);
+    Routes::new()
+        .api((
+            schemas,
+            paths,
+            upsert.layer(DefaultBodyLimit::max(DOCUMENTS_BODY_LIMIT)),
+        ))
+        .api(routes!(document_get))
+        .api(routes!(document_delete))
+        .api(routes!(synonyms_put))
+        .api(routes!(synonyms_get))
+        .api(routes!(search))
         .with_state(state)
 }
 
@@ -59,14 +64,43 @@ impl From<KbError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DocumentOut {
     id: String,
     title: String,
     body: String,
     tags: Vec<String>,
     url: Option<String>,
+    /// RFC 3339.
     updated_at: String,
+}
+
+/// What `POST /api/v1/kb/documents` reads (`document::parse_batch` reads it from the JSON, so
+/// that a bad item is named by its position; this type only describes it).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum DocumentBatchIn {
+    One(DocumentIn),
+    /// 1 to 1000 documents with distinct ids.
+    Many(Vec<DocumentIn>),
+}
+
+#[derive(Serialize, ToSchema)]
+struct Upserted {
+    /// How many documents were stored.
+    upserted: usize,
+    ids: Vec<String>,
+    /// The knowledge base's revision after the write.
+    revision: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SynonymsSet {
+    /// Rules read from the file.
+    rules: usize,
+    /// Distinct terms that have synonyms.
+    terms: usize,
 }
 
 impl From<StoredDocument> for DocumentOut {
@@ -82,25 +116,56 @@ impl From<StoredDocument> for DocumentOut {
     }
 }
 
-/// One document object or an array of them; all are checked before any is stored.
+/// Adds or replaces documents: one document object or an array of them.
+///
+/// All are checked before any is stored; posting an id again replaces that document.
+#[utoipa::path(
+    post,
+    path = "/api/v1/kb/documents",
+    tag = "kb",
+    security(("operator_token" = [])),
+    request_body = DocumentBatchIn,
+    responses(
+        (status = 200, description = "Stored", body = Upserted),
+        (status = 503, description = "The search index is busy (another process holds it)", body = ErrorBody),
+        TokenErrors,
+        JsonBodyErrors,
+    )
+)]
 async fn documents_upsert(
     _: Admin,
     State(state): State<KbState>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Upserted>, ApiError> {
     let documents = parse_batch(body).map_err(ApiError::Validation)?;
     let revision = state.kb.upsert(&state.db, &documents).await?;
-    Ok(Json(json!({
-        "upserted": documents.len(),
-        "ids": documents.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-        "revision": revision,
-    })))
+    Ok(Json(Upserted {
+        upserted: documents.len(),
+        ids: documents
+            .iter()
+            .map(|d| d.id.as_str().to_string())
+            .collect(),
+        revision,
+    }))
 }
 
 fn path_id(raw: &str) -> Result<DocId, ApiError> {
     DocId::parse(raw).map_err(|_| ApiError::NotFound(format!("no document with id {raw:?}")))
 }
 
+/// One document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/kb/documents/{id}",
+    tag = "kb",
+    security(("operator_token" = []), ("login_token" = []), ("operator_cookie" = [])),
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 200, description = "The document", body = DocumentOut),
+        (status = 404, description = "No such document", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn document_get(
     _: Actor,
     State(state): State<KbState>,
@@ -116,6 +181,19 @@ async fn document_get(
     }
 }
 
+/// Deletes a document.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/kb/documents/{id}",
+    tag = "kb",
+    security(("operator_token" = [])),
+    params(("id" = String, Path, description = "The document's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such document", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn document_delete(
     _: Admin,
     State(state): State<KbState>,
@@ -132,37 +210,84 @@ async fn document_delete(
     }
 }
 
-/// The body is the synonym file itself (any content type), as in Elasticsearch/Solr.
+/// Replaces the synonym list.
+///
+/// The body is the synonym file itself, in Solr's format (`a, b, c` or `a => b` per line), with
+/// any content type.
+#[utoipa::path(
+    put,
+    path = "/api/v1/kb/synonyms",
+    tag = "kb",
+    security(("operator_token" = [])),
+    request_body(content = String, content_type = "text/plain", description = "The synonym file"),
+    responses(
+        (status = 200, description = "Stored", body = SynonymsSet),
+        (status = 400, description = "Not UTF-8, or a line is malformed", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn synonyms_put(
     _: Admin,
     State(state): State<KbState>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SynonymsSet>, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("the synonym file must be UTF-8 text".into()))?;
     let synonyms = state.kb.set_synonyms(&state.db, text).await?;
-    Ok(Json(
-        json!({"rules": synonyms.rules(), "terms": synonyms.terms()}),
-    ))
+    Ok(Json(SynonymsSet {
+        rules: synonyms.rules(),
+        terms: synonyms.terms(),
+    }))
 }
 
+/// The synonym file as last stored.
+#[utoipa::path(
+    get,
+    path = "/api/v1/kb/synonyms",
+    tag = "kb",
+    security(("operator_token" = [])),
+    responses(
+        (status = 200, description = "The synonym file", body = String, content_type = "text/plain"),
+        TokenErrors,
+    )
+)]
 async fn synonyms_get(_: Admin, State(state): State<KbState>) -> Result<String, ApiError> {
     Ok(super::store::synonyms(&state.db).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
+    /// The search text (required; at most 1000 bytes).
     #[serde(default)]
     q: String,
+    /// 1 to 50 [10].
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SearchOut {
+    /// The search text as searched (trimmed).
     query: String,
+    /// Best first.
     hits: Vec<Hit>,
 }
 
+/// Searches the knowledge base, synonyms included.
+#[utoipa::path(
+    get,
+    path = "/api/v1/kb/search",
+    tag = "kb",
+    security(("operator_token" = []), ("login_token" = []), ("operator_cookie" = [])),
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "The hits", body = SearchOut),
+        (status = 400, description = "A parameter is malformed", body = ErrorBody),
+        (status = 422, description = "`q` is missing or too long, or `limit` is out of range", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn search(
     _: Actor,
     State(state): State<KbState>,

@@ -34,7 +34,7 @@ use store::{Change, StoredDocument};
 use synonyms::{SynonymError, Synonyms};
 
 /// One search result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Hit {
     pub id: String,
     pub title: String,

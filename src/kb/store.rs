@@ -99,6 +99,39 @@ pub async fn documents_since(
     rows.iter().map(StoredDocument::from_row).collect()
 }
 
+/// A document in a list: what the operator's page shows of it without its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentSummary {
+    pub id: String,
+    pub title: String,
+    pub updated_at: i64,
+}
+
+/// Up to `limit` documents in id order after `after_id` (`""`: from the first), without their
+/// bodies: a keyset page on the primary key.
+pub async fn document_list(
+    db: &Db,
+    after_id: &str,
+    limit: i64,
+) -> Result<Vec<DocumentSummary>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, title, updated_at FROM kb_documents WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DocumentSummary {
+                id: row.try_get(0)?,
+                title: row.try_get(1)?,
+                updated_at: row.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
 /// Ids deleted after revision `since`.
 pub async fn deleted_since(db: &Db, since: i64) -> Result<Vec<String>, StoreError> {
     sqlx::query_scalar("SELECT id FROM kb_deleted WHERE revision > $1")

@@ -1,3 +1,4 @@
 //! Turning events into messages people read.
 
+pub mod mail;
 pub mod render;

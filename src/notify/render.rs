@@ -204,6 +204,29 @@ pub fn email(summary: &PushSummary) -> Value {
     json!({"subject": subject, "text": text})
 }
 
+/// A plain text message (an announcement, a team's morning message) as the payload for one
+/// channel, within that channel's limits; e-mail gets the first line as its subject and an
+/// HTML part beside the text.
+pub fn text_for_channel(channel: &str, text: &str) -> Value {
+    match channel {
+        "telegram" => json!({"text": crate::text::ellipsize_chars(text, TELEGRAM_MAX_CHARS)}),
+        "kakao" => json!({"text": crate::text::ellipsize_chars(text, KAKAO_MAX_CHARS)}),
+        "email" => {
+            let first_line = text.lines().next().unwrap_or_default();
+            let subject = format!("[herald] {}", crate::text::ellipsize_chars(first_line, 70));
+            let mut payload = json!({
+                "subject": subject,
+                "text": format!("{text}\n\n— herald\n"),
+            });
+            if let Some(html) = super::mail::message_html(&subject, text) {
+                payload["html"] = Value::String(html);
+            }
+            payload
+        }
+        _ => json!({"text": crate::text::ellipsize_chars(text, 4000)}),
+    }
+}
+
 /// The payload stored in the outbox for one channel.
 pub fn for_channel(channel: &str, summary: &PushSummary) -> Value {
     match channel {

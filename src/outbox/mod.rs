@@ -26,8 +26,10 @@
 //! only an observer that must read back what the batch wrote (a failing hook's streak) asks for
 //! the batch to run as a transaction, in which it then runs.
 //!
-//! **Invariant**: a claimed row has `locked_until` in the future; if its node dies the lease runs
-//! out and any node claims it again, so every row is sent at least once.
+//! **Invariant**: a claimed row has `locked_until` in the future and `locked_by` naming the node
+//! that holds it; if that node dies, the live nodes free the row as soon as its node's lease
+//! lapses ([`free_claims_of`], `node`), or else when its own lease runs out, and any node claims
+//! it again, so every row is sent at least once.
 //!
 //! **Invariant**: a cancel holds against a send in flight. When the attempt of a delivery that was
 //! cancelled while its send was in flight is recorded, the attempt is logged, but a retry or a
@@ -38,7 +40,10 @@
 //! something that arrived.
 
 pub mod channel;
+pub mod log;
+pub mod overview;
 pub mod retention;
+pub mod wake;
 pub mod worker;
 
 use std::time::Duration;
@@ -87,7 +92,21 @@ pub struct ClaimedDelivery {
 }
 
 /// One row of `deliveries` as `enqueue_into` binds it: created and updated at the same time.
-const DELIVERY_ROW: &str = "($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $10, $11, $12)";
+const DELIVERY_ROW: &str =
+    "($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $10, $11, $12, $13)";
+
+/// Who holds a delivery's lease as it is queued: nobody, or this node until a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Unix ms; 0 = not leased.
+    pub until: i64,
+    /// The node holding it (`node::NodeLease::id`); 0 = none.
+    pub by: i64,
+}
+
+impl Lease {
+    pub const NONE: Lease = Lease { until: 0, by: 0 };
+}
 
 /// A payload at least this long that several deliveries of one enqueue carry is stored once
 /// (`delivery_payloads`) rather than once per delivery.
@@ -101,20 +120,20 @@ pub async fn enqueue(
     deliveries: &[NewDelivery],
 ) -> Result<Vec<i64>, StoreError> {
     let mut script = Script::new(Backend::of(conn));
-    let created = enqueue_into(&mut script, ids, deliveries, 0);
+    let created = enqueue_into(&mut script, ids, deliveries, Lease::NONE);
     script.run_in(conn).await?;
     Ok(created)
 }
 
 /// Adds the statements that queue `deliveries` to `script` (which the caller commits with
-/// whatever caused them), the rows leased until `locked_until` (Unix ms; 0 = not leased) for
-/// deliveries this node hands straight to its own dispatcher through the [`LocalQueue`].
-/// Returns the new rows' ids, in order.
+/// whatever caused them), the rows under `lease` (or [`Lease::NONE`]) for deliveries this node
+/// hands straight to its own dispatcher through the [`LocalQueue`]. Returns the new rows' ids,
+/// in order.
 pub fn enqueue_into(
     script: &mut Script,
     ids: &IdGenerator,
     deliveries: &[NewDelivery],
-    locked_until: i64,
+    lease: Lease,
 ) -> Vec<i64> {
     let now = now_ms();
     let shared = share_payloads(script, ids, deliveries);
@@ -126,7 +145,7 @@ pub fn enqueue_into(
         let sql = format!(
             "INSERT INTO deliveries (id, channel, destination, payload, event_id, contact_id, \
              webhook_id, event_type, status, next_attempt_at, created_at, updated_at, locked_until, \
-             payload_id) VALUES {}",
+             payload_id, locked_by) VALUES {}",
             crate::store::values_rows_from(chunk.len(), DELIVERY_ROW, 0)
         );
         script.push(sql);
@@ -149,8 +168,9 @@ pub fn enqueue_into(
                 .bind(delivery.event_type.as_deref())
                 .bind(now)
                 .bind(now)
-                .bind(locked_until)
-                .bind(*payload_id);
+                .bind(lease.until)
+                .bind(*payload_id)
+                .bind(lease.by);
         }
     }
     created
@@ -215,39 +235,69 @@ pub const FAST_PATH_CHANNELS: &[&str] = &["webhook", "email", "chat"];
 
 /// Deliveries enqueued by this node, leased to it in the same transaction and handed to its
 /// dispatcher in memory — no claim query in between. Bounded: when the dispatcher is behind,
-/// new deliveries are enqueued unleased and claimed the ordinary way.
+/// new deliveries are enqueued unleased and claimed the ordinary way. With other nodes
+/// ([`LocalQueue::counting_sends`]) the bound counts the sends in flight too, so a node whose
+/// worker is busy leaves new deliveries to the others (and wakes them, `wake`) instead of
+/// holding them behind its own slow sends.
 #[derive(Clone)]
 pub struct LocalQueue {
     sender: tokio::sync::mpsc::UnboundedSender<ClaimedDelivery>,
     backlog: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The dispatcher's sends in flight, when they count against `capacity`.
+    sending: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
     capacity: usize,
     lease: Duration,
+    /// This node: whose leases the rows carry, and whether it may take any (fencing).
+    node: std::sync::Arc<crate::node::NodeLease>,
 }
 
 pub type LocalReceiver = tokio::sync::mpsc::UnboundedReceiver<ClaimedDelivery>;
 
 impl LocalQueue {
-    pub fn new(capacity: usize, lease: Duration) -> (LocalQueue, LocalReceiver) {
+    pub fn new(
+        capacity: usize,
+        lease: Duration,
+        node: std::sync::Arc<crate::node::NodeLease>,
+    ) -> (LocalQueue, LocalReceiver) {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let queue = LocalQueue {
             sender,
             backlog: Default::default(),
+            sending: None,
             capacity,
             lease,
+            node,
         };
         (queue, receiver)
     }
 
-    /// Makes room for `n` deliveries and returns the lease deadline to give them, or `None`
-    /// when the backlog is full.
-    pub fn reserve(&self, n: usize) -> Option<i64> {
+    /// Counts the dispatcher's sends in flight against the capacity (which should then be the
+    /// dispatcher's concurrency): only what it can start sending at once is kept in memory.
+    pub fn counting_sends(mut self) -> LocalQueue {
+        self.sending = Some(Default::default());
+        self
+    }
+
+    /// Makes room for `n` deliveries and returns the lease to give them, or `None` when the
+    /// backlog is full or this node's own lease has lapsed (it may not claim).
+    pub fn reserve(&self, n: usize) -> Option<Lease> {
         use std::sync::atomic::Ordering;
+        if !self.node.is_live() {
+            return None;
+        }
+        let sending = self
+            .sending
+            .as_ref()
+            .map_or(0, |sending| sending.load(Ordering::Acquire));
         let before = self.backlog.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.capacity {
+        if before + sending + n > self.capacity {
             self.backlog.fetch_sub(n, Ordering::AcqRel);
             return None;
         }
-        Some(now_ms() + self.lease.as_millis() as i64)
+        Some(Lease {
+            until: now_ms() + self.lease.as_millis() as i64,
+            by: self.node.id(),
+        })
     }
 
     /// Gives back room reserved for deliveries that were not committed.
@@ -267,6 +317,20 @@ impl LocalQueue {
     /// Called by the dispatcher for each delivery it takes.
     pub fn taken(&self) {
         self.release(1);
+    }
+
+    /// Called by the dispatcher as a send starts (whether handed over or claimed).
+    pub fn send_started(&self) {
+        if let Some(sending) = &self.sending {
+            sending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// Called by the dispatcher as a send ends.
+    pub fn send_ended(&self) {
+        if let Some(sending) = &self.sending {
+            sending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 }
 
@@ -289,8 +353,8 @@ pub fn enqueue_local_first(
         local.reserve(fast.len())
     };
     let leased = match lease {
-        Some(locked_until) => {
-            let created = enqueue_into(script, ids, &fast, locked_until);
+        Some(lease) => {
+            let created = enqueue_into(script, ids, &fast, lease);
             fast.into_iter()
                 .zip(created)
                 .map(|(d, id)| ClaimedDelivery {
@@ -307,21 +371,21 @@ pub fn enqueue_local_first(
                 .collect()
         }
         None => {
-            enqueue_into(script, ids, &fast, 0);
+            enqueue_into(script, ids, &fast, Lease::NONE);
             Vec::new()
         }
     };
-    enqueue_into(script, ids, &slow, 0);
+    enqueue_into(script, ids, &slow, Lease::NONE);
     leased
 }
 
 /// Commits the transaction that enqueued `queued` deliveries (`leased` of them through
 /// [`enqueue_local_first`]), then hands the leased ones to this node's dispatcher and wakes the
-/// worker for the rest. If the commit fails, the local queue's room is given back.
+/// workers for the rest (every node's, with several: this one may be busy). If the commit fails, the local queue's room is given back.
 pub async fn commit_and_dispatch(
     tx: sqlx::Transaction<'_, sqlx::Any>,
     local: &LocalQueue,
-    wake: &tokio::sync::Notify,
+    wake: &wake::Wake,
     queued: usize,
     leased: Vec<ClaimedDelivery>,
 ) -> Result<(), StoreError> {
@@ -475,6 +539,28 @@ pub async fn release_leases(db: &Db, ids: &[i64]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Frees, inside the caller's transaction, every delivery still leased to `node_id`: a node whose
+/// lease lapsed (taken over by a live node) or this node saying goodbye. The rows become due
+/// for claiming at once (`locked_until = now`), unsent attempts not counted. Only pending rows
+/// are looked at (through `deliveries_due`), so it costs a scan of the backlog, not the log.
+/// Returns how many were freed.
+pub async fn free_claims_of(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let freed = sqlx::query(
+        "UPDATE deliveries SET locked_until = $1 \
+         WHERE status = 'pending' AND locked_by = $2 AND locked_until > $1",
+    )
+    .bind(now)
+    .bind(node_id)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(freed)
+}
+
 /// Claims up to `limit` due rows of the given channels for this node.
 /// `busy` lists `channel:destination` keys to leave alone for now (destinations at their own
 /// concurrency or rate limit), so their backlog neither churns nor crowds out everyone else's.
@@ -483,6 +569,7 @@ pub async fn claim(
     channels: &[&str],
     limit: usize,
     lease: Duration,
+    node_id: i64,
     busy: &[String],
 ) -> Result<Vec<ClaimedDelivery>, StoreError> {
     if channels.is_empty() || limit == 0 {
@@ -492,15 +579,15 @@ pub async fn claim(
     if !anything_due(db, channels, now).await? {
         return Ok(Vec::new());
     }
-    let due = due_condition(2, 4, channels.len());
+    let due = due_condition(2, 5, channels.len());
     let busy_clause = if busy.is_empty() {
         String::new()
     } else {
-        let list = crate::store::placeholders(4 + channels.len(), busy.len());
+        let list = crate::store::placeholders(5 + channels.len(), busy.len());
         format!(" AND (channel || ':' || destination) NOT IN ({list})")
     };
     let sql = format!(
-        "UPDATE deliveries SET locked_until = $1 WHERE id IN (\
+        "UPDATE deliveries SET locked_until = $1, locked_by = $4 WHERE id IN (\
            SELECT id FROM deliveries WHERE {due}{busy_clause} \
            ORDER BY next_attempt_at, id LIMIT $3{}) \
          RETURNING id, channel, destination, \
@@ -511,7 +598,8 @@ pub async fn claim(
     let mut query = sqlx::query_as::<_, ClaimedDelivery>(AssertSqlSafe(sql))
         .bind(now + lease.as_millis() as i64)
         .bind(now)
-        .bind(limit as i64);
+        .bind(limit as i64)
+        .bind(node_id);
     for channel in channels {
         query = query.bind(*channel);
     }
@@ -761,6 +849,46 @@ pub async fn record_batch(
         tx.commit().await?;
     }
     Ok(settled)
+}
+
+/// A notification queued for a contact, as its owner's dashboard lists it.
+#[derive(Debug, Clone)]
+pub struct RecentDelivery {
+    pub id: i64,
+    pub contact_id: i64,
+    pub event_id: Option<i64>,
+    pub channel: String,
+    pub status: String,
+    pub created_at: i64,
+}
+
+/// The newest `limit` deliveries to a contact, newest first.
+pub async fn recent_to_contact(
+    db: &Db,
+    contact_id: i64,
+    limit: i64,
+) -> Result<Vec<RecentDelivery>, StoreError> {
+    let rows: Vec<(i64, i64, Option<i64>, String, String, i64)> = sqlx::query_as(
+        "SELECT id, contact_id, event_id, channel, status, created_at FROM deliveries \
+         WHERE contact_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(contact_id)
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, contact_id, event_id, channel, status, created_at)| RecentDelivery {
+                id,
+                contact_id,
+                event_id,
+                channel,
+                status,
+                created_at,
+            },
+        )
+        .collect())
 }
 
 /// Counts of deliveries by status, for `/metrics` and tests.

@@ -183,7 +183,7 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<Pruned, StoreError> {
 
 /// Runs `delete` (a statement removing at most [`BATCH`] rows, bound to `bound`) until it
 /// removes fewer than a batch; returns how many rows went.
-async fn delete_in_batches(db: &Db, delete: String, bound: i64) -> Result<u64, StoreError> {
+pub async fn delete_in_batches(db: &Db, delete: String, bound: i64) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
         let held = std::time::Instant::now();

@@ -5,7 +5,12 @@
 //! least every 250 ms (rows enqueued by other nodes, retries coming due, expired leases).
 //!
 //! A claimed row stays leased until its attempt is recorded, so neither this node nor another
-//! sends it twice meanwhile; if the node dies first, the lease runs out and it is sent again.
+//! sends it twice meanwhile; if the node dies first, the live nodes free it once the node's own
+//! lease lapses (`node`), and it is sent again. A node whose lease lapsed claims nothing.
+//!
+//! At a graceful stop the worker claims nothing more, lets the sends in flight finish for
+//! `HERALD_SHUTDOWN_GRACE`, then abandons the rest unrecorded: the node's goodbye
+//! (`outbox::free_claims_of`) puts them back, due at once and without counting an attempt.
 //!
 //! The recorder writes once the sends in flight have finished (or after [`GATHER`]), so a
 //! push's fan-out is recorded in one commit after its last answer, not in two or three commits
@@ -17,7 +22,7 @@
 //! it, record it, and say what happened — for tests, and anything else that must drive the
 //! queue by hand.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +62,128 @@ pub struct Dispatcher {
     pub busy: std::sync::Mutex<HashMap<String, Instant>>,
     /// The owners of the hooks and contacts deliveries are for, told of every recorded batch.
     pub observers: Vec<Arc<dyn AttemptObserver>>,
+    /// This node: the id its claims carry, and whether it may claim at all.
+    pub node: Arc<crate::node::NodeLease>,
+    /// At a graceful stop, how long sends in flight may still finish before they are abandoned
+    /// (and their rows put back by the node's goodbye).
+    pub shutdown_grace: Duration,
+    /// With other nodes sharing destinations' limits: deliveries a destination at its limit
+    /// deferred wait here instead of in the table (see [`Parking`]); `None` puts them back.
+    pub parking: Option<Parking>,
+}
+
+/// Deliveries that a destination at its limit deferred, kept in memory — still leased to this
+/// node — instead of being put back in the table, and sent as soon as this node's own send to
+/// that destination ends (its slot is likely free) or the destination's pause ends. With hooks'
+/// limits shared by several nodes, a hook at its limit is the common case, and putting each of
+/// a claimed batch back (a write per delivery) while only a few can be sent left the hook idle
+/// between claims and cost the database more than the sends. While a destination has deliveries
+/// parked here this node claims no more of its rows; one waits here at most a quarter of the
+/// send timeout (well inside its lease), then goes back to the table.
+#[derive(Default)]
+pub struct Parking {
+    parked: std::sync::Mutex<HashMap<String, VecDeque<(ClaimedDelivery, Instant)>>>,
+    /// Destinations to which a send of this node just ended.
+    ended: std::sync::Mutex<Vec<String>>,
+}
+
+/// Deliveries parked per destination at most; more are put back in the table.
+const PARKED_PER_DESTINATION: usize = 256;
+/// Parked deliveries of a destination tried again when its pause ends.
+const RESUMED_AT_PAUSE_END: usize = 4;
+
+/// The key of a destination in `busy` and in [`Parking`].
+fn destination_key(delivery: &ClaimedDelivery) -> String {
+    format!("{}:{}", delivery.channel, delivery.destination)
+}
+
+impl Parking {
+    /// Parks `delivery` unless its destination has enough waiting already (then it is given
+    /// back).
+    fn park(&self, delivery: ClaimedDelivery) -> Option<ClaimedDelivery> {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let waiting = parked.entry(destination_key(&delivery)).or_default();
+        if waiting.len() >= PARKED_PER_DESTINATION {
+            return Some(delivery);
+        }
+        waiting.push_back((delivery, Instant::now()));
+        None
+    }
+
+    fn ended(&self, key: String) {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key);
+    }
+
+    /// What to send now, at most `available`: one per destination a send of this node just
+    /// ended, and a few of each destination whose pause is over; and what waited longer than
+    /// `longest`, to go back to the table.
+    fn take(
+        &self,
+        busy: &HashMap<String, Instant>,
+        available: usize,
+        longest: Duration,
+    ) -> (Vec<ClaimedDelivery>, Vec<i64>) {
+        let ended = std::mem::take(&mut *self.ended.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for waiting in parked.values_mut() {
+            while waiting
+                .front()
+                .is_some_and(|(_, since)| now.duration_since(*since) > longest)
+            {
+                if let Some((delivery, _)) = waiting.pop_front() {
+                    expired.push(delivery.id);
+                }
+            }
+        }
+        let mut resume = Vec::new();
+        for key in ended {
+            if resume.len() >= available {
+                break;
+            }
+            if let Some((delivery, _)) = parked.get_mut(&key).and_then(VecDeque::pop_front) {
+                resume.push(delivery);
+            }
+        }
+        for (key, waiting) in parked.iter_mut() {
+            if busy.get(key).is_some_and(|until| *until > now) {
+                continue;
+            }
+            for _ in 0..RESUMED_AT_PAUSE_END {
+                if resume.len() >= available {
+                    break;
+                }
+                match waiting.pop_front() {
+                    Some((delivery, _)) => resume.push(delivery),
+                    None => break,
+                }
+            }
+        }
+        parked.retain(|_, waiting| !waiting.is_empty());
+        (resume, expired)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn drain(&self) -> Vec<i64> {
+        self.parked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .flat_map(|(_, waiting)| waiting.into_iter().map(|(delivery, _)| delivery.id))
+            .collect()
+    }
 }
 
 /// What one [`Dispatcher::step`] did.
@@ -95,17 +222,22 @@ impl Dispatcher {
     pub async fn step(&self) -> Result<Step, StoreError> {
         let names: Vec<&'static str> = self.channels.keys().copied().collect();
         let busy = self.busy_destinations();
-        let claimed = claim(
-            &self.db,
-            &names,
-            self.concurrency,
-            super::lease_for(self.timeout),
-            &busy,
-        )
-        .await?;
+        let claimed = if self.node.is_live() {
+            claim(
+                &self.db,
+                &names,
+                self.concurrency,
+                super::lease_for(self.timeout),
+                self.node.id(),
+                &busy,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
         let attempts = futures_util::future::join_all(claimed.into_iter().map(|delivery| async {
             let id = delivery.id;
-            (id, self.attempt(delivery).await)
+            (id, self.attempt(delivery, false).await)
         }))
         .await;
         let mut step = Step::default();
@@ -148,17 +280,32 @@ impl Dispatcher {
         // A send finished: its slot is free for a delivery waiting in memory or in the table.
         let finished = Arc::new(Notify::new());
         let tracker = TaskTracker::new();
+        // Cancelled when the grace for sends in flight at a stop is over.
+        let abandon = CancellationToken::new();
         let spawn = |delivery: ClaimedDelivery, permit: tokio::sync::OwnedSemaphorePermit| {
             let this = self.clone();
             let records = records.clone();
             let finished = finished.clone();
+            let abandon = abandon.clone();
             let in_flight = InFlight::start(&sending);
+            let local_queue = local_queue.clone();
+            local_queue.send_started();
             tracker.spawn(async move {
-                if let Some(recorded) = this.attempt(delivery).await {
+                let key = destination_key(&delivery);
+                let attempted = tokio::select! {
+                    attempted = this.attempt(delivery, true) => attempted,
+                    // Not recorded: the goodbye puts the row back unsent.
+                    _ = abandon.cancelled() => None,
+                };
+                if let Some(recorded) = attempted {
+                    if let Some(parking) = &this.parking {
+                        parking.ended(key);
+                    }
                     // Backpressure: if the recorder is behind, sending waits.
                     let _ = records.send(recorded).await;
                 }
                 drop(in_flight);
+                local_queue.send_ended();
                 drop(permit);
                 finished.notify_one();
             });
@@ -172,6 +319,26 @@ impl Dispatcher {
         let mut tick = tokio::time::interval(IDLE_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Parked deliveries whose destination may have room again come first: they were
+            // claimed before anything waiting now.
+            if let Some(parking) = &self.parking {
+                let (resume, mut expired) = {
+                    let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                    parking.take(&busy, permits.available_permits(), self.timeout / 4)
+                };
+                for delivery in resume {
+                    // Taken no more than the free permits, which only this loop takes.
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => spawn(delivery, permit),
+                        Err(_) => expired.push(delivery.id),
+                    }
+                }
+                for id in expired {
+                    if let Err(error) = defer(&self.db, id, Duration::ZERO).await {
+                        tracing::warn!(%error, delivery = id, "could not put a parked delivery back; its lease runs out");
+                    }
+                }
+            }
             // Deliveries leased to this node as they were queued come first: no claim needed.
             while let Ok(permit) = permits.clone().try_acquire_owned() {
                 match local.try_recv() {
@@ -183,13 +350,15 @@ impl Dispatcher {
                 }
             }
             let available = permits.available_permits();
-            if check_table && available > 0 {
+            // A node whose lease lapsed claims nothing: the others may have its rows by now.
+            if check_table && available > 0 && self.node.is_live() {
                 let busy = self.busy_destinations();
                 match claim(
                     &self.db,
                     &names,
                     available,
                     super::lease_for(self.timeout),
+                    self.node.id(),
                     &busy,
                 )
                 .await
@@ -236,11 +405,24 @@ impl Dispatcher {
             local_queue.taken();
             unsent.push(delivery.id);
         }
+        if let Some(parking) = &self.parking {
+            unsent.extend(parking.drain());
+        }
         if let Err(error) = super::release_leases(&self.db, &unsent).await {
             tracing::warn!(%error, "could not release leases at shutdown; they expire on their own");
         }
         tracker.close();
-        tracker.wait().await;
+        if tokio::time::timeout(self.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                in_flight = tracker.len(),
+                "shutdown: sends still in flight after the grace are abandoned and put back unsent"
+            );
+            abandon.cancel();
+            tracker.wait().await;
+        }
         drop(records);
         let _ = recorder.await;
     }
@@ -252,19 +434,41 @@ impl Dispatcher {
         busy.values().filter(|until| **until > now).min().copied()
     }
 
+    /// Destinations not to claim for now: those paused, and those with parked deliveries.
     fn busy_destinations(&self) -> Vec<String> {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        busy.retain(|_, until| *until > now);
-        busy.keys().take(BUSY_MAX).cloned().collect()
+        let mut keys: Vec<String> = {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            busy.retain(|_, until| *until > now);
+            busy.keys().take(BUSY_MAX).cloned().collect()
+        };
+        if let Some(parking) = &self.parking {
+            for key in parking.keys() {
+                if keys.len() >= BUSY_MAX {
+                    break;
+                }
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys
     }
 
-    /// Puts a delivery back unsent and leaves its destination alone for `after`.
-    async fn put_back(&self, delivery: &ClaimedDelivery, after: Duration) {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            format!("{}:{}", delivery.channel, delivery.destination),
-            Instant::now() + after,
-        );
+    /// Puts a delivery back unsent — parked in memory when `may_park` and there is parking,
+    /// else in the table — and leaves its destination alone for `after`.
+    async fn put_back(&self, delivery: ClaimedDelivery, after: Duration, may_park: bool) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(destination_key(&delivery), Instant::now() + after);
+        let delivery = match &self.parking {
+            Some(parking) if may_park => match parking.park(delivery) {
+                None => return,
+                Some(delivery) => delivery,
+            },
+            _ => delivery,
+        };
         if let Err(error) = defer(&self.db, delivery.id, after).await {
             tracing::warn!(%error, delivery = delivery.id, "could not defer delivery");
         }
@@ -320,13 +524,14 @@ impl Dispatcher {
         Ok(settled)
     }
 
-    /// Sends one claimed delivery; `None` when it was not attempted (paced or deferred).
-    async fn attempt(&self, delivery: ClaimedDelivery) -> Option<Recorded> {
+    /// Sends one claimed delivery; `None` when it was not attempted (paced or deferred: put
+    /// back, or parked when `may_park`).
+    async fn attempt(&self, delivery: ClaimedDelivery, may_park: bool) -> Option<Recorded> {
         let channel = self.channels.get(delivery.channel.as_str())?;
         let started = Instant::now();
         let started_at = now_ms();
         if let Some(wait) = channel.pace(&delivery.destination).await {
-            self.put_back(&delivery, wait).await;
+            self.put_back(delivery, wait, may_park).await;
             return None;
         }
         let message = OutgoingMessage {
@@ -348,7 +553,7 @@ impl Dispatcher {
             ),
         };
         if let Verdict::Deferred { after } = attempt.verdict {
-            self.put_back(&delivery, after).await;
+            self.put_back(delivery, after, may_park).await;
             return None;
         }
         let duration = started.elapsed();
@@ -424,6 +629,56 @@ mod tests {
     use super::*;
 
     const LONG: Duration = Duration::from_secs(60);
+
+    fn to(destination: &str, id: i64) -> ClaimedDelivery {
+        ClaimedDelivery {
+            id,
+            channel: "webhook".into(),
+            destination: destination.into(),
+            payload: String::new(),
+            contact_id: None,
+            webhook_id: None,
+            event_type: None,
+            attempts: 0,
+            failures: 0,
+        }
+    }
+
+    #[test]
+    fn parked_deliveries_go_out_as_their_destinations_free_up_or_back_to_the_table() {
+        let parking = Parking::default();
+        for id in 0..PARKED_PER_DESTINATION as i64 {
+            assert!(parking.park(to("7", id)).is_none());
+        }
+        let full = parking
+            .park(to("7", 999))
+            .expect("a full destination gives it back");
+        assert_eq!(full.id, 999);
+        assert!(parking.park(to("8", 1000)).is_none());
+        let paused: HashMap<String, Instant> = [
+            ("webhook:7".to_string(), Instant::now() + LONG),
+            ("webhook:8".to_string(), Instant::now() + LONG),
+        ]
+        .into();
+        // Both paused, no send ended: nothing goes.
+        let (resume, expired) = parking.take(&paused, 64, LONG);
+        assert!(resume.is_empty() && expired.is_empty());
+        // A send to 7 ended: its oldest parked delivery goes, one only.
+        parking.ended("webhook:7".into());
+        let (resume, _) = parking.take(&paused, 64, LONG);
+        assert_eq!(resume.iter().map(|d| d.id).collect::<Vec<_>>(), vec![0]);
+        // 8's pause is over: a few of it go, within the free permits.
+        let only_7: HashMap<String, Instant> =
+            [("webhook:7".to_string(), Instant::now() + LONG)].into();
+        let (resume, _) = parking.take(&only_7, 64, LONG);
+        assert_eq!(resume.iter().map(|d| d.id).collect::<Vec<_>>(), vec![1000]);
+        assert_eq!(parking.keys(), vec!["webhook:7".to_string()]);
+        // Waited too long: back to the table, all of them.
+        let (resume, expired) = parking.take(&paused, 64, Duration::ZERO);
+        assert!(resume.is_empty());
+        assert_eq!(expired.len(), PARKED_PER_DESTINATION - 1);
+        assert!(parking.keys().is_empty());
+    }
 
     #[tokio::test]
     async fn the_recorder_waits_for_the_last_send_in_flight() {

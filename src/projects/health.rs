@@ -128,7 +128,7 @@ async fn disable(
     tracing::warn!(webhook = webhook_id, reason, "webhook disabled");
     let owner: Option<(String, String, String, String)> = sqlx::query_as(
         "SELECT a.email, p.owner, p.name, w.payload_url FROM webhooks w \
-         JOIN projects p ON p.id = w.project_id JOIN accounts a ON a.name = p.owner WHERE w.id = $1",
+         JOIN projects p ON p.id = w.project_id JOIN accounts a ON a.id = p.owner_account_id WHERE w.id = $1",
     )
     .bind(webhook_id)
     .fetch_optional(&mut *tx)

@@ -15,7 +15,7 @@ use crate::ids::{IdGenerator, now_ms, rfc3339};
 use crate::outbox::NewDelivery;
 use crate::store::{Db, StoreError, Value};
 use crate::watch::event::PushEvent;
-use crate::watch::repo::{is_glob, is_private_host};
+use crate::watch::repo::is_glob;
 
 /// `owner` and `name` of a project: letters, digits, `-`, `_`, `.`, 1 to 100 characters.
 pub fn valid_slug(what: &str, value: &str) -> Result<String, String> {
@@ -69,24 +69,18 @@ impl PayloadUrl {
             return Err("payload_url: must not carry credentials".into());
         }
         if !allow_private {
-            if is_private_host(&host) {
-                return Err(format!(
-                    "payload_url: {host} is a loopback or private address; set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it"
-                ));
+            if let Some(parsed_host) = url.host()
+                && let Err(refused) = crate::netguard::refuse_literal(&parsed_host)
+            {
+                return Err(format!("payload_url: {refused}"));
             }
             // A name that does not resolve yet is accepted: every send resolves it again and
             // refuses private answers then. A name that resolves inside the network is not.
             let port = url.port_or_known_default().unwrap_or(443);
-            if let Ok(addresses) = tokio::net::lookup_host((host.as_str(), port)).await {
-                for address in addresses {
-                    if crate::watch::repo::is_private_ip(address.ip()) {
-                        return Err(format!(
-                            "payload_url: {host} resolves to {}, a loopback or private address; \
-                             set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it",
-                            address.ip()
-                        ));
-                    }
-                }
+            if let Err(refused @ crate::netguard::Refused::NotPublic(_)) =
+                crate::netguard::resolve_public(&host, port).await
+            {
+                return Err(format!("payload_url: {refused}"));
             }
         }
         Ok(PayloadUrl(url.to_string()))
@@ -111,22 +105,45 @@ pub fn webhook_secret(raw: Option<&str>) -> Result<(String, bool), String> {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A repository's branches whose pushes go to the project's webhooks.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Project {
     #[serde(with = "crate::ids::as_string")]
+    #[schema(value_type = String, example = "7340032153862881280")]
     pub id: i64,
+    /// The owning account's name.
     pub owner: String,
     pub name: String,
+    /// The repository's remote URL.
     pub repository: String,
+    /// A branch name or a glob.
     pub branches: String,
     #[serde(skip)]
     pub repository_id: i64,
     #[serde(skip)]
     pub web_url: Option<String>,
+    /// The account that manages it: the account named `owner` when the project was made by
+    /// it or for it, or that the operator handed it to (`api::projects_claim`). `None`: the
+    /// operator's alone, whoever registers the owner's name later.
+    #[serde(skip)]
+    pub owner_account: Option<i64>,
 }
 
-const PROJECT_QUERY: &str = "SELECT p.id, p.owner, p.name, r.remote_url, p.branches, p.repository_id, r.web_url \
-    FROM projects p JOIN repositories r ON r.id = p.repository_id";
+impl Project {
+    /// Whether `actor` may see and manage this project: the operator always, an account only
+    /// when the project is its own (not merely named after it).
+    pub fn managed_by(&self, actor: &crate::accounts::auth::Actor) -> bool {
+        match actor {
+            crate::accounts::auth::Actor::Operator => true,
+            crate::accounts::auth::Actor::Account(account) => {
+                self.owner_account == Some(account.id) && self.owner == account.name
+            }
+        }
+    }
+}
+
+const PROJECT_QUERY: &str = "SELECT p.id, p.owner, p.name, r.remote_url, p.branches, p.repository_id, r.web_url, \
+    p.owner_account_id FROM projects p JOIN repositories r ON r.id = p.repository_id";
 
 fn project_from_row(row: &sqlx::any::AnyRow) -> Project {
     Project {
@@ -137,6 +154,7 @@ fn project_from_row(row: &sqlx::any::AnyRow) -> Project {
         branches: row.get(4),
         repository_id: row.get(5),
         web_url: row.get(6),
+        owner_account: row.get(7),
     }
 }
 
@@ -150,6 +168,16 @@ pub async fn find_project(db: &Db, owner: &str, name: &str) -> Result<Option<Pro
     Ok(row.as_ref().map(project_from_row))
 }
 
+/// The projects an account manages ([`Project::owner_account`]).
+pub async fn projects_of_account(db: &Db, account_id: i64) -> Result<Vec<Project>, StoreError> {
+    let sql = format!("{PROJECT_QUERY} WHERE p.owner_account_id = $1 ORDER BY p.name");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(account_id)
+        .fetch_all(db.reader())
+        .await?;
+    Ok(rows.iter().map(project_from_row).collect())
+}
+
 pub async fn list_projects(db: &Db) -> Result<Vec<Project>, StoreError> {
     let sql = format!("{PROJECT_QUERY} ORDER BY p.id");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -159,21 +187,27 @@ pub async fn list_projects(db: &Db) -> Result<Vec<Project>, StoreError> {
 }
 
 /// A webhook as shown to its owner; the secret is never part of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Webhook {
     #[serde(with = "crate::ids::as_string")]
+    #[schema(value_type = String, example = "7340032153862881280")]
     pub id: i64,
     pub payload_url: String,
+    /// `false` once disabled (by its owner, a 410, or failing for days).
     pub active: bool,
+    /// Why it was disabled.
     pub disabled_reason: Option<String>,
     pub rate_per_second: Option<i64>,
     pub max_concurrency: i64,
     pub created_at: String,
     #[serde(skip)]
     pub project_id: i64,
+    /// When its current failure streak began (Unix ms; none: its last delivery went well).
+    #[serde(skip)]
+    pub failing_since: Option<i64>,
 }
 
-const WEBHOOK_COLUMNS: &str = "id, payload_url, active, disabled_reason, rate_per_second, max_concurrency, created_at, project_id";
+const WEBHOOK_COLUMNS: &str = "id, payload_url, active, disabled_reason, rate_per_second, max_concurrency, created_at, project_id, failing_since";
 
 fn webhook_from_row(row: &sqlx::any::AnyRow) -> Webhook {
     Webhook {
@@ -185,6 +219,7 @@ fn webhook_from_row(row: &sqlx::any::AnyRow) -> Webhook {
         max_concurrency: row.get(5),
         created_at: rfc3339(row.get(6)),
         project_id: row.get(7),
+        failing_since: row.get(8),
     }
 }
 
@@ -304,17 +339,55 @@ pub async fn create_webhook(
         .ok_or(StoreError::RowNotFound)
 }
 
+/// Queues a `ping` to an existing hook ("send a test ping"), as the one sent when it was
+/// created. Returns the delivery's id.
+pub async fn send_ping(
+    db: &Db,
+    ids: &IdGenerator,
+    project: &Project,
+    hook: &Webhook,
+) -> Result<i64, StoreError> {
+    let ping = payload::ping(project, hook.id, &hook.payload_url);
+    let mut conn = db.writer().acquire().await?;
+    let created = crate::outbox::enqueue(
+        &mut conn,
+        ids,
+        &[NewDelivery {
+            channel: "webhook".into(),
+            destination: hook.id.to_string(),
+            payload: ping.to_string(),
+            event_id: None,
+            contact_id: None,
+            webhook_id: Some(hook.id),
+            event_type: Some("ping".into()),
+        }],
+    )
+    .await?;
+    created.first().copied().ok_or(StoreError::RowNotFound)
+}
+
 /// Deletes a hook; its deliveries that were still waiting are cancelled, the log is kept.
+///
+/// The deliveries are cancelled before the hook's row is deleted: an attempt being recorded
+/// locks its delivery and then its hook (a failure streak), so taking them in the other order
+/// here deadlocked with a send in flight on PostgreSQL.
 pub async fn delete_webhook(db: &Db, project_id: i64, id: i64) -> Result<bool, StoreError> {
     let mut tx = db.writer().begin().await?;
+    let ours: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM webhooks WHERE project_id = $1 AND id = $2")
+            .bind(project_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if ours.is_none() {
+        return Ok(false);
+    }
+    crate::outbox::cancel_for_webhook(&mut tx, id).await?;
     let deleted = sqlx::query("DELETE FROM webhooks WHERE project_id = $1 AND id = $2")
         .bind(project_id)
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    if deleted.rows_affected() > 0 {
-        crate::outbox::cancel_for_webhook(&mut tx, id).await?;
-    }
     tx.commit().await?;
     Ok(deleted.rows_affected() > 0)
 }
@@ -366,6 +439,8 @@ pub fn hook_targets_from(
                     web_url: row.get(5),
                     repository: remote.to_string(),
                     repository_id,
+                    // Who manages it does not matter to a payload.
+                    owner_account: None,
                 },
             }
         })

@@ -5,16 +5,21 @@
 //! login page that lets a browser hold the operator token in a cookie.
 //!
 //! Anyone who is not the owner (today: the operator) gets 404 and learns nothing.
+//!
+//! The web router serves these paths (`web::projects`): a browser signed in to an account gets
+//! its pages at the two `GET` paths; everyone else is handed to [`list`], [`log`], [`create`]
+//! and [`remove`] here, after `web` checked the CSRF token of a form that a browser posts as
+//! the operator by its cookie. Their forms carry that token ([`FormToken`]) and their style is
+//! the embedded [`REFERENCE_STYLESHEET`], as the pages' Content-Security-Policy wants.
 
 use axum::Form;
 use axum::Json;
 use axum::body::Bytes;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -23,17 +28,19 @@ use super::{delete_webhook, list_webhooks};
 use crate::accounts::auth::{Actor, MaybeActor};
 use crate::http::auth::{ADMIN_COOKIE, check_typed_token};
 use crate::http::error::ApiError;
+use crate::http::routes::{Outside, Routes};
 use crate::notify::render::escape_html;
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
-        .route("/login", get(login_page).post(login))
-        .route("/{owner}/{project}/webhooks", get(list).post(create))
-        .route(
-            "/{owner}/{project}/webhooks/{id}",
-            get(log).post(remove).delete(remove),
-        )
+/// Pages for people: outside the OpenAPI document. (The hook list also answers JSON for the
+/// reference's clients; the documented JSON API for projects is `/api/v1/projects`.)
+pub fn router(state: AppState) -> Routes {
+    Routes::new()
+        .outside(Outside::Page, Method::GET, "/login", login_page)
+        .outside(Outside::Page, Method::POST, "/login", login)
+        // The hook paths themselves are `web::projects`': it answers a signed-in owner with the
+        // pages for people, checks the CSRF token of a browser that is the operator by its
+        // cookie, and hands the rest to [`list`], [`log`], [`create`] and [`remove`].
         .with_state(state)
 }
 
@@ -55,13 +62,26 @@ fn hidden(owner: &str, project: &str) -> ApiError {
     ApiError::NotFound(format!("no project {owner}/{project}"))
 }
 
+/// The reference pages' style sheet, embedded and served by `web::assets` (the pages' CSP
+/// allows no inline style).
+pub const REFERENCE_STYLESHEET: &str = "/assets/reference.css";
+
+/// The CSRF token the forms of a reference page carry (`web` computes it for the browser;
+/// a program that names itself with an `Authorization` header needs none).
+pub struct FormToken(pub String);
+
+fn token_field(token: &FormToken) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape_html(&token.0)
+    )
+}
+
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} · herald</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}\
-         table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.4rem;text-align:left;vertical-align:top}}\
-         .error{{color:#b00}}code,pre{{font-size:.85rem}}pre{{white-space:pre-wrap;max-height:8rem;overflow:auto}}</style>\
+         <link rel=\"stylesheet\" href=\"{REFERENCE_STYLESHEET}\">\
          </head><body><h1>{title}</h1>{body}</body></html>",
         title = escape_html(title)
     ))
@@ -73,8 +93,10 @@ async fn list_page(
     owner: &str,
     project: &str,
     error: Option<&str>,
+    token: &FormToken,
 ) -> Result<Response, ApiError> {
     let found = load_project(state, actor, owner, project).await?;
+    let token = token_field(token);
     let hooks = list_webhooks(&state.db, found.id).await?;
     let base = format!("/{}/{}/webhooks", escape_html(owner), escape_html(project));
     let mut rows = String::new();
@@ -89,7 +111,7 @@ async fn list_page(
         };
         rows.push_str(&format!(
             "<tr><td><a href=\"{base}/{id}\">{url}</a></td><td>{status}</td><td>{created}</td>\
-             <td><form method=\"post\" action=\"{base}/{id}\"><button>Delete</button></form></td></tr>",
+             <td><form method=\"post\" action=\"{base}/{id}\">{token}<button>Delete</button></form></td></tr>",
             id = hook.id,
             url = escape_html(&hook.payload_url),
             created = escape_html(&hook.created_at),
@@ -104,7 +126,7 @@ async fn list_page(
     let body = format!(
         "<p>Repository <code>{repo}</code>, branches <code>{branches}</code>.</p>{error}\
          <table><tr><th>Payload URL</th><th>Status</th><th>Created</th><th></th></tr>{rows}</table>\
-         <h2>Add a webhook</h2><form method=\"post\" action=\"{base}\">\
+         <h2>Add a webhook</h2><form method=\"post\" action=\"{base}\">{token}\
          <p><label>Payload URL<br><input name=\"payloadUrl\" type=\"url\" size=\"60\" maxlength=\"2000\" required></label></p>\
          <p><label>Secret (empty: one is generated)<br><input name=\"secret\" size=\"40\" maxlength=\"250\"></label></p>\
          <p><button>Add webhook</button></p></form>",
@@ -123,11 +145,12 @@ async fn list_page(
         .into_response())
 }
 
-async fn list(
+pub async fn list(
     MaybeActor(actor): MaybeActor,
     State(state): State<AppState>,
     Path((owner, project)): Path<(String, String)>,
     headers: HeaderMap,
+    token: FormToken,
 ) -> Result<Response, ApiError> {
     let Some(actor) = actor.filter(|a| a.may_manage(&owner)) else {
         return Err(hidden(&owner, &project));
@@ -137,15 +160,16 @@ async fn list(
         let hooks = list_webhooks(&state.db, found.id).await?;
         return Ok(Json(json!({"webhooks": hooks})).into_response());
     }
-    list_page(&state, &actor, &owner, &project, None).await
+    list_page(&state, &actor, &owner, &project, None, &token).await
 }
 
-async fn create(
+pub async fn create(
     MaybeActor(actor): MaybeActor,
     State(state): State<AppState>,
     Path((owner, project)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
+    token: FormToken,
 ) -> Result<Response, ApiError> {
     let Some(actor) = actor.filter(|a| a.may_manage(&owner)) else {
         return Err(hidden(&owner, &project));
@@ -176,13 +200,13 @@ async fn create(
             Ok(Redirect::to(&format!("/{owner}/{project}/webhooks")).into_response())
         }
         Err(ApiError::Validation(message)) if !json_body && !wants_json(&headers) => {
-            list_page(&state, &actor, &owner, &project, Some(&message)).await
+            list_page(&state, &actor, &owner, &project, Some(&message), &token).await
         }
         Err(error) => Err(error),
     }
 }
 
-async fn remove(
+pub async fn remove(
     MaybeActor(actor): MaybeActor,
     State(state): State<AppState>,
     Path((owner, project, id)): Path<(String, String, String)>,
@@ -201,7 +225,7 @@ async fn remove(
     Ok(Redirect::to(&format!("/{owner}/{project}/webhooks")).into_response())
 }
 
-async fn log(
+pub async fn log(
     MaybeActor(actor): MaybeActor,
     State(state): State<AppState>,
     Path((owner, project, id)): Path<(String, String, String)>,
@@ -281,10 +305,9 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    crate::http::auth::Client(client): crate::http::auth::Client,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let client = crate::limits::ClientKey::from(peer.ip());
     let valid = match check_typed_token(&state, client, form.token.trim()) {
         Ok(valid) => valid,
         Err(wait) => {
@@ -326,7 +349,8 @@ async fn login(
         [(header::SET_COOKIE, cookie)],
         page(
             "Signed in",
-            "<p>Signed in. Open a project's <code>/{owner}/{project}/webhooks</code> page.</p>",
+            "<p>Signed in as the operator. Open the <a href=\"/operator\">operator view</a>, or a \
+             project's <code>/{owner}/{project}/webhooks</code> page.</p>",
         ),
     )
         .into_response()

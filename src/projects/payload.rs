@@ -290,6 +290,7 @@ mod tests {
             branches: "main".into(),
             repository_id: 3,
             web_url: Some("https://github.com/octo/site".into()),
+            owner_account: None,
         };
         let event = PushEvent {
             ref_name: "refs/heads/main".into(),

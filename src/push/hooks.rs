@@ -8,9 +8,8 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -19,17 +18,35 @@ use super::PushState;
 use super::ingest::{IngestOutcome, accept_push};
 use crate::crypto::{constant_time_eq, hmac_sha256_hex};
 use crate::http::error::ApiError;
+use crate::http::routes::{Outside, Routes};
 use crate::watch::event::{Commit, Person, PushEvent, Source, ZERO_SHA};
 use crate::watch::repo::RepoUrl;
 
 /// Push payloads can be large (GitHub caps them at 25 MB); herald accepts up to this much.
 pub const MAX_HOOK_BODY: usize = 26 * 1024 * 1024;
+const _: () = assert!(MAX_HOOK_BODY <= crate::http::LARGEST_BODY_LIMIT);
 
-pub fn router(state: PushState) -> axum::Router {
-    axum::Router::new()
-        .route("/hooks/github", post(github))
-        .route("/hooks/gitea", post(gitea))
-        .route("/hooks/gitlab", post(gitlab))
+/// The forges' push webhooks, in each forge's own format: outside the OpenAPI document.
+pub fn router(state: PushState) -> Routes<()> {
+    Routes::new()
+        .outside(
+            Outside::PlatformWebhook,
+            Method::POST,
+            "/hooks/github",
+            github,
+        )
+        .outside(
+            Outside::PlatformWebhook,
+            Method::POST,
+            "/hooks/gitea",
+            gitea,
+        )
+        .outside(
+            Outside::PlatformWebhook,
+            Method::POST,
+            "/hooks/gitlab",
+            gitlab,
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_HOOK_BODY))
         .with_state(state)
 }

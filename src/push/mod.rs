@@ -23,16 +23,60 @@ pub struct PushState {
     pub app: AppState,
     ingest: Arc<ingest::IngestQueue>,
     repositories: Arc<crate::watch::RepositoryCache>,
+    /// Rung when a push held notifications for a digest (`digest::DigestState::wake`).
+    digest_wake: Arc<tokio::sync::Notify>,
 }
 
 crate::feature_state!(PushState);
 
 impl PushState {
-    pub fn new(app: AppState) -> PushState {
+    pub fn new(app: AppState, digest_wake: Arc<tokio::sync::Notify>) -> PushState {
         PushState {
             app,
             ingest: Arc::default(),
             repositories: Arc::default(),
+            digest_wake,
         }
     }
+}
+
+/// What a page says about a push: where and what.
+#[derive(Debug, Clone)]
+pub struct PushSummary {
+    pub id: i64,
+    pub repository: String,
+    /// The ref without `refs/heads/`.
+    pub branch: String,
+    pub after_sha: String,
+    pub created_at: i64,
+}
+
+/// The pushes with these ids that exist (for the pages' notification lists).
+pub async fn push_summaries(
+    db: &crate::store::Db,
+    ids: &[i64],
+) -> Result<Vec<PushSummary>, crate::store::StoreError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let row: Option<(i64, String, String, String, i64)> = sqlx::query_as(
+            "SELECT e.id, r.remote_url, e.ref, e.after_sha, e.created_at FROM push_events e \
+             JOIN repositories r ON r.id = e.repository_id WHERE e.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(db.reader())
+        .await?;
+        if let Some((id, repository, git_ref, after_sha, created_at)) = row {
+            found.push(PushSummary {
+                id,
+                repository,
+                branch: git_ref
+                    .strip_prefix("refs/heads/")
+                    .unwrap_or(&git_ref)
+                    .to_string(),
+                after_sha,
+                created_at,
+            });
+        }
+    }
+    Ok(found)
 }

@@ -49,7 +49,19 @@ pub async fn run(state: PushState, shutdown: CancellationToken) {
         let available = permits.available_permits().min(CLAIM_BATCH);
         let mut full = false;
         if available > 0 {
-            match claim_due_watches(&state.db, state.settings.poll_interval, available).await {
+            // A node whose lease lapsed claims nothing: the others may have its checks by now.
+            let claimed = if state.node.is_live() {
+                claim_due_watches(
+                    &state.db,
+                    state.settings.poll_interval,
+                    available,
+                    state.node.id(),
+                )
+                .await
+            } else {
+                Ok(Vec::new())
+            };
+            match claimed {
                 Ok(watches) => {
                     full = watches.len() == available;
                     for watch in watches {

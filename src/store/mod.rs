@@ -17,7 +17,8 @@
 //!   in one line.
 //! - That connection opens its files through a thin VFS over SQLite's own (`walbatch.rs`) that
 //!   writes a commit's log frames with one system call instead of two per page, before SQLite
-//!   publishes the commit to other connections. `HERALD_SQLITE_BATCHED_LOG=false` turns it off;
+//!   publishes the commit to other connections. It is off unless `HERALD_SQLITE_BATCHED_LOG=true`:
+//!   on a full disk it acknowledged commits that were then lost (docs/full-disk-findings.md);
 //!   start-up says whether it is in use and `/metrics` counts its fallbacks.
 //! - Every second the log is checkpointed from a reader (the copying, and its fsyncs, without
 //!   holding up writers), pass after pass — each shorter than the one before — until one finds
@@ -38,12 +39,14 @@ use crate::ids::now_ms;
 mod direct;
 mod nodelay;
 mod script;
+pub mod storage;
 pub mod walbatch;
 
 pub use script::{
     FromValue, Row, Script, Value, WriterTurn, read_many, read_many_in_turn, values_rows,
     values_rows_from,
 };
+pub use storage::{StorageFailure, StorageHealth, storage_failure, storage_failure_in};
 pub use walbatch::{BatchedLog, Fallback};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -73,6 +76,8 @@ pub struct Db {
     pub backend: Backend,
     /// SQLite in a file: the connection scripts commit on without sqlx's thread.
     direct: Option<std::sync::Arc<direct::Direct>>,
+    /// The last write that could not be stored (a full or failing disk), for `/readyz`.
+    storage: std::sync::Arc<StorageHealth>,
 }
 
 pub type StoreError = sqlx::Error;
@@ -105,6 +110,9 @@ impl Default for StoreOptions {
         }
     }
 }
+
+/// `/readyz`'s probe write waits at most this long for the writer.
+const PROBE_WITHIN: Duration = Duration::from_secs(5);
 
 /// A PostgreSQL connection idle longer than this is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
@@ -156,6 +164,7 @@ impl Db {
                 write: pool,
                 backend: Backend::Postgres,
                 direct: None,
+                storage: Default::default(),
             })
         }
     }
@@ -211,6 +220,24 @@ impl Db {
                         Ok(())
                     })
                 })
+                // A connection handed back still inside a transaction is closed, not kept:
+                // after SQLite rolls a transaction back by itself (a COMMIT that failed with
+                // SQLITE_FULL or SQLITE_IOERR), sqlx still counts it open, its ROLLBACK fails,
+                // and from then on sqlx's own `begin`/rollback on that connection are
+                // savepoints that can leave a real transaction open, holding the write lock:
+                // every other write then found "database is locked" until a restart (issue
+                // 25). Closing rolls back whatever is open; the pool opens a fresh connection.
+                .after_release(|conn, _meta| {
+                    Box::pin(async move {
+                        let stale = sqlx::Connection::is_in_transaction(conn);
+                        if stale {
+                            tracing::warn!(
+                                "a SQLite connection came back inside a transaction (after a failed commit); closing it"
+                            );
+                        }
+                        Ok(!stale)
+                    })
+                })
                 .connect_with(options.clone())
         };
         let write = pool(1, true).await?;
@@ -237,6 +264,7 @@ impl Db {
             write,
             backend: Backend::Sqlite,
             direct,
+            storage: Default::default(),
         })
     }
 
@@ -316,7 +344,9 @@ impl Db {
         Ok(db)
     }
 
-    /// For `/readyz`: the database answers and every migration herald knows is applied.
+    /// For `/readyz`: the database answers, every migration herald knows is applied, and it
+    /// stores what it is given: no write failed for lack of storage within
+    /// [`storage::FAILURE_HOLD`], and a one-row probe write goes through now.
     pub async fn ready(&self) -> Result<(), String> {
         let applied: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
@@ -327,7 +357,41 @@ impl Db {
         if applied < known {
             return Err(format!("{applied} of {known} migrations applied"));
         }
+        self.probe_write().await?;
+        if let Some((ago, failure)) = self.storage.recent(storage::FAILURE_HOLD) {
+            return Err(format!(
+                "storage: a write failed {} ms ago: {}",
+                ago.as_millis(),
+                failure.message()
+            ));
+        }
         Ok(())
+    }
+
+    /// Rewrites the one row of `storage_probe`: a write as small as they come, which fails
+    /// when the database can store nothing at all (larger writes may fail before it does,
+    /// which the recorded failures tell).
+    async fn probe_write(&self) -> Result<(), String> {
+        let write = sqlx::query("UPDATE storage_probe SET written_at = $1 WHERE id = 1")
+            .bind(now_ms())
+            .execute(&self.write);
+        match tokio::time::timeout(PROBE_WITHIN, write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => match self.storage.note(&error) {
+                Some(failure) => Err(format!("storage: {}", failure.message())),
+                None => Err(format!("storage: a probe write failed: {error}")),
+            },
+            Err(_) => Err(format!(
+                "storage: a probe write took over {} s",
+                PROBE_WITHIN.as_secs()
+            )),
+        }
+    }
+
+    /// The last write that could not be stored; every path that sees a storage failure
+    /// reports it here.
+    pub fn storage(&self) -> &StorageHealth {
+        &self.storage
     }
 
     /// Moves the SQLite write-ahead log into the database file and lets it start over; the app
@@ -481,14 +545,21 @@ pub async fn lease_node_id(db: &Db, holder: &str) -> Result<u16, StoreError> {
     ))
 }
 
-pub async fn renew_node_id(db: &Db, worker_id: u16, holder: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE node_leases SET expires_at = $1 WHERE worker_id = $2 AND holder = $3")
-        .bind(now_ms() + LEASE_MS)
-        .bind(i64::from(worker_id))
-        .bind(holder)
-        .execute(db.writer())
-        .await?;
-    Ok(())
+/// Renews this node's worker id; `false` when the lease was lost (it lapsed and another node
+/// holds the id now), after which this node must mint no more ids with it.
+pub async fn renew_node_id(db: &Db, worker_id: u16, holder: &str) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let renewed = sqlx::query(
+        "UPDATE node_leases SET expires_at = $1 WHERE worker_id = $2 AND holder = $3 \
+         AND expires_at >= $4",
+    )
+    .bind(now + LEASE_MS)
+    .bind(i64::from(worker_id))
+    .bind(holder)
+    .bind(now)
+    .execute(db.writer())
+    .await?;
+    Ok(renewed.rows_affected() == 1)
 }
 
 pub async fn release_node_id(db: &Db, worker_id: u16, holder: &str) -> Result<(), StoreError> {

@@ -25,8 +25,9 @@
 //! Only the direct writer connection (`store/direct.rs`) opens its files through this VFS;
 //! every other file operation, and every other connection, is SQLite's own.
 //!
-//! It can be turned off (`HERALD_SQLITE_BATCHED_LOG=false`): the writer connection then opens
-//! its files through SQLite's own VFS, and everything else is unchanged. Whether it is in use
+//! It is used only with `HERALD_SQLITE_BATCHED_LOG=true` (off by default: on a full disk it
+//! acknowledged commits that were then lost — docs/full-disk-findings.md); otherwise the writer
+//! connection opens its files through SQLite's own VFS, and everything else is unchanged. Whether it is in use
 //! is said at start-up (a log line, and the `herald_sqlite_batched_log` gauge, 1 or 0); every
 //! place where it cannot do its work ([`Fallback`]) is logged with its cause and counted in
 //! `herald_sqlite_batched_log_fallbacks_total{cause}`.

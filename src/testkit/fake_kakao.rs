@@ -1,7 +1,9 @@
 //! A fake Kakao bot API: the Event API (`POST /v2/bots/{botId}/talk` with `KakaoAK` auth, at
 //! most 100 distinct users, answering `{"taskId","status":"SUCCESS","timestamp"}`), its task
 //! results (`GET /v1/tasks/{taskId}`: `ALL SUCCESS`, or `N FAIL` with
-//! `userKeyResolvingFailCount` for users it does not know), and one-time skill callback URLs
+//! `userKeyResolvingFailCount` for users it does not know, each named in `fail.list` as
+//! `{"id","type","errorMsg":{"code","msg"}}` — the entry's shape is herald's reading of the
+//! platform, which `channels::kakao` also accepts without the names), and one-time skill callback URLs
 //! (`POST /callback/{token}`: usable once, answering `{"taskId","status","message","timestamp"}`).
 
 use std::collections::{HashMap, HashSet};
@@ -166,8 +168,14 @@ async fn talk(
     let result = if unknown == 0 {
         json!({"taskId": task_id, "status": "ALL SUCCESS", "allRequestCount": users.len(), "successCount": users.len(), "fail": {"count": 0, "list": []}})
     } else {
+        let list: Vec<Value> = users
+            .iter()
+            .filter(|(_, id)| inner.unknown_users.contains(id))
+            .map(|(kind, id)| json!({"id": id, "type": kind,
+                "errorMsg": {"code": "USER_KEY_RESOLVING_FAIL", "msg": "user key resolving failed"}}))
+            .collect();
         json!({"taskId": task_id, "status": format!("{unknown} FAIL"), "allRequestCount": users.len(),
-               "successCount": users.len() - unknown, "userKeyResolvingFailCount": unknown, "fail": {"count": unknown, "list": []}})
+               "successCount": users.len() - unknown, "userKeyResolvingFailCount": unknown, "fail": {"count": unknown, "list": list}})
     };
     inner.tasks.insert(task_id.clone(), result);
     if unknown < users.len() {

@@ -12,6 +12,7 @@ pub mod fake_webex;
 pub mod git_repo;
 pub mod postgres;
 pub mod receiver;
+pub mod redis_server;
 
 use std::time::Duration;
 

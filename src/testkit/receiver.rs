@@ -43,6 +43,11 @@ struct Inner {
     always: Option<Reply>,
     received: Vec<Received>,
     count: usize,
+    /// Requests that have arrived, answered or not yet.
+    arrived: usize,
+    /// Requests arrived and not yet answered, now and at most so far.
+    in_flight: usize,
+    most_in_flight: usize,
     keep_bodies: bool,
 }
 
@@ -84,6 +89,18 @@ impl Receiver {
         self.inner.lock().expect("lock").count
     }
 
+    /// Requests that have arrived, including those still waiting for their scripted answer
+    /// (a delay or a hang): a send in flight is one of these before it is [`Receiver::count`]ed.
+    pub fn arrived(&self) -> usize {
+        self.inner.lock().expect("lock").arrived
+    }
+
+    /// The most requests that were ever in the receiver at once (arrived, not yet answered):
+    /// the concurrency a sender held, as the receiver saw it.
+    pub fn most_in_flight(&self) -> usize {
+        self.inner.lock().expect("lock").most_in_flight
+    }
+
     /// Keeps only headers (benchmarks receive millions of bodies).
     pub fn forget_bodies(&self) {
         self.inner.lock().expect("lock").keep_bodies = false;
@@ -98,6 +115,9 @@ async fn handle(
     let at = Instant::now();
     let reply = {
         let mut guard = inner.lock().expect("lock");
+        guard.arrived += 1;
+        guard.in_flight += 1;
+        guard.most_in_flight = guard.most_in_flight.max(guard.in_flight);
         let next = guard.script.pop_front();
         next.or_else(|| guard.always.clone())
             .unwrap_or(Reply::Status(204))
@@ -117,6 +137,7 @@ async fn handle(
     {
         let mut guard = inner.lock().expect("lock");
         guard.count += 1;
+        guard.in_flight -= 1;
         let keep = guard.keep_bodies;
         guard.received.push(Received {
             headers: headers

@@ -171,9 +171,12 @@ impl GithubClient {
                 .chars()
                 .take_while(|c| !"*?[".contains(*c))
                 .collect();
-            format!("/repos/{owner}/{name}/git/matching-refs/heads/{prefix}")
+            format!(
+                "/repos/{owner}/{name}/git/matching-refs/heads/{}",
+                ref_path(&prefix)
+            )
         } else {
-            format!("/repos/{owner}/{name}/git/ref/heads/{pattern}")
+            format!("/repos/{owner}/{name}/git/ref/heads/{}", ref_path(pattern))
         };
         let response = self.get(&path, etag).await?;
         if response.status() == StatusCode::NOT_MODIFIED {
@@ -217,7 +220,11 @@ impl GithubClient {
     ) -> Result<Comparison, GithubError> {
         let response = self
             .get(
-                &format!("/repos/{owner}/{name}/compare/{base}...{head}"),
+                &format!(
+                    "/repos/{owner}/{name}/compare/{}...{}",
+                    segment(base),
+                    segment(head)
+                ),
                 None,
             )
             .await?;
@@ -295,6 +302,29 @@ impl GithubClient {
     }
 }
 
+/// What is percent-encoded in a URL path segment: everything but unreserved characters
+/// (RFC 3986), so `/`, `%`, `?` and `#` in a value can never change the path.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A value as one URL path segment; a segment of only dots is encoded whole, so it cannot
+/// climb (`%2e%2e` in a branch becomes `%252e%252e`, which GitHub reads back as itself).
+fn segment(value: &str) -> String {
+    if value == "." || value == ".." {
+        return value.replace('.', "%2E");
+    }
+    percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+/// A branch (or a prefix of one) after `heads/`: its `/`-separated parts each as a segment
+/// (GitHub reads `heads/release/1.0` as the ref `release/1.0`).
+fn ref_path(branch: &str) -> String {
+    branch.split('/').map(segment).collect::<Vec<_>>().join("/")
+}
+
 /// One entry of GitHub's commit list (as in `compare` and `commits`) as a herald commit.
 pub fn commit_from_github(entry: &Value) -> Option<Commit> {
     let sha = entry.get("sha")?.as_str()?.to_string();
@@ -345,4 +375,21 @@ pub fn commit_from_github(entry: &Value) -> Option<Commit> {
         id: sha,
         ..Commit::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_in_api_paths_stay_one_segment() {
+        assert_eq!(ref_path("release/1.0"), "release/1.0");
+        assert_eq!(
+            ref_path("%2e%2e/%2e%2e/%2e%2e/user"),
+            "%252e%252e/%252e%252e/%252e%252e/user"
+        );
+        assert_eq!(ref_path("a/../b"), "a/%2E%2E/b");
+        assert_eq!(segment("x?y#z/w"), "x%3Fy%23z%2Fw");
+        assert_eq!(segment("한"), "%ED%95%9C");
+    }
 }

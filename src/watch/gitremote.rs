@@ -8,6 +8,11 @@
 //! `ls_remote` asks only for `refs/heads/<branch>` (protocol v2 sends it as a ref prefix, one
 //! small round trip). When a head moves, the branch is fetched into a bare cache under
 //! `<data dir>/git-cache/<repository id>.git` and the commits are read from there.
+//!
+//! Every call that reaches a remote is checked first (`netguard`) unless private targets are
+//! allowed: git is given the URL as parsed, only http(s) (local paths only when allowed), no
+//! redirects, no proxy, and `http.curloptResolve` pins the name to the addresses that were
+//! checked, so nothing is sent to an address the check did not see.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +23,7 @@ use tokio::process::Command;
 
 use super::event::{Commit, Person, ZERO_SHA};
 
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const FIELD: char = '\u{1f}';
 const RECORD: char = '\u{1e}';
 const LOG_FORMAT: &str =
@@ -35,12 +40,34 @@ pub enum GitError {
     Timeout { action: &'static str, seconds: u64 },
     #[error("could not run git: {0}")]
     Spawn(String),
+    /// The remote is not one herald may reach (`netguard`); nothing was sent.
+    #[error("{0}")]
+    Refused(String),
 }
+
+/// A remote as git is given it: the URL to use, and the settings that hold git to what was
+/// checked.
+struct Target {
+    remote: String,
+    config: Vec<String>,
+    /// Proxies would resolve names themselves, past the check.
+    without_proxy: bool,
+}
+
+const PROXY_VARIABLES: &[&str] = &[
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
 
 #[derive(Clone)]
 pub struct GitRemotes {
     cache_root: PathBuf,
     locks: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
+    allow_private: bool,
 }
 
 async fn run_git(
@@ -48,9 +75,29 @@ async fn run_git(
     args: &[&str],
     dir: Option<&Path>,
 ) -> Result<String, GitError> {
+    run_git_to(action, args, dir, None).await
+}
+
+/// Runs git; with a `target`, under the settings that hold it to that checked remote.
+async fn run_git_to(
+    action: &'static str,
+    args: &[&str],
+    dir: Option<&Path>,
+    target: Option<&Target>,
+) -> Result<String, GitError> {
     let mut command = Command::new("git");
     if let Some(dir) = dir {
         command.arg("-C").arg(dir);
+    }
+    if let Some(target) = target {
+        for setting in &target.config {
+            command.arg("-c").arg(setting);
+        }
+        if target.without_proxy {
+            for name in PROXY_VARIABLES {
+                command.env_remove(name);
+            }
+        }
     }
     command
         .args([
@@ -90,11 +137,74 @@ async fn run_git(
 }
 
 impl GitRemotes {
-    pub fn new(data_dir: &Path) -> GitRemotes {
+    /// `allow_private`: `HERALD_ALLOW_PRIVATE_TARGETS` (local paths and private hosts).
+    pub fn new(data_dir: &Path, allow_private: bool) -> GitRemotes {
         GitRemotes {
             cache_root: data_dir.join("git-cache"),
             locks: Arc::default(),
+            allow_private,
         }
+    }
+
+    /// Checks a remote before git is pointed at it (see the module docs).
+    async fn target(&self, remote: &str) -> Result<Target, GitError> {
+        let mut config: Vec<String> = [
+            "protocol.allow=never",
+            "protocol.https.allow=always",
+            "protocol.http.allow=always",
+            "http.followRedirects=false",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        let local = remote.starts_with('/') || remote.starts_with("file://");
+        if local {
+            if !self.allow_private {
+                return Err(GitError::Refused(format!(
+                    "{remote} is a local path; {}",
+                    crate::netguard::PRIVATE_REFUSAL
+                )));
+            }
+            config.push("protocol.file.allow=always".into());
+            return Ok(Target {
+                remote: remote.to_string(),
+                config,
+                without_proxy: false,
+            });
+        }
+        let url = url::Url::parse(remote)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https"))
+            .ok_or_else(|| GitError::Refused(format!("{remote:?} is not an http(s) remote")))?;
+        if self.allow_private {
+            return Ok(Target {
+                remote: url.as_str().to_string(),
+                config,
+                without_proxy: false,
+            });
+        }
+        let addresses = crate::netguard::addresses_for(&url, false)
+            .await
+            .map_err(|refused| GitError::Refused(refused.to_string()))?;
+        if let Some(url::Host::Domain(name)) = url.host() {
+            let port = url.port_or_known_default().unwrap_or(443);
+            let list: Vec<String> = addresses
+                .iter()
+                .map(|a| match a.ip() {
+                    std::net::IpAddr::V4(ip) => ip.to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                })
+                .collect();
+            config.push(format!(
+                "http.curloptResolve={name}:{port}:{}",
+                list.join(",")
+            ));
+        }
+        Ok(Target {
+            remote: url.as_str().to_string(),
+            config,
+            without_proxy: true,
+        })
     }
 
     fn lock_for(&self, repository_id: i64) -> Arc<tokio::sync::Mutex<()>> {
@@ -108,13 +218,14 @@ impl GitRemotes {
         remote: &str,
         pattern: &str,
     ) -> Result<Vec<(String, String)>, GitError> {
+        let target = self.target(remote).await?;
         let glob = super::repo::is_glob(pattern);
         let wanted = format!("refs/heads/{pattern}");
-        let mut args = vec!["ls-remote", "--heads", remote];
+        let mut args = vec!["ls-remote", "--heads", target.remote.as_str()];
         if !glob {
             args.push(&wanted);
         }
-        let out = run_git("ls-remote", &args, None).await?;
+        let out = run_git_to("ls-remote", &args, None, Some(&target)).await?;
         let matcher = glob.then(|| super::subscription_glob(pattern));
         Ok(out
             .lines()
@@ -133,10 +244,12 @@ impl GitRemotes {
 
     /// The branch the remote's HEAD points at (its default branch), if it says.
     pub async fn default_branch(&self, remote: &str) -> Result<Option<String>, GitError> {
-        let out = run_git(
+        let target = self.target(remote).await?;
+        let out = run_git_to(
             "ls-remote",
-            &["ls-remote", "--symref", remote, "HEAD"],
+            &["ls-remote", "--symref", target.remote.as_str(), "HEAD"],
             None,
+            Some(&target),
         )
         .await?;
         Ok(out.lines().find_map(|line| {
@@ -164,19 +277,21 @@ impl GitRemotes {
         remote: &str,
         branch: &str,
     ) -> Result<PathBuf, GitError> {
+        let target = self.target(remote).await?;
         let dir = self.ensure_cache(repository_id).await?;
         let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
-        run_git(
+        run_git_to(
             "fetch",
             &[
                 "fetch",
                 "--quiet",
                 "--no-tags",
                 "--no-write-fetch-head",
-                remote,
+                target.remote.as_str(),
                 &refspec,
             ],
             Some(&dir),
+            Some(&target),
         )
         .await?;
         Ok(dir)

@@ -127,12 +127,15 @@ pub struct DueWatch {
     pub last_error: Option<String>,
 }
 
-/// Claims up to `limit` watches whose check is due and moves each one's next check a poll
-/// `interval` on; with several nodes, each watch is claimed by one.
+/// Claims up to `limit` watches whose check is due for node `node_id` and moves each one's next
+/// check a poll `interval` on; with several nodes, each watch is claimed by one. The claim
+/// records the node, so that a check lost with its node is made again at once
+/// ([`recheck_claims_of`]).
 pub async fn claim_due_watches(
     db: &Db,
     interval: std::time::Duration,
     limit: usize,
+    node_id: i64,
 ) -> Result<Vec<DueWatch>, StoreError> {
     let interval = interval.as_millis() as i64;
     let now = now_ms();
@@ -148,7 +151,8 @@ pub async fn claim_due_watches(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "UPDATE watches SET last_checked_at = $2, next_check_at = CASE WHEN next_check_at + $1 > $2 \
+        "UPDATE watches SET last_checked_at = $2, claimed_by = $4, \
+           next_check_at = CASE WHEN next_check_at + $1 > $2 \
            THEN next_check_at + $1 ELSE $2 + $1 END \
          WHERE id IN (SELECT id FROM watches WHERE next_check_at <= $2 \
            ORDER BY next_check_at LIMIT $3{}) \
@@ -159,8 +163,37 @@ pub async fn claim_due_watches(
         .bind(interval)
         .bind(now)
         .bind(limit as i64)
+        .bind(node_id)
         .fetch_all(db.writer())
         .await
+}
+
+/// The longest a check may take (a git command's timeout; GitHub calls are bounded by the
+/// shorter HTTP timeout): a lapsed node's checks claimed this long before its last renewal may
+/// still have been in flight.
+pub const LONGEST_CHECK: std::time::Duration = gitremote::COMMAND_TIMEOUT;
+
+/// Makes the checks that node `node_id` claimed at or after `since` (Unix ms) due again at
+/// `now`, inside the caller's transaction: the node's lease lapsed, and a check it had in
+/// flight may never have been made. A check it did finish is made once more, which the push
+/// path's de-duplication makes harmless. Returns how many.
+pub async fn recheck_claims_of(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    since: i64,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let due = sqlx::query(
+        "UPDATE watches SET next_check_at = $1 \
+         WHERE claimed_by = $2 AND last_checked_at >= $3 AND next_check_at > $1",
+    )
+    .bind(now)
+    .bind(node_id)
+    .bind(since)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(due)
 }
 
 /// Records a check's outcome on its watch: the validator for the next conditional request and

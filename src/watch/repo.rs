@@ -147,12 +147,17 @@ impl RepoUrl {
             }
             return Err(unrecognised());
         }
-        if !allow_local && is_private_host(&host) {
+        if !allow_local
+            && let Some(parsed_host) = url.host()
+            && crate::netguard::refuse_literal(&parsed_host).is_err()
+        {
             return Err(RepoUrlError::PrivateTarget(input.to_string()));
         }
         let key_path = path.trim_end_matches(".git").to_lowercase();
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-        let remote = input.trim_end_matches('/').to_string();
+        // What git is given is the URL as parsed (and checked), not the user's spelling of it:
+        // `http://0x7f.1/` and `http://127.0.0.1/` must be the same host to both.
+        let remote = url.as_str().trim_end_matches('/').to_string();
         let web = format!(
             "{}://{}{}/{}",
             url.scheme(),
@@ -195,69 +200,24 @@ impl RepoUrl {
     }
 }
 
-/// Whether a host name or literal address is loopback, private, link-local or otherwise not a
-/// public internet address. Names are checked literally here; resolved addresses are checked
-/// with `is_private_ip` where a connection is made.
+/// Whether a host name or literal address is loopback, private, reserved or a local name
+/// (`netguard`). Names are checked literally here; resolved addresses are checked by
+/// `netguard::resolve_public` where a connection is made.
 pub fn is_private_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".local") {
-        return true;
-    }
-    match host.parse::<IpAddr>() {
-        Ok(ip) => is_private_ip(ip),
-        Err(_) => false,
-    }
+    crate::netguard::refuse_literal_str(host).is_err()
 }
 
 pub fn is_private_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
-                || o[0] >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private_ip(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
+    !crate::netguard::is_public_ip(ip)
 }
 
-/// Refuses a host whose DNS answers include a loopback, private or otherwise reserved address
-/// (a public-looking name can point inside the network). Call it where a connection is about to
-/// be made, unless `HERALD_ALLOW_PRIVATE_TARGETS` is set.
+/// Refuses a host that is, or resolves to, a loopback, private or reserved address (a
+/// public-looking name can point inside the network), without saying what it resolved to.
 pub async fn check_public_host(host: &str, port: u16) -> Result<(), String> {
-    if is_private_host(host) {
-        return Err(format!(
-            "{host} is a local or private address; set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it"
-        ));
-    }
-    let addresses = tokio::net::lookup_host((host, port))
+    crate::netguard::resolve_public(host, port)
         .await
-        .map_err(|e| format!("could not resolve {host}: {e}"))?;
-    for address in addresses {
-        if is_private_ip(address.ip()) {
-            return Err(format!(
-                "{host} resolves to {}, a local or private address; set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it",
-                address.ip()
-            ));
-        }
-    }
-    Ok(())
+        .map(|_| ())
+        .map_err(|refused| refused.to_string())
 }
 
 /// A branch name as git allows it (`git check-ref-format --branch`, in short).

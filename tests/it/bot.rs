@@ -19,6 +19,7 @@ both_backends!(
     telegram_webhook_checks_the_secret_and_answers_each_update_once,
     webex_conversation_with_signed_webhooks,
     kakao_slow_command_answers_with_use_callback,
+    a_push_to_many_kakao_users_shares_event_api_calls,
     plusfriend_legacy_routes_and_blocking,
     bad_input_gets_a_polite_reply_or_a_400,
     a_contact_is_linked_to_an_account_with_a_one_time_code,
@@ -58,7 +59,7 @@ fn skill_payload(user: &str, text: &str, callback: Option<&str>) -> Value {
     payload
 }
 
-async fn skill(app: &TestApp, user: &str, text: &str) -> Value {
+pub async fn skill(app: &TestApp, user: &str, text: &str) -> Value {
     let response = app
         .client
         .post(app.url("/kakao/skill"))
@@ -75,7 +76,7 @@ async fn skill(app: &TestApp, user: &str, text: &str) -> Value {
 }
 
 /// Every simpleText of a SkillResponse, joined.
-fn texts(response: &Value) -> String {
+pub fn texts(response: &Value) -> String {
     response["template"]["outputs"]
         .as_array()
         .map(|outputs| {
@@ -998,6 +999,82 @@ async fn the_same_conversation_through_every_connector(env: TestEnv) {
             .await;
         assert!(text.contains("구독을 취소했어요"), "{via:?}: {text}");
     }
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// 250 Kakao subscribers of one branch, one of them unknown to Kakao: the push reaches the
+/// others in Event API calls of at most 100 users (not 250 calls), each recipient's delivery
+/// and attempt is logged on its own, and the unknown one's contact is marked blocked.
+async fn a_push_to_many_kakao_users_shares_event_api_calls(env: TestEnv) {
+    let kakao = FakeKakao::start().await;
+    let repo = repo_with_two_branches();
+    let kakao_settings = kakao.settings();
+    let mut settings = owned(&kakao_settings);
+    // Enough sends in flight for full calls of 100.
+    settings.push(("HERALD_DELIVERY_CONCURRENCY", "256"));
+    let app = env.spawn(&settings).await;
+    let url = repo.url();
+    for n in 0..250 {
+        app.subscribe_reference("kakao", &format!("fan-{n:03}"), &url, "main")
+            .await;
+    }
+    kakao.forget_user("fan-007");
+    let sha = repo.commit("fan.txt", "fan", "Tell all the fans");
+    app.wait_for_head("main", &sha).await;
+    app.wait_for_outbox_drained().await;
+
+    let events: Vec<_> = kakao
+        .events()
+        .into_iter()
+        .filter(|e| e.text.contains("Tell all the fans"))
+        .collect();
+    let mut reached: Vec<String> = events
+        .iter()
+        .flat_map(|e| e.users.iter().map(|(_, id)| id.clone()))
+        .collect();
+    reached.sort();
+    let expected: Vec<String> = (0..250)
+        .filter(|n| *n != 7)
+        .map(|n| format!("fan-{n:03}"))
+        .collect();
+    assert_eq!(reached, expected, "each known fan reached exactly once");
+    assert!(
+        events.len() < 250 / 10,
+        "{} Event API calls for 250 users: the calls are not shared",
+        events.len()
+    );
+    assert!(events.iter().all(|e| e.users.len() <= 100));
+
+    let delivered = app
+        .count(
+            "SELECT COUNT(*) FROM deliveries WHERE channel = 'kakao' AND status = 'delivered' \
+             AND destination LIKE 'fan-%'",
+        )
+        .await;
+    assert_eq!(delivered, 249);
+    let attempts = app
+        .count(
+            "SELECT COUNT(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id \
+             WHERE d.channel = 'kakao' AND d.destination LIKE 'fan-%'",
+        )
+        .await;
+    assert_eq!(attempts, 250, "one attempt logged per recipient");
+    let blocked = app
+        .count(
+            "SELECT COUNT(*) FROM contacts WHERE channel = 'kakao' AND blocked = 1 \
+             AND address LIKE 'fan-%'",
+        )
+        .await;
+    assert_eq!(blocked, 1, "only the unknown fan is marked blocked");
+    let gone = app
+        .count(
+            "SELECT COUNT(*) FROM deliveries WHERE channel = 'kakao' AND destination = 'fan-007' \
+             AND status = 'failed'",
+        )
+        .await;
+    assert_eq!(gone, 1);
 
     app.stop().await;
     env.cleanup().await;

@@ -22,18 +22,23 @@ both_backends!(
 type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Ws(Stream);
+pub(crate) struct Ws(Stream);
 
 impl Ws {
-    async fn connect(app: &TestApp) -> Ws {
-        let url = format!("{}/ws", app.address.replace("http://", "ws://"));
+    pub(crate) async fn connect(app: &TestApp) -> Ws {
+        Ws::connect_address(&app.address).await
+    }
+
+    /// A socket to the herald at `address` (`http://host:port`).
+    pub(crate) async fn connect_address(address: &str) -> Ws {
+        let url = format!("{}/ws", address.replace("http://", "ws://"));
         let (stream, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket");
         Ws(stream)
     }
 
-    async fn send(&mut self, frame: Value) {
+    pub(crate) async fn send(&mut self, frame: Value) {
         self.0
             .send(Message::text(frame.to_string()))
             .await
@@ -48,11 +53,16 @@ impl Ws {
     }
 
     /// The next JSON frame (panics after 5 s or on close).
-    async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
+        self.recv_within(Duration::from_secs(5)).await
+    }
+
+    /// The next JSON frame (panics after `within` or on close).
+    pub(crate) async fn recv_within(&mut self, within: Duration) -> Value {
         loop {
-            let message = tokio::time::timeout(Duration::from_secs(5), self.0.next())
+            let message = tokio::time::timeout(within, self.0.next())
                 .await
-                .expect("a frame within 5 s")
+                .expect("a frame in time")
                 .expect("the socket is open")
                 .expect("a message");
             if let Message::Text(text) = message {
@@ -63,7 +73,7 @@ impl Ws {
     }
 
     /// The next frame that is not a presence update.
-    async fn recv_not_presence(&mut self) -> Value {
+    pub(crate) async fn recv_not_presence(&mut self) -> Value {
         loop {
             let frame = self.recv().await;
             if frame["type"] != json!("presence") {
@@ -73,7 +83,7 @@ impl Ws {
     }
 
     /// Waits for the server to close; returns the close code.
-    async fn closed(&mut self, within: Duration) -> Option<u16> {
+    pub(crate) async fn closed(&mut self, within: Duration) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.0.next()).await {
@@ -85,8 +95,13 @@ impl Ws {
         }
     }
 
-    async fn start(app: &TestApp, token: &str) -> (Ws, Value) {
-        let mut ws = Ws::connect(app).await;
+    pub(crate) async fn start(app: &TestApp, token: &str) -> (Ws, Value) {
+        Ws::start_address(&app.address, token).await
+    }
+
+    /// [`Ws::start`] on the herald at `address`.
+    pub(crate) async fn start_address(address: &str, token: &str) -> (Ws, Value) {
+        let mut ws = Ws::connect_address(address).await;
         ws.send(json!({"type": "heartbeat", "payload": {"count": 1}}))
             .await;
         assert_eq!(
@@ -127,7 +142,7 @@ async fn alice_and_bob_as_friends(app: &TestApp, smtp: &FakeSmtp) -> Friends {
     }
 }
 
-fn id_of(user: &Value) -> i64 {
+pub(crate) fn id_of(user: &Value) -> i64 {
     user["id"]
         .as_str()
         .expect("ids are strings")
@@ -862,7 +877,12 @@ impl Ws {
 
     /// A fresh socket resuming `session` after `last_seq`: the replayed frames (up to and with
     /// `resumed`), or the error frame it got instead.
-    async fn resume(app: &TestApp, session: &str, token: &str, last_seq: u64) -> (Ws, Vec<Value>) {
+    pub(crate) async fn resume(
+        app: &TestApp,
+        session: &str,
+        token: &str,
+        last_seq: u64,
+    ) -> (Ws, Vec<Value>) {
         let mut ws = Ws::connect(app).await;
         ws.send(json!({"type": "heartbeat", "payload": 1})).await;
         assert_eq!(ws.recv().await["type"], json!("heartbeat"));
@@ -880,7 +900,7 @@ impl Ws {
     }
 }
 
-async fn account_id(app: &TestApp, name: &str) -> i64 {
+pub(crate) async fn account_id(app: &TestApp, name: &str) -> i64 {
     herald::accounts::find_by_name(&app.state.db, name)
         .await
         .expect("read the account")
@@ -889,7 +909,7 @@ async fn account_id(app: &TestApp, name: &str) -> i64 {
 }
 
 /// Makes two accounts friends the way the protocol's request and response do.
-async fn make_friends(app: &TestApp, a: i64, b: i64) {
+pub(crate) async fn make_friends(app: &TestApp, a: i64, b: i64) {
     let db = &app.state.db;
     herald::chat::request_friend(db, a, b)
         .await
@@ -1070,7 +1090,7 @@ async fn a_socket_blocked_writing_to_a_client_that_never_reads_is_closed_at_the_
             .send(json!({"type": "heartbeat", "payload": format!("{i}{}", "x".repeat(60_000))}))
             .await;
     }
-    assert_eq!(app.chat.bus.live(alice_id, 0), 1);
+    assert_eq!(app.chat.bus.live(alice_id, 0).await, 1);
     // Bob keeps writing to her meanwhile, so that frames keep coming for the stuck socket.
     let writing = send_numbered_dms(&app, &bob, 0, alice_id, 60);
     let bus = app.chat.bus.clone();
@@ -1079,7 +1099,7 @@ async fn a_socket_blocked_writing_to_a_client_that_never_reads_is_closed_at_the_
         Duration::from_secs(20),
         move || {
             let bus = bus.clone();
-            async move { bus.live(alice_id, 0) == 0 }
+            async move { bus.live(alice_id, 0).await == 0 }
         },
     );
     tokio::join!(writing, closed);
@@ -1153,7 +1173,7 @@ async fn the_sockets_and_waiting_sessions_of_an_account_are_capped(env: TestEnv)
         "{refused}"
     );
     assert_eq!(third.closed(Duration::from_secs(5)).await, Some(4003));
-    assert_eq!(app.chat.bus.live(alice_id, 0), 2);
+    assert_eq!(app.chat.bus.live(alice_id, 0).await, 2);
 
     // Both drop; only the later session waits for resume, the earlier is told 410.
     drop(first);
@@ -1164,7 +1184,7 @@ async fn the_sockets_and_waiting_sessions_of_an_account_are_capped(env: TestEnv)
         Duration::from_secs(10),
         move || {
             let bus = bus.clone();
-            async move { bus.live(alice_id, 0) == 0 }
+            async move { bus.live(alice_id, 0).await == 0 }
         },
     )
     .await;
@@ -1226,7 +1246,7 @@ async fn a_resume_past_what_a_session_or_the_node_keeps_is_told_410(env: TestEnv
             Duration::from_secs(10),
             move || {
                 let bus = bus.clone();
-                async move { bus.live(alice_id, 0) == 0 }
+                async move { bus.live(alice_id, 0).await == 0 }
             },
         )
         .await;

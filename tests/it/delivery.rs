@@ -300,6 +300,9 @@ async fn a_contact_that_blocks_the_bot_while_its_send_is_in_flight_gets_nothing_
         timeout: Duration::from_secs(60),
         concurrency: 4,
         busy: Default::default(),
+        node: app.state.node.clone(),
+        shutdown_grace: Duration::from_secs(5),
+        parking: None,
         observers: vec![
             Arc::new(herald::projects::health::WebhookHealth),
             Arc::new(herald::contacts::GoneContacts),

@@ -157,6 +157,19 @@ impl TestEnv {
         spawn_with(self.settings(extra)).await
     }
 
+    /// An app whose calendar time (schedules, digests, quiet hours) is `clock`'s.
+    #[allow(dead_code)]
+    pub async fn spawn_with_clock(
+        &self,
+        extra: &[(&str, &str)],
+        clock: Arc<herald::clock::ManualClock>,
+    ) -> TestApp {
+        let app = Application::build_with_clock(self.settings(extra), clock)
+            .await
+            .expect("herald builds");
+        run_app(app)
+    }
+
     /// Drops the PostgreSQL database; best effort (a failed test leaves it for inspection).
     pub async fn cleanup(self) {
         if let Some(name) = &self.postgres_name {
@@ -185,16 +198,23 @@ pub struct TestApp {
     pub kb: std::sync::Arc<herald::kb::KnowledgeBase>,
     /// The chat's bus, sessions and the herald bot's account.
     pub chat: herald::chat::ChatState,
+    /// Password hashing for sign-ups and logins, with its bound.
+    #[allow(dead_code)]
+    pub hashing: Arc<herald::accounts::PasswordHashing>,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 pub async fn spawn_with(settings: Settings) -> TestApp {
-    let app = Application::build(settings).await.expect("herald builds");
+    run_app(Application::build(settings).await.expect("herald builds"))
+}
+
+pub fn run_app(app: Application) -> TestApp {
     let address = format!("http://{}", app.address());
     let state = app.state().clone();
     let kb = app.knowledge_base().clone();
     let chat = app.chat().clone();
+    let hashing = app.password_hashing();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
@@ -203,6 +223,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
         state,
         kb,
         chat,
+        hashing,
         shutdown,
         handle,
     }
@@ -324,4 +345,40 @@ impl TestApp {
         })
         .await;
     }
+}
+
+/// Sends GitHub's push webhook for commit number `i` on `repository`'s `main` (from `before`),
+/// signed with `secret`, as delivery `delivery`, to herald at `base`; it must be accepted (202).
+/// Returns the commit the push moved `main` to.
+pub async fn send_signed_push(
+    client: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    repository: &str,
+    before: &str,
+    i: usize,
+    delivery: &str,
+) -> String {
+    let after = format!("{:040x}", i + 1);
+    let body = serde_json::json!({
+        "ref": "refs/heads/main", "before": before, "after": after,
+        "commits": [{"id": after, "message": format!("push {i}"), "timestamp": "2026-11-22T10:00:00Z",
+            "author": {"name": "a", "email": "a@example.com"}, "committer": {"name": "a", "email": "a@example.com"}}],
+        "repository": {"full_name": repository, "html_url": format!("https://github.com/{repository}")}
+    })
+    .to_string();
+    let response = client
+        .post(format!("{base}/hooks/github"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header(
+            "x-hub-signature-256",
+            herald::projects::signing::github_signature(secret, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(response.status().as_u16(), 202, "push {delivery}");
+    after
 }

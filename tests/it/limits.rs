@@ -17,6 +17,9 @@ both_backends!(
     correct_logins_are_not_counted_against_an_address,
     operator_token_guesses_are_limited_per_address,
     sign_ups_mail_a_recipient_once_and_are_limited_per_address,
+    a_burst_of_sign_ups_hashes_one_password_per_core_at_most,
+    password_changes_and_resets_hash_in_the_same_slots,
+    forwarded_addresses_count_only_behind_trusted_proxies,
 );
 
 const SIGNED_UP: &str = "successfully created an account creation request.";
@@ -325,6 +328,182 @@ async fn sign_ups_mail_a_recipient_once_and_are_limited_per_address(env: TestEnv
     .await;
     assert!(!token.is_empty());
 
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// 100 sign-ups at once: at most one argon2id hash per core runs at any moment (each holds
+/// 19 MiB), the rest wait their turn or are told to come back (503 with `Retry-After`), and
+/// nothing is stored for those.
+async fn a_burst_of_sign_ups_hashes_one_password_per_core_at_most(env: TestEnv) {
+    let app = env.spawn(&[]).await;
+    let client = reqwest::Client::new();
+    let answers = futures_util::future::join_all((0..100).map(|n| {
+        let (client, app) = (&client, &app);
+        async move {
+            let response = register(
+                client,
+                app,
+                &format!("burst{n}"),
+                &format!("burst{n}@example.org"),
+            )
+            .await;
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            (status, retry_after)
+        }
+    }))
+    .await;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(app.hashing.size(), cores);
+    assert_eq!(
+        app.hashing.peak(),
+        cores,
+        "the hashing slots were all in use, and never more"
+    );
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
+    for (status, retry_after) in &answers {
+        match status {
+            200 => {}
+            503 => assert_eq!(
+                retry_after.as_ref().map(|v| v.to_str().ok()),
+                Some(Some("1"))
+            ),
+            other => panic!("a sign-up got {other}"),
+        }
+    }
+    assert!(accepted > 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM signup_requests").await,
+        accepted as i64
+    );
+    // Afterwards a sign-up goes through as ever.
+    let response = register(&client, &app, "afterwards", "afterwards@example.org").await;
+    assert_eq!(response.status().as_u16(), 200);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A password change and a reset hash through the same bounded slots as sign-ups and logins
+/// (`HERALD_PASSWORD_HASHES`), and a guessed reset key costs no hash at all.
+async fn password_changes_and_resets_hash_in_the_same_slots(env: TestEnv) {
+    use crate::web_pages::{PageClient, link_path, sign_up_and_in, spooled_mail};
+    let app = env.spawn(&[("HERALD_PASSWORD_HASHES", "1")]).await;
+    assert_eq!(app.hashing.size(), 1);
+    let mut browser = PageClient::new(&app);
+    sign_up_and_in(
+        &env,
+        &mut browser,
+        "mina",
+        "mina@example.com",
+        "mina's first",
+    )
+    .await;
+    // The sign-up's hash and the sign-in's check.
+    assert_eq!(app.hashing.runs(), 2);
+
+    browser.get("/account").await;
+    let changed = browser
+        .post(
+            "/account/password",
+            &[
+                ("current_password", "mina's first"),
+                ("password", "mina's second"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    // The current password's check and the new one's hash.
+    assert_eq!(app.hashing.runs(), 4);
+
+    let mut stranger = PageClient::new(&app);
+    stranger.get("/forgot").await;
+    for n in 0..20 {
+        let guessed = stranger
+            .post(
+                &format!("/reset/guessed-key-{n}"),
+                &[("password", "a stranger's password")],
+            )
+            .await;
+        assert_eq!(guessed.status, 404, "{}", guessed.body);
+    }
+    assert_eq!(app.hashing.runs(), 4, "a guessed reset key costs no hash");
+
+    let asked = stranger
+        .post("/forgot", &[("email", "mina@example.com")])
+        .await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let mail = spooled_mail(env.data_dir.path(), "mina@example.com", 1).await;
+    let reset = link_path(&mail, "/reset/");
+    stranger.get(&reset).await;
+    let done = stranger.post(&reset, &[("password", "mina's third")]).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(app.hashing.runs(), 5);
+    assert_eq!(app.hashing.peak(), 1);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn guess_forwarded(
+    client: &reqwest::Client,
+    app: &TestApp,
+    forwarded: &str,
+    n: usize,
+) -> Response {
+    client
+        .get(app.url("/api/v1/contacts"))
+        .bearer_auth(format!("guess-{n}"))
+        .header("x-forwarded-for", forwarded)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Behind a reverse proxy every request comes from the proxy: with `HERALD_TRUSTED_PROXIES`
+/// the limits count the client the proxy names (the right-most untrusted `X-Forwarded-For`
+/// entry); from anyone else the header is ignored.
+async fn forwarded_addresses_count_only_behind_trusted_proxies(env: TestEnv) {
+    let app = env
+        .spawn(&[("HERALD_TRUSTED_PROXIES", "127.0.0.5/32")])
+        .await;
+    let proxy = client_at(5);
+
+    // Guesses from 203.0.113.5 through the proxy are limited…
+    let (before, refusal) = until_limited(20, |n| {
+        let (proxy, app) = (&proxy, &app);
+        async move { guess_forwarded(proxy, app, "203.0.113.5", n).await }
+    })
+    .await;
+    assert_eq!(before, vec![401; 10]);
+    assert_api_limited(refusal).await;
+    // …also when the client writes another address in front of its own…
+    assert_api_limited(guess_forwarded(&proxy, &app, "198.51.100.1, 203.0.113.5", 99).await).await;
+    // …while another client behind the same proxy, and the operator, are served.
+    assert_eq!(
+        guess_forwarded(&proxy, &app, "203.0.113.6", 0)
+            .await
+            .status()
+            .as_u16(),
+        401
+    );
+    let operator = proxy
+        .get(app.url("/api/v1/contacts"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(operator.status().as_u16(), 200);
+
+    // A client that is not a trusted proxy cannot pick its address with the header.
+    let stranger = client_at(6);
+    let (before, refusal) = until_limited(20, |n| {
+        let (stranger, app) = (&stranger, &app);
+        async move { guess_forwarded(stranger, app, &format!("192.0.2.{n}"), n).await }
+    })
+    .await;
+    assert_eq!(before, vec![401; 10]);
+    assert_api_limited(refusal).await;
     app.stop().await;
     env.cleanup().await;
 }

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{ADMIN_TOKEN, TestApp, TestEnv, WAIT, wait_until};
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestEnv, WAIT, send_signed_push, wait_until};
 
 both_backends!(
     push_reaches_the_receiver_signed_and_logged,
@@ -75,28 +75,8 @@ async fn push_signed(
     i: usize,
     tag: &str,
 ) -> String {
-    let after = format!("{:040x}", i + 1);
-    let body = json!({
-        "ref": "refs/heads/main", "before": before, "after": after,
-        "commits": [{"id": after, "message": format!("push {i}"), "timestamp": "2026-11-22T10:00:00Z",
-            "author": {"name": "a", "email": "a@example.com"}, "committer": {"name": "a", "email": "a@example.com"}}],
-        "repository": {"full_name": "octo/app", "html_url": "https://github.com/octo/app"}
-    })
-    .to_string();
-    let response = client
-        .post(format!("{base}/hooks/github"))
-        .header("x-github-event", "push")
-        .header("x-github-delivery", format!("{tag}-{i}"))
-        .header(
-            "x-hub-signature-256",
-            herald::projects::signing::github_signature(secret, body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("push");
-    assert_eq!(response.status().as_u16(), 202, "push {i}");
-    after
+    let delivery = format!("{tag}-{i}");
+    send_signed_push(client, base, secret, "octo/app", before, i, &delivery).await
 }
 
 /// A loopback address nothing listens on: connections to it are refused.
@@ -305,17 +285,16 @@ async fn push_reaches_the_receiver_signed_and_logged(env: TestEnv) {
         .await
         .expect("html");
     assert!(log_page.contains("HTTP 204"), "{log_page}");
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let response = no_redirects
-        .post(app.url(&format!("/octo/app/webhooks/{hook_id}")))
-        .header("cookie", format!("herald_admin={ADMIN_TOKEN}"))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(response.status().as_u16(), 303);
+    // In a browser holding the operator's cookie, the delete form needs its page's CSRF token.
+    let mut browser = crate::web_pages::PageClient::new(&app);
+    let login = browser.post_raw("/login", &[("token", ADMIN_TOKEN)]).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let delete = format!("/octo/app/webhooks/{hook_id}");
+    let forged = browser.post_raw(&delete, &[]).await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    browser.get("/octo/app/webhooks").await;
+    let response = browser.post(&delete, &[]).await;
+    assert_eq!(response.status, 303, "{}", response.body);
     let (_, hooks) = app
         .admin(Method::GET, "/api/v1/projects/octo/app/webhooks", None)
         .await;
@@ -729,10 +708,12 @@ async fn private_targets_are_refused_after_dns_at_creation_and_send_time(env: Te
         .await;
     let (status, answer) = create_hook(&app, json!({"payload_url": inward_url})).await;
     assert_eq!(status, 422, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("resolves to")),
+    // Refused by name, without saying what the name resolves to (issue 25).
+    assert_eq!(
+        answer["error"]["message"],
+        json!(format!(
+            "payload_url: {host} is a loopback, private or reserved address; set HERALD_ALLOW_PRIVATE_TARGETS=true to allow it"
+        )),
         "{answer}"
     );
     let (status, _) = app

@@ -173,8 +173,19 @@ async fn make_friends(
         bench_account(herald, smtp, &left),
         bench_account(herald, smtp, &right)
     );
-    let (mut a, a_auth) = chat_socket(url, &left_token).await;
-    let (mut b, b_auth) = chat_socket(url, &right_token).await;
+    let chat_id = befriend(url, (&left, &left_token), (&right, &right_token)).await;
+    (left_token, right_token, chat_id)
+}
+
+/// Makes two signed-up accounts (name, token) friends over their sockets; returns their DM's
+/// chat id.
+pub(crate) async fn befriend(
+    url: &str,
+    (left, left_token): (&str, &str),
+    (right, right_token): (&str, &str),
+) -> String {
+    let (mut a, a_auth) = chat_socket(url, left_token).await;
+    let (mut b, b_auth) = chat_socket(url, right_token).await;
     a.send(Message::text(
         json!({"type": "mutual_users", "payload": {"type": "request", "name": right}}).to_string(),
     ))
@@ -204,7 +215,7 @@ async fn make_friends(
             break;
         }
     }
-    (left_token, right_token, chat_id)
+    chat_id
 }
 
 pub async fn chat_latency(common: &Common, run: &ChatLatency) {
@@ -225,13 +236,46 @@ pub async fn chat_latency(common: &Common, run: &ChatLatency) {
         )
         .await,
     );
-    let url = format!("{}/ws", herald.url.replace("http://", "ws://"));
     let setup = Instant::now();
-    let epoch = Instant::now();
-    let samples: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
-    let mut readers = tokio::task::JoinSet::new();
-    // Pairs are set up 16 at a time (each sign-up costs two argon2 hashes).
-    let smtp = Arc::new(smtp);
+    let made = friend_pairs(herald.clone(), Arc::new(smtp), pairs).await;
+    // The sockets used to make friends are closed; the measurement uses lean raw clients
+    // (`RawWs`), so the load generator costs as little CPU as it can on the shared cores.
+    println!(
+        "backend: {:?}; {pairs} pairs of friends set up in {:.1} s",
+        common.backend,
+        setup.elapsed().as_secs_f64()
+    );
+    let address = herald.address();
+    let pairs: Vec<DmPair> = made
+        .into_iter()
+        .map(|(sender, recipient, chat_id)| DmPair {
+            sender,
+            sender_node: address,
+            recipient,
+            recipient_node: address,
+            chat_id,
+        })
+        .collect();
+    let run = send_dms_at_rate(pairs, rate, seconds, || herald.usage().0).await;
+    let (cpu0, cpu1) = run.probed;
+    println!(
+        "{} messages sent at {:.0}/s, {} received; herald CPU {:.0}% of one core",
+        run.sent,
+        run.sent as f64 / run.elapsed,
+        run.samples.len(),
+        100.0 * (cpu1 - cpu0) / run.elapsed
+    );
+    describe("DM sender → recipient", run.samples);
+}
+
+/// `pairs` pairs of friends signed up and made friends on `herald`, 16 pairs at a time (each
+/// sign-up costs two argon2 hashes): (sender's token, recipient's token, their DM's id).
+pub(crate) async fn friend_pairs(
+    herald: Arc<Herald>,
+    smtp: Arc<FakeSmtp>,
+    pairs: usize,
+) -> Vec<(String, String, String)> {
+    let url = format!("{}/ws", herald.url.replace("http://", "ws://"));
     let mut setups = tokio::task::JoinSet::new();
     let mut next = 0;
     let mut made = Vec::new();
@@ -246,25 +290,56 @@ pub async fn chat_latency(common: &Common, run: &ChatLatency) {
             made.push(pair);
         }
     }
-    // The sockets used to make friends are closed; the measurement uses lean raw clients
-    // (`RawWs`), so the load generator costs as little CPU as it can on the shared cores.
-    println!(
-        "backend: {:?}; {pairs} pairs of friends set up in {:.1} s",
-        common.backend,
-        setup.elapsed().as_secs_f64()
-    );
-    let address = herald.address();
+    made
+}
+
+/// One pair of friends for a DM load: the sender's token and the node its socket is opened on,
+/// the same for the recipient, and their DM's id.
+pub(crate) struct DmPair {
+    pub sender: String,
+    pub sender_node: std::net::SocketAddr,
+    pub recipient: String,
+    pub recipient_node: std::net::SocketAddr,
+    pub chat_id: String,
+}
+
+/// What a DM load run saw: messages sent, the seconds it sent them in, each received
+/// message's sender → recipient latency, and what the caller's probe read as the sending began
+/// and as it ended (CPU counters, say).
+pub(crate) struct DmRun<T> {
+    pub sent: usize,
+    pub elapsed: f64,
+    pub samples: Vec<Duration>,
+    pub probed: (T, T),
+}
+
+/// Opens a raw socket for each side of every pair and sends DMs at `rate` in all, spread evenly
+/// over the pairs, for `seconds`; waits up to 30 s for the stragglers. `probe` is read when the
+/// first message is due and when the last one has been written.
+pub(crate) async fn send_dms_at_rate<T>(
+    pairs: Vec<DmPair>,
+    rate: usize,
+    seconds: u64,
+    probe: impl Fn() -> T,
+) -> DmRun<T> {
+    let epoch = Instant::now();
+    let samples: Arc<std::sync::Mutex<Vec<Duration>>> = Arc::default();
+    let mut readers = tokio::task::JoinSet::new();
     let mut writers = Vec::new();
-    for (left, right, chat_id) in made {
-        let (sender_read, sender_write) = RawWs::open(address, &left).await.into_split();
-        let (recipient_read, _keep) = RawWs::open(address, &right).await.into_split();
+    for pair in &pairs {
+        let (sender_read, sender_write) = RawWs::open(pair.sender_node, &pair.sender)
+            .await
+            .into_split();
+        let (recipient_read, keep) = RawWs::open(pair.recipient_node, &pair.recipient)
+            .await
+            .into_split();
         // The sender's own copies come back; they are read and dropped.
         readers.spawn(read_frames(sender_read, None, epoch));
         readers.spawn(read_frames(recipient_read, Some(samples.clone()), epoch));
-        writers.push((sender_write, _keep, chat_id));
+        writers.push((sender_write, keep, pair.chat_id.clone()));
     }
     // One task writes every frame: pair i sends at i / rate + k · pairs / rate seconds.
-    let period = Duration::from_secs_f64(pairs as f64 / rate as f64);
+    let period = Duration::from_secs_f64(writers.len() as f64 / rate as f64);
     let start = Instant::now() + Duration::from_millis(200);
     let stop = start + Duration::from_secs(seconds);
     let mut due: Vec<Instant> = (0..writers.len())
@@ -273,7 +348,7 @@ pub async fn chat_latency(common: &Common, run: &ChatLatency) {
     let mut sent = 0usize;
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     tokio::time::sleep_until(start.into()).await;
-    let (cpu0, _) = herald.usage();
+    let first = probe();
     let t0 = Instant::now();
     while Instant::now() < stop {
         ticker.tick().await;
@@ -293,7 +368,7 @@ pub async fn chat_latency(common: &Common, run: &ChatLatency) {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let (cpu1, _) = herald.usage();
+    let last = probe();
     // Messages still missing after 30 s are left out (the count shows it), not waited for.
     let wait = Instant::now();
     while samples.lock().expect("lock").len() < sent && wait.elapsed() < Duration::from_secs(30) {
@@ -301,12 +376,10 @@ pub async fn chat_latency(common: &Common, run: &ChatLatency) {
     }
     readers.abort_all();
     let samples = samples.lock().expect("lock").clone();
-    println!(
-        "{} messages sent at {:.0}/s, {} received; herald CPU {:.0}% of one core",
+    DmRun {
         sent,
-        sent as f64 / elapsed,
-        samples.len(),
-        100.0 * (cpu1 - cpu0) / elapsed
-    );
-    describe("DM sender → recipient", samples);
+        elapsed,
+        samples,
+        probed: (first, last),
+    }
 }

@@ -188,7 +188,9 @@ impl RawWs {
 }
 
 /// Reads one server frame's payload (servers do not mask).
-async fn read_frame<R: tokio::io::AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Vec<u8>> {
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;
     let mut head = [0u8; 2];
     reader.read_exact(&mut head).await?;

@@ -47,10 +47,23 @@ pub struct Herald {
 impl Herald {
     /// Starts herald with `env` on top of the bench's settings and waits until it is ready.
     pub async fn start(common: &Common, env: &[(&str, String)]) -> Herald {
+        Herald::start_node(common, None, env).await
+    }
+
+    /// Starts herald like `start`, on `database_url` when given (another node's database: a
+    /// cluster), else on a fresh database.
+    pub async fn start_node(
+        common: &Common,
+        database_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> Herald {
         let data = tempfile::tempdir().expect("temp dir");
-        let database_url = match common.backend {
-            Backend::Sqlite => format!("sqlite://{}", data.path().join("herald.db").display()),
-            Backend::Postgres => {
+        let database_url = match (database_url, common.backend) {
+            (Some(url), _) => url.to_string(),
+            (None, Backend::Sqlite) => {
+                format!("sqlite://{}", data.path().join("herald.db").display())
+            }
+            (None, Backend::Postgres) => {
                 // One name per bench process, so a database left by a run that crashed is
                 // dropped by the next run of the same process id rather than piling up.
                 let name = format!("herald_bench_{}", std::process::id());
@@ -73,6 +86,8 @@ impl Herald {
             .env("HERALD_ADMIN_TOKEN", ADMIN)
             // The benchmarks sign their many accounts up from one address.
             .env("HERALD_SIGNUPS_PER_MINUTE", "1000000")
+            // … and open their thousands of sockets from it too.
+            .env("HERALD_MAX_CONNECTIONS_PER_ADDRESS", "1000000")
             .env("HERALD_GIT_WEBHOOK_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .current_dir(data.path())
@@ -120,6 +135,20 @@ impl Herald {
             .expect("herald listens on an IP address")
     }
 
+    /// Whether the process still runs (not gone, not a zombie).
+    pub fn is_running(&self) -> bool {
+        let Some(pid) = self.child.id() else {
+            return false;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s != "Z"))
+            })
+            .unwrap_or(false)
+    }
+
     fn pid(&self) -> u32 {
         self.child.id().expect("running")
     }
@@ -147,6 +176,22 @@ impl Herald {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         (ticks as f64 / 100.0, rss)
+    }
+
+    /// herald's data dir (its mail spool is `mail/` under it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+
+    /// herald's peak resident memory since it started (`VmHWM`), in KiB.
+    pub fn peak_rss(&self) -> u64 {
+        status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// A reader of herald's resident memory (`VmRSS`, KiB) that a sampling task can own.
+    pub fn usage_reader(&self) -> impl Fn() -> u64 + Send + 'static {
+        let pid = self.pid();
+        move || status_kib(pid, "VmRSS:")
     }
 
     /// An operator `POST` that must succeed; returns the answer's JSON.
@@ -183,6 +228,17 @@ impl Herald {
     }
 }
 
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB; 0 when unreadable.
+fn status_kib(pid: u32, line: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(line))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Runs this bench binary's hidden `scenario` (a server) in a process of its own on a free
 /// loopback port, with `args`, and waits until it takes connections.
 pub async fn start_server_process(
@@ -210,6 +266,31 @@ pub async fn start_server_process(
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
     listener.local_addr().expect("addr").port()
+}
+
+/// User+system CPU seconds so far of every process on the machine whose name is `name`
+/// (`postgres`, `redis-server`): the parts of a run that are not herald.
+pub fn process_cpu_seconds(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for entry in entries.flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if head.split_once('(').map(|(_, comm)| comm) != Some(name) {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat, at 11 and 12 after the name.
+        ticks += fields
+            .get(11..13)
+            .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
+    }
+    ticks as f64 / 100.0
 }
 
 /// The first line of every scenario's output: what it ran on.

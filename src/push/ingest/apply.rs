@@ -1,7 +1,7 @@
 //! The decisions of a batch, push by push in arrival order (each seeing the ones before it),
 //! and every write they call for, added to one script.
 
-use super::fanout::plan_notifications;
+use super::fanout::{Planned, plan_notifications};
 use super::known::{Known, fresh_inbound};
 use super::{Applied, IngestOutcome, Job, PushState};
 use crate::ids::now_ms;
@@ -85,14 +85,15 @@ pub(super) fn apply(
     crate::inbound::record_into(script, &inbound, now);
     for chunk in new_commits.chunks(ROWS_PER_STATEMENT) {
         script.push(format!(
-            "INSERT INTO seen_commits (repository_id, ref, sha) VALUES {}",
-            store::values_rows(chunk.len(), 3)
+            "INSERT INTO seen_commits (repository_id, ref, sha, seen_at) VALUES {}",
+            store::values_rows(chunk.len(), 4)
         ));
         for (repository, ref_name, sha) in chunk {
             script
                 .bind(*repository)
                 .bind(ref_name.as_str())
-                .bind(sha.as_str());
+                .bind(sha.as_str())
+                .bind(now);
         }
     }
     let (moved, removed): (Vec<_>, Vec<_>) = changed_heads
@@ -137,17 +138,25 @@ pub(super) fn apply(
         }
     }
 
-    // 3. The deliveries of every push, queued together.
+    // 3. The deliveries of every push, queued together; notifications that wait for a digest
+    // are held (quiet hours and digest times are calendar time: the shared clock's).
     let mut deliveries = Vec::new();
+    let mut held = Vec::new();
+    let clock_now = state.clock.now_ms();
     for (i, event, event_id) in &accepted {
         let repository = &batch[*i].repository;
         let routing = routing.get(&repository.id);
-        let mut planned = plan_notifications(
+        let Planned {
+            deliveries: mut planned,
+            held: mut held_now,
+        } = plan_notifications(
             &repository.url.display_name(),
             event,
             *event_id,
             routing.map_or(&[][..], |r| r.subscribers.as_slice()),
+            clock_now,
         );
+        held.append(&mut held_now);
         let notifications = planned.len();
         planned.extend(crate::projects::plan_webhook_deliveries(
             routing.map_or(&[][..], |r| r.hooks.as_slice()),
@@ -161,11 +170,13 @@ pub(super) fn apply(
             notifications,
         };
     }
+    crate::digest::hold_into(script, &state.ids, &held, now);
     let queued = deliveries.len();
     let leased = outbox::enqueue_local_first(script, &state.ids, &state.local_queue, deliveries);
     Ok(Applied {
         outcomes,
         queued,
         leased,
+        held: held.len(),
     })
 }

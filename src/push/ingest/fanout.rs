@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::digest::{HeldItem, HeldPush, HoldRule};
 use crate::notify::render::{self, PushSummary};
 use crate::outbox::NewDelivery;
 use crate::watch::event::{Commit, PushEvent};
@@ -16,6 +17,17 @@ pub struct Subscriber {
     pub contact_id: i64,
     pub channel: String,
     pub address: String,
+    /// When this subscriber's notifications may wait for a digest (a digest mode, the
+    /// contact's quiet time); `None`, the common case, sends each at once.
+    pub hold: Option<HoldRule>,
+}
+
+/// What a push causes for subscribers: deliveries queued now, and notifications held for a
+/// digest.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub deliveries: Vec<NewDelivery>,
+    pub held: Vec<HeldItem>,
 }
 
 fn author_excluded(commit: &Commit, excluded: &[globset::GlobMatcher]) -> bool {
@@ -73,17 +85,20 @@ fn commits_for(event: &PushEvent, subscriber: &Subscriber) -> Option<Vec<usize>>
     Some(chosen)
 }
 
-/// One delivery per contact (a contact with several matching subscriptions is told once),
-/// rendered once per channel and commit selection.
+/// One delivery per contact (a contact with several matching subscriptions is told once, as
+/// its first matching subscription says), rendered once per channel and commit selection; or,
+/// when that subscription's [`HoldRule`] says so at `now_ms` (the shared clock's), one item
+/// held for the contact's digest instead.
 pub fn plan_notifications(
     repository: &str,
     event: &PushEvent,
     event_id: i64,
     subscribers: &[Subscriber],
-) -> Vec<NewDelivery> {
+    now_ms: i64,
+) -> Planned {
     let mut told: HashSet<i64> = HashSet::new();
     let mut rendered: HashMap<(String, Vec<usize>), String> = HashMap::new();
-    let mut deliveries = Vec::new();
+    let mut planned = Planned::default();
     for subscriber in subscribers {
         if told.contains(&subscriber.contact_id) {
             continue;
@@ -92,6 +107,18 @@ pub fn plan_notifications(
             continue;
         };
         told.insert(subscriber.contact_id);
+        if let Some(due_at) = subscriber.hold.as_ref().and_then(|rule| rule.due(now_ms)) {
+            let commits: Vec<&Commit> = chosen.iter().map(|&i| &event.commits[i]).collect();
+            planned.held.push(HeldItem {
+                contact_id: subscriber.contact_id,
+                due_at,
+                event_id,
+                repository: repository.to_string(),
+                branch: event.branch().to_string(),
+                push: HeldPush::of(event, &commits),
+            });
+            continue;
+        }
         let payload = rendered
             .entry((subscriber.channel.clone(), chosen.clone()))
             .or_insert_with(|| {
@@ -107,7 +134,7 @@ pub fn plan_notifications(
                 .to_string()
             })
             .clone();
-        deliveries.push(NewDelivery {
+        planned.deliveries.push(NewDelivery {
             channel: subscriber.channel.clone(),
             destination: subscriber.address.clone(),
             payload,
@@ -117,5 +144,5 @@ pub fn plan_notifications(
             event_type: None,
         });
     }
-    deliveries
+    planned
 }

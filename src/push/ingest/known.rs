@@ -155,6 +155,13 @@ pub(super) async fn read_known(
             contact_id: row.get(3),
             channel: row.get(4),
             address: row.get(5),
+            hold: crate::digest::HoldRule::from_stored(
+                &row.get::<String>(7),
+                row.get::<i64>(8) != 0,
+                &row.get::<String>(9),
+                row.get::<Option<String>>(10).as_deref(),
+                row.get::<i64>(11) != 0,
+            ),
         });
     }
     let mut cache = state
@@ -273,7 +280,8 @@ fn subscriber_reads(repositories: &[(i64, &str)]) -> Vec<(String, Vec<Value>)> {
         .map(|chunk| {
             let list = store::placeholders(1, chunk.len());
             let sql = format!(
-                "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address, s.repository_id \
+                "SELECT s.branch, s.paths, s.exclude_authors, c.id, c.channel, c.address, s.repository_id, \
+                 s.digest, s.urgent, c.time_zone, c.quiet_hours, c.quiet_weekends \
                  FROM subscriptions s JOIN contacts c ON c.id = s.contact_id \
                  WHERE s.repository_id IN ({list}) AND s.muted = 0 AND c.muted = 0 AND c.blocked = 0"
             );

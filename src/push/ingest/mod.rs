@@ -150,6 +150,8 @@ struct Applied {
     outcomes: Vec<IngestOutcome>,
     queued: usize,
     leased: Vec<outbox::ClaimedDelivery>,
+    /// Notifications held for digests (`digest_items`).
+    held: usize,
 }
 
 async fn commit_batch(state: &PushState, batch: Vec<Job>) {
@@ -205,6 +207,9 @@ fn hand_over(state: &PushState, batch: Vec<Job>, applied: Applied) {
     if applied.queued > leased {
         state.outbox_wake.notify_one();
     }
+    if applied.held > 0 {
+        state.digest_wake.notify_one();
+    }
     for (job, outcome) in batch.into_iter().zip(applied.outcomes) {
         if let IngestOutcome::Accepted {
             notifications,
@@ -227,3 +232,16 @@ fn hand_over(state: &PushState, batch: Vec<Job>, applied: Applied) {
         let _ = job.reply.send(Ok(outcome));
     }
 }
+
+/// Deletes up to `{BATCH}` accepted pushes whose ids are below `$1` (the first snowflake id of
+/// the cutoff), oldest first; history pruning (`retention`) runs it in paced batches. Nothing
+/// needs an old push: deliveries and held digest items carry what they say.
+pub const PRUNE_EVENTS_SQL: &str = "DELETE FROM push_events WHERE id IN \
+     (SELECT id FROM push_events WHERE id < $1 ORDER BY id LIMIT {BATCH})";
+
+/// Deletes up to `{BATCH}` commits first seen on their branch before `$1` (Unix ms). A commit
+/// pushed to the same branch again after that would be announced again: by then the branch
+/// head (`branch_heads`) has long moved past it, so only a branch reset to a very old commit
+/// and pushed forward again does so.
+pub const PRUNE_SEEN_COMMITS_SQL: &str = "DELETE FROM seen_commits WHERE (repository_id, ref, sha) IN \
+     (SELECT repository_id, ref, sha FROM seen_commits WHERE seen_at < $1 ORDER BY seen_at LIMIT {BATCH})";
