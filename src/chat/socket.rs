@@ -332,10 +332,17 @@ impl Drop for Session {
     }
 }
 
-/// Tells `account`'s friends that it went offline.
+/// Tells `account`'s friends that it went offline, unless it came back meanwhile: the friends
+/// are read from the database first, and a new socket of the same user (a page that reloads,
+/// a browser that reconnects) may have gone live and said "online" by then, which a late
+/// "offline" would contradict for as long as that socket lives.
 async fn announce_offline(state: &ChatState, account: &Account) {
     match friends(&state.db, account.id).await {
-        Ok(list) => announce_presence(state, account, &list, "offline"),
+        Ok(list) => {
+            if state.bus.live(account.id, 0).await == 0 {
+                announce_presence(state, account, &list, "offline");
+            }
+        }
         Err(error) => tracing::error!(
             %error,
             account = account.id,

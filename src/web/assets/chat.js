@@ -134,6 +134,10 @@
     send("load", { type: "chat", load_id: chatId, datetime: btoa(createdAt), count: PAGE });
   }
 
+  // When each person's presence was last told by a frame: an answer to refreshPresence asked
+  // before that is older news and does not undo it.
+  var presenceToldAt = {};
+
   function setPresence(user, status) {
     root.querySelectorAll('[data-user-id="' + user.id + '"] .presence').forEach(function (badge) {
       badge.textContent = root.dataset[status] || status;
@@ -143,6 +147,7 @@
 
   // Presence frames tell changes only: after (re)connecting, ask who is online now.
   function refreshPresence() {
+    var askedAt = Date.now();
     fetch("/chat/presence", { credentials: "same-origin" })
       .then(function (answer) {
         return answer.ok ? answer.json() : { online: null, friends: [] };
@@ -155,6 +160,9 @@
           var id = person.dataset.userId;
           if (now.friends.indexOf(id) < 0) {
             return; // a room member who is not a friend: herald does not tell
+          }
+          if ((presenceToldAt[id] || 0) >= askedAt) {
+            return; // a presence frame came after the question: it is newer
           }
           setPresence({ id: id }, now.online.indexOf(id) >= 0 ? "online" : "offline");
         });
@@ -213,6 +221,7 @@
         }
         break;
       case "presence":
+        presenceToldAt[p.user.id] = Date.now();
         setPresence(p.user, p.status);
         break;
       case "typing":
