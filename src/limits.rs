@@ -32,22 +32,68 @@ impl From<IpAddr> for ClientKey {
 /// event adds `window / limit` to the key's bucket, which drains with time, so a client that
 /// stops is let back in one event at a time instead of all at once when a fixed window ends.
 ///
-/// A key whose bucket has drained is the same as one never seen, so it is dropped: memory holds
-/// only the keys that acted within the last window.
+/// With [`WindowLimit::growing`], a key that went past its limit is not let back at the
+/// bucket's pace: each refusal period is followed by one allowed event, and that event starts
+/// the next refusal period, twice as long as the last (up to a maximum). A key that stays quiet
+/// for a while after its last refusal period starts afresh. This is how the failed-login limits
+/// slow a persistent guesser down to a handful of guesses an hour, while someone who mistypes a
+/// few times a minute never notices them.
+///
+/// A key whose bucket has drained (and whose refusals are forgotten) is the same as one never
+/// seen, so it is dropped: memory holds only the keys that acted lately.
 pub struct WindowLimit<K> {
-    /// What one event adds to a bucket.
+    /// What one event adds to a bucket; also the first refusal period of a growing limit.
     cost: Duration,
     /// How full a bucket may be after an allowed event.
     capacity: Duration,
+    growth: Option<Growth>,
     buckets: Mutex<Buckets<K>>,
 }
 
+/// How the refusal periods of a [`WindowLimit::growing`] limit grow and end.
+#[derive(Debug, Clone, Copy)]
+struct Growth {
+    /// The longest refusal period.
+    max_wait: Duration,
+    /// How long after its last refusal period ended a key starts afresh.
+    forget_after: Duration,
+}
+
 struct Buckets<K> {
-    /// When each key's bucket is empty again.
-    empty_at: HashMap<K, Instant>,
-    /// The size past which drained buckets are swept out; it follows the live size, so each
+    keys: HashMap<K, Key>,
+    /// The size past which forgotten keys are swept out; it follows the live size, so each
     /// sweep is paid for by as many insertions as it visits.
     sweep_at: usize,
+}
+
+/// One key's state.
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    /// When its bucket is empty again.
+    empty_at: Instant,
+    /// Refusal periods so far (growing limits only; 0 while the key is within its limit).
+    strikes: u32,
+    /// The end of the current, or last, refusal period (growing limits only).
+    refused_until: Option<Instant>,
+}
+
+impl Key {
+    fn fresh(now: Instant) -> Key {
+        Key {
+            empty_at: now,
+            strikes: 0,
+            refused_until: None,
+        }
+    }
+
+    /// Whether this key is the same as one never seen.
+    fn forgotten(&self, now: Instant, growth: Option<Growth>) -> bool {
+        let refusals_over = match (self.refused_until, growth) {
+            (Some(until), Some(growth)) => until + growth.forget_after <= now,
+            _ => true,
+        };
+        self.empty_at <= now && refusals_over
+    }
 }
 
 /// The smallest map that is swept.
@@ -60,48 +106,107 @@ impl<K: Hash + Eq + Clone> WindowLimit<K> {
         WindowLimit {
             cost: window / limit,
             capacity: window,
+            growth: None,
             buckets: Mutex::new(Buckets {
-                empty_at: HashMap::new(),
+                keys: HashMap::new(),
                 sweep_at: MIN_SWEEP,
             }),
         }
+    }
+
+    /// `limit` events per `window`; past it, refusal periods that start at `window / limit`
+    /// and double with every further event, up to `max_wait`, until the key has been quiet for
+    /// `forget_after` after its last one.
+    pub fn growing(
+        limit: u32,
+        window: Duration,
+        max_wait: Duration,
+        forget_after: Duration,
+    ) -> WindowLimit<K> {
+        WindowLimit {
+            growth: Some(Growth {
+                max_wait,
+                forget_after,
+            }),
+            ..WindowLimit::new(limit, window)
+        }
+    }
+
+    /// The refusal period after `strikes` of them.
+    fn refusal_period(&self, strikes: u32, growth: Growth) -> Duration {
+        let doublings = strikes.saturating_sub(1).min(32);
+        self.cost
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(growth.max_wait)
     }
 
     /// Counts one event for `key` if the limit allows it; otherwise counts nothing and says how
     /// long until one more event would be allowed.
     pub fn acquire(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.lock();
-        let empty_at = buckets
-            .empty_at
+        let mut state = buckets
+            .keys
             .get(key)
             .copied()
-            .filter(|at| *at > now)
-            .unwrap_or(now);
-        let filled = empty_at + self.cost;
-        let over = filled.saturating_duration_since(now);
-        if over > self.capacity {
-            return Err(over - self.capacity);
+            .filter(|state| !state.forgotten(now, self.growth))
+            .unwrap_or_else(|| Key::fresh(now));
+        if let Some(until) = state.refused_until.filter(|until| *until > now) {
+            return Err(until - now);
         }
-        buckets.empty_at.insert(key.clone(), filled);
-        if buckets.empty_at.len() >= buckets.sweep_at {
-            buckets.empty_at.retain(|_, at| *at > now);
-            buckets.sweep_at = (buckets.empty_at.len() * 2).max(MIN_SWEEP);
+        let filled = state.empty_at.max(now) + self.cost;
+        match self.growth {
+            Some(growth) if state.strikes > 0 => {
+                // Past the limit: this event is allowed and starts the next, longer refusal.
+                state.strikes += 1;
+                state.refused_until = Some(now + self.refusal_period(state.strikes, growth));
+                state.empty_at = filled;
+            }
+            _ => {
+                let over = filled.saturating_duration_since(now);
+                if over > self.capacity {
+                    let Some(growth) = self.growth else {
+                        return Err(over - self.capacity);
+                    };
+                    state.strikes = 1;
+                    let wait = self.refusal_period(1, growth);
+                    state.refused_until = Some(now + wait);
+                    buckets.keys.insert(key.clone(), state);
+                    return Err(wait);
+                }
+                state.empty_at = filled;
+            }
+        }
+        buckets.keys.insert(key.clone(), state);
+        if buckets.keys.len() >= buckets.sweep_at {
+            let growth = self.growth;
+            buckets.keys.retain(|_, state| !state.forgotten(now, growth));
+            buckets.sweep_at = (buckets.keys.len() * 2).max(MIN_SWEEP);
         }
         Ok(())
     }
 
     /// Takes back one event counted by [`acquire`](Self::acquire): what was tried succeeded, and
-    /// only failures count.
-    pub fn release(&self, key: &K) {
+    /// only failures count. An event allowed past the limit takes back the refusal period it
+    /// started.
+    pub fn release(&self, key: &K, now: Instant) {
         let mut buckets = self.lock();
-        if let Some(at) = buckets.empty_at.get_mut(key) {
-            *at = at.checked_sub(self.cost).unwrap_or(*at);
+        if let Some(state) = buckets.keys.get_mut(key) {
+            state.empty_at = state.empty_at.checked_sub(self.cost).unwrap_or(state.empty_at);
+            if state.strikes > 1 {
+                state.strikes -= 1;
+                state.refused_until = Some(now);
+            }
         }
+    }
+
+    /// Forgets `key` altogether: it proved itself (the right password for its account).
+    pub fn forget(&self, key: &K) {
+        self.lock().keys.remove(key);
     }
 
     /// How many keys are held (for tests of the forgetting).
     pub fn len(&self) -> usize {
-        self.lock().empty_at.len()
+        self.lock().keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,7 +214,7 @@ impl<K: Hash + Eq + Clone> WindowLimit<K> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Buckets<K>> {
-        // The map holds only instants: a panic elsewhere cannot leave it inconsistent.
+        // The map holds only instants and counts: a panic elsewhere cannot leave it inconsistent.
         self.buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -149,7 +254,7 @@ mod tests {
         let now = Instant::now();
         for _ in 0..10 {
             assert_eq!(limit.acquire(&"a", now), Ok(()));
-            limit.release(&"a");
+            limit.release(&"a", now);
         }
         assert_eq!(limit.acquire(&"a", now), Ok(()));
         assert_eq!(limit.acquire(&"a", now), Ok(()));
@@ -186,6 +291,98 @@ mod tests {
                 .expect("a new key is allowed");
         }
         assert_eq!(limit.len(), MIN_SWEEP * 4);
+    }
+
+    fn growing() -> WindowLimit<&'static str> {
+        WindowLimit::growing(
+            2,
+            MINUTE,
+            Duration::from_secs(300),
+            Duration::from_secs(3600),
+        )
+    }
+
+    #[test]
+    fn past_a_growing_limit_each_wait_is_twice_the_last_up_to_the_longest() {
+        let limit = growing();
+        let mut now = Instant::now();
+        assert_eq!(limit.acquire(&"a", now), Ok(()));
+        assert_eq!(limit.acquire(&"a", now), Ok(()));
+        // The first wait is the bucket's own: one event's share of the window.
+        assert_eq!(
+            limit.acquire(&"a", now),
+            Err(Duration::from_secs(30))
+        );
+        // Asking again during a wait neither shortens nor lengthens it.
+        assert_eq!(
+            limit.acquire(&"a", now + Duration::from_secs(10)),
+            Err(Duration::from_secs(20))
+        );
+        // Then one event after each wait, and each wait twice as long, up to five minutes.
+        let mut waits = Vec::new();
+        now += Duration::from_secs(30);
+        for _ in 0..6 {
+            assert_eq!(limit.acquire(&"a", now), Ok(()));
+            let wait = limit.acquire(&"a", now).expect_err("refused after one");
+            waits.push(wait.as_secs());
+            now += wait;
+        }
+        assert_eq!(waits, [60, 120, 240, 300, 300, 300]);
+        // Other keys are not affected.
+        assert_eq!(limit.acquire(&"b", now), Ok(()));
+    }
+
+    #[test]
+    fn a_growing_limit_forgets_a_key_quiet_for_long_enough() {
+        let limit = growing();
+        let now = Instant::now();
+        for _ in 0..2 {
+            limit.acquire(&"a", now).expect("within the limit");
+        }
+        let wait = limit.acquire(&"a", now).expect_err("past the limit");
+        // Quiet for less than an hour after the wait: still past the limit.
+        let soon = now + wait + Duration::from_secs(3599);
+        assert_eq!(limit.acquire(&"a", soon), Ok(()));
+        assert_eq!(
+            limit.acquire(&"a", soon),
+            Err(Duration::from_secs(60))
+        );
+        // Quiet for an hour after the last wait: the limit's whole allowance again.
+        let later = soon + Duration::from_secs(60) + Duration::from_secs(3600);
+        assert_eq!(limit.acquire(&"a", later), Ok(()));
+        assert_eq!(limit.acquire(&"a", later), Ok(()));
+        assert_eq!(
+            limit.acquire(&"a", later),
+            Err(Duration::from_secs(30))
+        );
+        // A key forgotten that way is not held in memory either.
+        for n in 0..(MIN_SWEEP * 2) {
+            let key: &'static str = Box::leak(n.to_string().into_boxed_str());
+            limit
+                .acquire(&key, later + Duration::from_secs(7200))
+                .expect("a new key is allowed");
+        }
+        assert_eq!(limit.len(), MIN_SWEEP * 2, "only the new keys are held");
+    }
+
+    #[test]
+    fn a_released_event_past_a_growing_limit_takes_back_its_wait() {
+        let limit = growing();
+        let now = Instant::now();
+        for _ in 0..2 {
+            limit.acquire(&"a", now).expect("within the limit");
+        }
+        let wait = limit.acquire(&"a", now).expect_err("past the limit");
+        let after = now + wait;
+        assert_eq!(limit.acquire(&"a", after), Ok(()));
+        limit.release(&"a", after);
+        // Not a failure: the next attempt needs no wait, and the one after waits as long as
+        // the released one would have made it.
+        assert_eq!(limit.acquire(&"a", after), Ok(()));
+        assert_eq!(limit.acquire(&"a", after), Err(Duration::from_secs(60)));
+        // A forgotten key starts afresh at once.
+        limit.forget(&"a");
+        assert_eq!(limit.acquire(&"a", after), Ok(()));
     }
 
     #[test]

@@ -53,7 +53,7 @@ crate::feature_state!(AccountsState);
 impl AccountsState {
     pub fn new(app: AppState) -> AccountsState {
         let settings = &app.settings;
-        let login_limits = Arc::new(LoginLimits::new(settings.login_attempts_per_minute));
+        let login_limits = Arc::new(LoginLimits::new(settings.login_attempts_per_minute, app.clock.clone()));
         let signup_limits = Arc::new(SignupLimits::new(
             settings.signups_per_minute,
             settings.signup_mail_interval,
@@ -263,32 +263,66 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// Failed logins allowed per minute for one account from one client address.
 const FAILURES_PER_ACCOUNT_AND_ADDRESS: u32 = 10;
 
+/// The longest wait a failed-login limit imposes, however long the guessing goes on.
+const LONGEST_LOGIN_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// How long after its last wait a client's failed logins are forgotten.
+const LOGIN_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(60 * 60);
+
 /// Failed logins, counted per client address and per (account, client address) on this node.
 /// Only failures count: each attempt is counted up front, so that a burst of parallel guesses
 /// cannot pass the limit before any of them is known to fail, and given back when the password
 /// was right. A stranger's failures therefore never reach the owner's own address, and the
 /// owner's logins count against no one.
+///
+/// Past its limit a key waits, and the waits grow: one attempt after each, and each twice as
+/// long as the last, up to [`LONGEST_LOGIN_WAIT`], until the key has been quiet for
+/// [`LOGIN_FAILURES_FORGOTTEN_AFTER`] (`limits::WindowLimit::growing`). The right password for
+/// the account ends its (account, address) count at once.
+///
+/// Time is the app's [`Clock`](crate::clock::Clock), so that tests can show the waits growing.
 pub struct LoginLimits {
     per_address: WindowLimit<ClientKey>,
     per_account_and_address: WindowLimit<(ClientKey, u64)>,
     /// Accounts are keyed by a keyed hash of the e-mail given, so a key's size does not depend
     /// on what a client sends.
     emails: std::collections::hash_map::RandomState,
+    clock: Arc<dyn crate::clock::Clock>,
+    /// The clock's reading at `origin`, to turn the clock's readings into instants.
+    origin_ms: i64,
+    origin: Instant,
 }
 
 impl LoginLimits {
     /// `per_address` failures per minute from one client address.
-    pub fn new(per_address: u32) -> LoginLimits {
+    pub fn new(per_address: u32, clock: Arc<dyn crate::clock::Clock>) -> LoginLimits {
+        let growing = |limit| {
+            WindowLimit::growing(
+                limit,
+                MINUTE,
+                LONGEST_LOGIN_WAIT,
+                LOGIN_FAILURES_FORGOTTEN_AFTER,
+            )
+        };
         LoginLimits {
-            per_address: WindowLimit::new(per_address, MINUTE),
-            per_account_and_address: WindowLimit::new(FAILURES_PER_ACCOUNT_AND_ADDRESS, MINUTE),
+            per_address: growing(per_address),
+            per_account_and_address: growing(FAILURES_PER_ACCOUNT_AND_ADDRESS),
             emails: Default::default(),
+            origin_ms: clock.now_ms(),
+            origin: Instant::now(),
+            clock,
         }
     }
 
-    /// Counts an attempt as a failure until [`LoginLimits::succeeded`] says otherwise.
+    fn now(&self) -> Instant {
+        let since = self.clock.now_ms().saturating_sub(self.origin_ms).max(0);
+        self.origin + Duration::from_millis(since as u64)
+    }
+
+    /// Counts an attempt as a failure until [`LoginLimits::succeeded`] or
+    /// [`LoginLimits::not_checked`] says otherwise.
     pub(super) fn attempt(&self, client: ClientKey, email: &str) -> Result<(), AuthError> {
-        let now = Instant::now();
+        let now = self.now();
         let account = (client, self.emails.hash_one(email));
         let too_many = |what: &str, wait: Duration| {
             AuthError::too_many(
@@ -300,16 +334,26 @@ impl LoginLimits {
             .acquire(&client, now)
             .map_err(|wait| too_many("from this address", wait))?;
         if let Err(wait) = self.per_account_and_address.acquire(&account, now) {
-            self.per_address.release(&client);
+            self.per_address.release(&client, now);
             return Err(too_many("for this account from this address", wait));
         }
         Ok(())
     }
 
+    /// The password was right: the attempt was no failure, and the account's count from this
+    /// address starts afresh.
     pub(super) fn succeeded(&self, client: ClientKey, email: &str) {
-        self.per_address.release(&client);
+        self.per_address.release(&client, self.now());
         self.per_account_and_address
-            .release(&(client, self.emails.hash_one(email)));
+            .forget(&(client, self.emails.hash_one(email)));
+    }
+
+    /// The password was never checked (the hashing slots were busy): the attempt is taken back.
+    pub(super) fn not_checked(&self, client: ClientKey, email: &str) {
+        let now = self.now();
+        self.per_address.release(&client, now);
+        self.per_account_and_address
+            .release(&(client, self.emails.hash_one(email)), now);
     }
 }
 
@@ -355,7 +399,7 @@ const SIGNUP_REQUESTED: &str = "successfully created an account creation request
     responses(
         (status = 200, description = "The request is stored and its mail queued", body = InfoReply),
         (status = 400, description = "A field is missing or the body is malformed", body = AuthErrorReply),
-        (status = 409, description = "The name or e-mail is taken", body = AuthErrorReply),
+        (status = 409, description = "The name is taken (a taken e-mail is answered 200, and its owner is told by mail)", body = AuthErrorReply),
         (status = 413, description = "The body is too large", body = AuthErrorReply),
         (status = 422, description = "A field is not acceptable", body = AuthErrorReply),
         (status = 429, description = "Too many sign-ups from this address (`Retry-After`)", body = AuthErrorReply),
@@ -425,24 +469,78 @@ pub async fn sign_up(
     limits.per_address.acquire(&client, now).map_err(|wait| {
         AuthError::too_many("too many sign-ups from this address; try again later", wait)
     })?;
-    if let Some(field) = name_or_email_taken(&state.db, &name, &email).await? {
-        return Err(AuthError::new(
-            StatusCode::CONFLICT,
-            format!("that {field} is already taken"),
-        )
-        .on(field));
+    // A name is public (friends find each other by it), so a taken one is said; whether an
+    // e-mail address has an account is not: that sign-up is answered as any other, and the
+    // address's owner is told by mail instead.
+    let taken = name_or_email_taken(&state.db, &name, &email).await?;
+    if taken == Some("name") {
+        return Err(
+            AuthError::new(StatusCode::CONFLICT, "that name is already taken").on("name"),
+        );
     }
     let recipient = limits.emails.hash_one(&email);
     if limits.mail_per_recipient.acquire(&recipient, now).is_err() {
-        // The mail sent within the interval still holds a working link.
+        // The mail sent within the interval still holds a working link (or says where to sign
+        // in); this answer is the same whether the address has an account or not.
         return Ok(());
     }
-    let mailed = request_signup(state, &name, &email, password, link).await;
+    let mailed = if taken.is_some() {
+        // The time a new sign-up spends hashing is spent here too: timing tells nothing.
+        discard_hash(state, password).await?;
+        mail_already_registered(state, &email).await
+    } else {
+        request_signup(state, &name, &email, password, link).await
+    };
     if mailed.is_err() {
         // Nothing went out: a sign-up tried again must not wait for the interval.
-        limits.mail_per_recipient.release(&recipient);
+        limits.mail_per_recipient.release(&recipient, now);
     }
     mailed
+}
+
+/// Hashes a password that is not kept, so that an answer that stores nothing takes as long as
+/// one that does.
+async fn discard_hash(state: &AccountsState, password: String) -> Result<(), AuthError> {
+    match state.hashing.hash(password).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(AuthError::busy()),
+    }
+}
+
+/// Tells the owner of an address that already has an account that someone signed up with it:
+/// the answer to that sign-up said nothing, so the mail is where the truth goes.
+async fn mail_already_registered(state: &AccountsState, email: &str) -> Result<(), AuthError> {
+    let Some((account, _)) = find_by_email(&state.db, email).await? else {
+        return Ok(());
+    };
+    let base = state.public_url.as_str().trim_end_matches('/');
+    let mail = json!({
+        "subject": "Your herald account",
+        "text": format!(
+            "Hello {name},\n\nsomeone asked to create a herald account with this address, which \
+             already has one (named {name}). Nothing was changed.\n\nTo sign in: {base}/signin\n\
+             Forgot your password? {base}/forgot\n\nIf it was not you, ignore this mail.\n\n— herald\n",
+            name = account.name
+        ),
+    });
+    let mut tx = state.db.writer().begin().await?;
+    outbox::enqueue(
+        &mut tx,
+        &state.ids,
+        &[NewDelivery {
+            channel: "email".into(),
+            destination: account.email.clone(),
+            payload: mail.to_string(),
+            event_id: None,
+            contact_id: None,
+            webhook_id: None,
+            event_type: Some("signup".into()),
+        }],
+    )
+    .await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    Ok(())
 }
 
 /// Stores the sign-up request and queues its verification mail.
@@ -647,7 +745,7 @@ pub async fn log_in(
     let wrong = || AuthError::new(StatusCode::UNAUTHORIZED, "wrong e-mail or password");
     let busy = || {
         // Not a failed login: the password was never checked.
-        state.login_limits.succeeded(client, &email);
+        state.login_limits.not_checked(client, &email);
         AuthError::busy()
     };
     let Some((account, stored)) = find_by_email(&state.db, &email).await? else {

@@ -56,7 +56,7 @@ pub async fn request_reset(
     }
     let mailed = mail_reset_link(state, &account).await;
     if mailed.is_err() {
-        limits.mail_per_recipient.release(&recipient);
+        limits.mail_per_recipient.release(&recipient, now);
     }
     mailed
 }
@@ -207,7 +207,7 @@ pub async fn change_password(
         Ok(right) => right,
         Err(HashingBusy) => {
             // Not a failed login: the password was never checked.
-            state.login_limits.succeeded(client, &account.email);
+            state.login_limits.not_checked(client, &account.email);
             return Err(AuthError::busy());
         }
     };

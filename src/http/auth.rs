@@ -211,7 +211,7 @@ where
             .any(|t| is_operator_token(state, t))
     {
         if !again {
-            failures.release(&client);
+            failures.release(&client, Instant::now());
         }
         return Ok(Credentials::Operator);
     }
@@ -219,7 +219,7 @@ where
         && let Some(found) = login(token.to_string()).await?
     {
         if counted.is_ok() && !again {
-            failures.release(&client);
+            failures.release(&client, Instant::now());
         }
         return Ok(Credentials::Login(found));
     }
@@ -245,7 +245,7 @@ pub fn check_typed_token(
     failures.acquire(&client, Instant::now())?;
     let right = is_operator_token(state, given);
     if right {
-        failures.release(&client);
+        failures.release(&client, Instant::now());
     }
     Ok(right)
 }

@@ -68,7 +68,6 @@ fn shown(visitor: &Visitor, error: &AuthError) -> Shown {
     match (error.status.as_u16(), error.field) {
         (429, _) => general(t.error_too_many),
         (409, Some("name")) => on("name", t.error_name_taken),
-        (409, Some("email")) => on("email", t.error_email_taken),
         (401, Some("current_password")) => on("current_password", t.error_wrong_current_password),
         (401, _) => general(t.error_wrong_login),
         (400, Some(field)) => on(field, t.error_required),

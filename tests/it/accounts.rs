@@ -177,10 +177,6 @@ async fn sign_up_and_login_refuse_bad_input(env: TestEnv) {
             409,
         ),
         (
-            json!({"name": "bobby", "email": "BOB@example.com", "password": "long enough"}),
-            409,
-        ),
-        (
             json!({"name": 5, "email": "x@example.com", "password": "long enough"}),
             400,
         ),

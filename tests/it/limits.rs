@@ -4,7 +4,9 @@
 //! (127.0.0.x), which herald sees as their peers.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
+use herald::clock::ManualClock;
 use herald::testkit::fake_smtp::FakeSmtp;
 use reqwest::Response;
 use serde_json::{Value, json};
@@ -14,9 +16,11 @@ use crate::helpers::{ADMIN_TOKEN, TestApp, TestEnv};
 
 both_backends!(
     a_strangers_failed_logins_never_lock_the_owner_out,
+    a_guessers_waits_grow_with_every_guess_and_are_forgotten_after_an_hour,
     correct_logins_are_not_counted_against_an_address,
     operator_token_guesses_are_limited_per_address,
     sign_ups_mail_a_recipient_once_and_are_limited_per_address,
+    a_sign_up_never_tells_whether_an_address_has_an_account,
     a_burst_of_sign_ups_hashes_one_password_per_core_at_most,
     password_changes_and_resets_hash_in_the_same_slots,
     forwarded_addresses_count_only_behind_trusted_proxies,
@@ -121,6 +125,62 @@ async fn a_strangers_failed_logins_never_lock_the_owner_out(env: TestEnv) {
     assert_eq!(response.status().as_u16(), 200);
     let answer: Value = response.json().await.expect("json");
     assert_eq!(answer["type"], json!("auth"), "{answer}");
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// The `Retry-After` of a 429, in seconds.
+fn retry_after(response: &Response) -> u64 {
+    assert_eq!(response.status().as_u16(), 429);
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds")
+}
+
+async fn a_guessers_waits_grow_with_every_guess_and_are_forgotten_after_an_hour(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let clock = ManualClock::at("2026-12-07T10:00:00Z");
+    let app = env
+        .spawn_with_clock(&[("HERALD_SMTP_URL", smtp.url.as_str())], clock.clone())
+        .await;
+    crate::accounts::sign_up(&app, &smtp, "erin", "erin@example.com", "erin's password").await;
+    let stranger = client_at(2);
+    let guess = |n: u32| {
+        let (stranger, app) = (&stranger, &app);
+        async move { log_in(stranger, app, "erin@example.com", &format!("guess {n}")).await }
+    };
+    for n in 0..10 {
+        assert_eq!(guess(n).await.status().as_u16(), 401, "guess {n}");
+    }
+    // Past ten failures, the first wait is the limit's own pace (ten a minute: six seconds);
+    // then one guess after each wait, and each wait twice as long as the last.
+    let mut wait = retry_after(&guess(10).await);
+    assert_eq!(wait, 6);
+    let mut waits = Vec::new();
+    for n in 11..16 {
+        // A second early is still refused, and not counted.
+        clock.advance(Duration::from_secs(wait - 1));
+        assert_eq!(retry_after(&guess(n).await), 1, "guess {n} a second early");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(guess(n).await.status().as_u16(), 401, "guess {n} after the wait");
+        wait = retry_after(&guess(n).await);
+        waits.push(wait);
+    }
+    assert_eq!(waits, [12, 24, 48, 96, 192]);
+    // The owner, from her own address, is not kept out at any point.
+    let response = log_in(&client_at(3), &app, "erin@example.com", "erin's password").await;
+    assert_eq!(response.status().as_u16(), 200);
+
+    // An hour of quiet after the last wait: the stranger's failures are forgotten.
+    clock.advance(Duration::from_secs(wait + 3600));
+    for n in 100..110 {
+        assert_eq!(guess(n).await.status().as_u16(), 401, "guess {n}");
+    }
+    assert_eq!(retry_after(&guess(110).await), 6);
 
     app.stop().await;
     env.cleanup().await;
@@ -248,6 +308,49 @@ async fn operator_token_guesses_are_limited_per_address(env: TestEnv) {
     assert_eq!(response.status().as_u16(), 200);
     let response = api_get(&gina, &app, "/api/v1/contacts", ADMIN_TOKEN).await;
     assert_eq!(response.status().as_u16(), 200);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+async fn a_sign_up_never_tells_whether_an_address_has_an_account(env: TestEnv) {
+    let smtp = FakeSmtp::start().await;
+    let app = env
+        .spawn(&[
+            ("HERALD_SMTP_URL", smtp.url.as_str()),
+            ("HERALD_SIGNUP_MAIL_INTERVAL", "1ms"),
+        ])
+        .await;
+    crate::accounts::sign_up(&app, &smtp, "gina", "gina@example.com", "gina's password").await;
+    let mails_before = smtp.mails().len();
+
+    // A stranger signs up with gina's address (in other letters): the answer is a new
+    // sign-up's, word for word, and nothing is created.
+    let response = register(&client_at(7), &app, "notgina", "GINA@example.com").await;
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer, json!({"type": "info", "payload": {"message": SIGNED_UP}}));
+    // gina is told by mail, with where to sign in or reset her password.
+    herald::testkit::wait_until("the mail to gina", std::time::Duration::from_secs(10), || async {
+        smtp.mails().len() > mails_before
+    })
+    .await;
+    let told = smtp
+        .last_mail_to("gina@example.com")
+        .expect("a mail to gina")
+        .body_text();
+    assert!(told.contains("which already has one (named gina)"), "{told}");
+    assert!(told.contains("/signin") && told.contains("/forgot"), "{told}");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM signup_requests WHERE name = 'notgina'")
+            .await,
+        0
+    );
+    // A taken name is said: names are public (friends find each other by them).
+    let response = register(&client_at(8), &app, "gina", "someone@example.com").await;
+    assert_eq!(response.status().as_u16(), 409);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["payload"]["reason"], json!("that name is already taken"), "{answer}");
 
     app.stop().await;
     env.cleanup().await;

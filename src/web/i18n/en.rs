@@ -72,7 +72,6 @@ pub static EN: Messages = Messages {
     error_email_rule: "This is not an e-mail address.",
     error_password_rule: "Use at least 8 characters (at most 1024 bytes).",
     error_name_taken: "This name is taken; choose another.",
-    error_email_taken: "An account with this e-mail exists already. Sign in, or reset its password.",
     error_wrong_login: "Wrong e-mail or password.",
     error_wrong_current_password: "This is not your current password.",
     error_too_many: "Too many attempts from here. Please wait a minute and try again.",

@@ -72,7 +72,6 @@ pub static KO: Messages = Messages {
     error_email_rule: "이메일 주소가 아닙니다.",
     error_password_rule: "8자 이상(1024바이트 이하)으로 정하세요.",
     error_name_taken: "이미 쓰고 있는 이름입니다. 다른 이름을 고르세요.",
-    error_email_taken: "이 이메일로 된 계정이 이미 있습니다. 로그인하거나 비밀번호를 재설정하세요.",
     error_wrong_login: "이메일 또는 비밀번호가 틀렸습니다.",
     error_wrong_current_password: "현재 비밀번호가 아닙니다.",
     error_too_many: "여기서 너무 많이 시도했습니다. 1분 뒤에 다시 해 주세요.",

@@ -144,7 +144,6 @@ pub struct Messages {
     pub error_email_rule: &'static str,
     pub error_password_rule: &'static str,
     pub error_name_taken: &'static str,
-    pub error_email_taken: &'static str,
     pub error_wrong_login: &'static str,
     pub error_wrong_current_password: &'static str,
     pub error_too_many: &'static str,
