@@ -179,7 +179,9 @@ impl<K: Hash + Eq + Clone> WindowLimit<K> {
         buckets.keys.insert(key.clone(), state);
         if buckets.keys.len() >= buckets.sweep_at {
             let growth = self.growth;
-            buckets.keys.retain(|_, state| !state.forgotten(now, growth));
+            buckets
+                .keys
+                .retain(|_, state| !state.forgotten(now, growth));
             buckets.sweep_at = (buckets.keys.len() * 2).max(MIN_SWEEP);
         }
         Ok(())
@@ -191,7 +193,10 @@ impl<K: Hash + Eq + Clone> WindowLimit<K> {
     pub fn release(&self, key: &K, now: Instant) {
         let mut buckets = self.lock();
         if let Some(state) = buckets.keys.get_mut(key) {
-            state.empty_at = state.empty_at.checked_sub(self.cost).unwrap_or(state.empty_at);
+            state.empty_at = state
+                .empty_at
+                .checked_sub(self.cost)
+                .unwrap_or(state.empty_at);
             if state.strikes > 1 {
                 state.strikes -= 1;
                 state.refused_until = Some(now);
@@ -309,10 +314,7 @@ mod tests {
         assert_eq!(limit.acquire(&"a", now), Ok(()));
         assert_eq!(limit.acquire(&"a", now), Ok(()));
         // The first wait is the bucket's own: one event's share of the window.
-        assert_eq!(
-            limit.acquire(&"a", now),
-            Err(Duration::from_secs(30))
-        );
+        assert_eq!(limit.acquire(&"a", now), Err(Duration::from_secs(30)));
         // Asking again during a wait neither shortens nor lengthens it.
         assert_eq!(
             limit.acquire(&"a", now + Duration::from_secs(10)),
@@ -343,18 +345,12 @@ mod tests {
         // Quiet for less than an hour after the wait: still past the limit.
         let soon = now + wait + Duration::from_secs(3599);
         assert_eq!(limit.acquire(&"a", soon), Ok(()));
-        assert_eq!(
-            limit.acquire(&"a", soon),
-            Err(Duration::from_secs(60))
-        );
+        assert_eq!(limit.acquire(&"a", soon), Err(Duration::from_secs(60)));
         // Quiet for an hour after the last wait: the limit's whole allowance again.
         let later = soon + Duration::from_secs(60) + Duration::from_secs(3600);
         assert_eq!(limit.acquire(&"a", later), Ok(()));
         assert_eq!(limit.acquire(&"a", later), Ok(()));
-        assert_eq!(
-            limit.acquire(&"a", later),
-            Err(Duration::from_secs(30))
-        );
+        assert_eq!(limit.acquire(&"a", later), Err(Duration::from_secs(30)));
         // A key forgotten that way is not held in memory either.
         for n in 0..(MIN_SWEEP * 2) {
             let key: &'static str = Box::leak(n.to_string().into_boxed_str());

@@ -53,7 +53,10 @@ crate::feature_state!(AccountsState);
 impl AccountsState {
     pub fn new(app: AppState) -> AccountsState {
         let settings = &app.settings;
-        let login_limits = Arc::new(LoginLimits::new(settings.login_attempts_per_minute, app.clock.clone()));
+        let login_limits = Arc::new(LoginLimits::new(
+            settings.login_attempts_per_minute,
+            app.clock.clone(),
+        ));
         let signup_limits = Arc::new(SignupLimits::new(
             settings.signups_per_minute,
             settings.signup_mail_interval,
@@ -293,17 +296,19 @@ pub struct LoginLimits {
     origin: Instant,
 }
 
+/// A failed-login limit of `limit` a minute, past which the waits grow.
+fn growing<K: std::hash::Hash + Eq + Clone>(limit: u32) -> WindowLimit<K> {
+    WindowLimit::growing(
+        limit,
+        MINUTE,
+        LONGEST_LOGIN_WAIT,
+        LOGIN_FAILURES_FORGOTTEN_AFTER,
+    )
+}
+
 impl LoginLimits {
     /// `per_address` failures per minute from one client address.
     pub fn new(per_address: u32, clock: Arc<dyn crate::clock::Clock>) -> LoginLimits {
-        let growing = |limit| {
-            WindowLimit::growing(
-                limit,
-                MINUTE,
-                LONGEST_LOGIN_WAIT,
-                LOGIN_FAILURES_FORGOTTEN_AFTER,
-            )
-        };
         LoginLimits {
             per_address: growing(per_address),
             per_account_and_address: growing(FAILURES_PER_ACCOUNT_AND_ADDRESS),
@@ -474,9 +479,7 @@ pub async fn sign_up(
     // address's owner is told by mail instead.
     let taken = name_or_email_taken(&state.db, &name, &email).await?;
     if taken == Some("name") {
-        return Err(
-            AuthError::new(StatusCode::CONFLICT, "that name is already taken").on("name"),
-        );
+        return Err(AuthError::new(StatusCode::CONFLICT, "that name is already taken").on("name"));
     }
     let recipient = limits.emails.hash_one(&email);
     if limits.mail_per_recipient.acquire(&recipient, now).is_err() {

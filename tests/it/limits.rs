@@ -166,7 +166,11 @@ async fn a_guessers_waits_grow_with_every_guess_and_are_forgotten_after_an_hour(
         clock.advance(Duration::from_secs(wait - 1));
         assert_eq!(retry_after(&guess(n).await), 1, "guess {n} a second early");
         clock.advance(Duration::from_secs(1));
-        assert_eq!(guess(n).await.status().as_u16(), 401, "guess {n} after the wait");
+        assert_eq!(
+            guess(n).await.status().as_u16(),
+            401,
+            "guess {n} after the wait"
+        );
         wait = retry_after(&guess(n).await);
         waits.push(wait);
     }
@@ -329,18 +333,29 @@ async fn a_sign_up_never_tells_whether_an_address_has_an_account(env: TestEnv) {
     let response = register(&client_at(7), &app, "notgina", "GINA@example.com").await;
     assert_eq!(response.status().as_u16(), 200);
     let answer: Value = response.json().await.expect("json");
-    assert_eq!(answer, json!({"type": "info", "payload": {"message": SIGNED_UP}}));
+    assert_eq!(
+        answer,
+        json!({"type": "info", "payload": {"message": SIGNED_UP}})
+    );
     // gina is told by mail, with where to sign in or reset her password.
-    herald::testkit::wait_until("the mail to gina", std::time::Duration::from_secs(10), || async {
-        smtp.mails().len() > mails_before
-    })
+    herald::testkit::wait_until(
+        "the mail to gina",
+        std::time::Duration::from_secs(10),
+        || async { smtp.mails().len() > mails_before },
+    )
     .await;
     let told = smtp
         .last_mail_to("gina@example.com")
         .expect("a mail to gina")
         .body_text();
-    assert!(told.contains("which already has one (named gina)"), "{told}");
-    assert!(told.contains("/signin") && told.contains("/forgot"), "{told}");
+    assert!(
+        told.contains("which already has one (named gina)"),
+        "{told}"
+    );
+    assert!(
+        told.contains("/signin") && told.contains("/forgot"),
+        "{told}"
+    );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM signup_requests WHERE name = 'notgina'")
             .await,
@@ -350,7 +365,11 @@ async fn a_sign_up_never_tells_whether_an_address_has_an_account(env: TestEnv) {
     let response = register(&client_at(8), &app, "gina", "someone@example.com").await;
     assert_eq!(response.status().as_u16(), 409);
     let answer: Value = response.json().await.expect("json");
-    assert_eq!(answer["payload"]["reason"], json!("that name is already taken"), "{answer}");
+    assert_eq!(
+        answer["payload"]["reason"],
+        json!("that name is already taken"),
+        "{answer}"
+    );
 
     app.stop().await;
     env.cleanup().await;
