@@ -318,7 +318,7 @@ async fn a_graceful_stop_puts_sends_in_flight_back_and_closes_sockets_with_1012(
     env.cleanup().await;
 }
 
-/// The inbound webhook secret of the two-node test.
+/// The inbound webhook secret of the three-node test.
 const INBOUND: &str = "inbound";
 
 /// A signed GitHub push moving `octo/app`'s `main` on; answered 202 once queued.
@@ -328,12 +328,15 @@ async fn push(client: &reqwest::Client, base: &str, i: usize) {
     send_signed_push(client, base, INBOUND, "octo/app", &before, i, &delivery).await;
 }
 
-/// (b) Two nodes on one PostgreSQL; node A takes a burst of 200 pushes (one hook delivery
-/// each, leased to A as they are queued) and is killed with -9 mid-burst. Node B completes
-/// every delivery A held within 5 s of A's lease lapsing; the receiver, counting by delivery
-/// id, gets every one of them.
+/// (b) Three real herald processes on one PostgreSQL and one Redis; node A takes a burst of
+/// 200 pushes (one hook delivery each, leased to A as they are queued) and is killed with -9
+/// mid-burst. Nodes B and C complete every delivery A held within 5 s of A's lease lapsing;
+/// the receiver, counting by delivery id, gets every one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_two_nodes_one_killed_mid_burst_loses_nothing() {
+async fn three_nodes_one_killed_mid_burst_lose_nothing() {
+    if crate::cluster_bus::redis_address().is_none() {
+        return;
+    }
     let Some(env) = TestEnv::new(Backend::Postgres).await else {
         return;
     };
@@ -343,32 +346,37 @@ async fn postgres_two_nodes_one_killed_mid_burst_loses_nothing() {
     github.add_repo("octo/app", &repo);
     let receiver = Receiver::start().await;
     receiver.forget_bodies();
+    let redis = crate::cluster_bus::redis_url();
+    let prefix = format!("herald-test-{:016x}", crate::helpers::rand_u64());
     let shared = [
         ("HERALD_GITHUB_API", github.base_url.as_str()),
         ("HERALD_GIT_WEBHOOK_SECRET", INBOUND),
-        ("HERALD_POLL_INTERVAL", "1h"),
+        ("HERALD_REDIS_URL", redis.as_str()),
+        ("HERALD_REDIS_PREFIX", prefix.as_str()),
     ];
-    // B: in this process; it survives.
-    let b = env.spawn(&shared).await;
-    let (status, project) = b
-        .admin(
-            Method::POST,
-            "/api/v1/projects",
-            Some(json!({"owner": "octo", "name": "app", "repository": "octo/app"})),
-        )
-        .await;
+    // B and C survive.
+    let (mut b, b_base) = start_node(&env, &shared).await;
+    let (mut c, _c_base) = start_node(&env, &shared).await;
+    let db = open_db(&env).await;
+    let (status, project) = admin(
+        &b_base,
+        Method::POST,
+        "/api/v1/projects",
+        json!({"owner": "octo", "name": "app", "repository": "octo/app"}),
+    )
+    .await;
     assert_eq!(status, 201, "{project}");
-    let (status, hook) = b
-        .admin(
-            Method::POST,
-            "/api/v1/projects/octo/app/webhooks",
-            Some(json!({"payload_url": receiver.url, "max_concurrency": 1000})),
-        )
-        .await;
+    let (status, hook) = admin(
+        &b_base,
+        Method::POST,
+        "/api/v1/projects/octo/app/webhooks",
+        json!({"payload_url": receiver.url, "max_concurrency": 1000}),
+    )
+    .await;
     assert_eq!(status, 201, "{hook}");
     wait_until("the ping", WAIT, || async { receiver.count() >= 1 }).await;
-    // A: a real process, killed mid-burst. Each send takes a second meanwhile, so A holds
-    // many claims when it dies.
+    // A: killed mid-burst. Each send takes a second meanwhile, so A holds many claims when it
+    // dies.
     receiver.set_always(Some(Reply::Delay(Duration::from_secs(1))));
     let (mut a, a_base) = start_node(&env, &shared).await;
     let client = reqwest::Client::new();
@@ -379,7 +387,7 @@ async fn postgres_two_nodes_one_killed_mid_burst_loses_nothing() {
         receiver.arrived() > 32
     })
     .await;
-    let (a_node, a_expires) = node_of(&b.state.db, &a_base).await;
+    let (a_node, a_expires) = node_of(&db, &a_base).await;
     let killed = Instant::now();
     let killed_ms = herald::ids::now_ms();
     kill_9(&mut a);
@@ -390,7 +398,7 @@ async fn postgres_two_nodes_one_killed_mid_burst_loses_nothing() {
     )
     .bind(a_node)
     .bind(herald::ids::now_ms())
-    .fetch_all(b.state.db.reader())
+    .fetch_all(db.reader())
     .await
     .expect("A's claims");
     assert!(
@@ -403,14 +411,17 @@ async fn postgres_two_nodes_one_killed_mid_burst_loses_nothing() {
         "every delivery delivered",
         Duration::from_secs(60),
         || async {
-            b.count("SELECT COUNT(*) FROM deliveries WHERE status <> 'delivered'")
-                .await
+            count(
+                &db,
+                "SELECT COUNT(*) FROM deliveries WHERE status <> 'delivered'",
+            )
+            .await
                 == 0
         },
     )
     .await;
     let all: Vec<i64> = sqlx::query_scalar("SELECT id FROM deliveries")
-        .fetch_all(b.state.db.reader())
+        .fetch_all(db.reader())
         .await
         .expect("deliveries");
     assert_eq!(all.len(), PUSHES + 1, "the ping and one per push");
@@ -422,12 +433,24 @@ async fn postgres_two_nodes_one_killed_mid_burst_loses_nothing() {
 
     // A's lease lapsed at the latest one renewal after the `expires_at` read before the kill.
     let lapse = killed + Duration::from_millis((a_expires + 1_000 - killed_ms).max(0) as u64);
-    // A send of A's may have reached the receiver before the kill: B's send is the one after.
+    // A send of A's may have reached the receiver before the kill: the survivors' send is the
+    // one after.
     let resent = delivered_since(&receiver, Some(killed));
     let last = held.iter().map(|id| resent[id]).max().expect("A held some");
     let after_kill = last - killed;
+    // Who completed A's: the last claim names its node.
+    let sent_by: HashMap<i64, i64> = sqlx::query_as("SELECT id, locked_by FROM deliveries")
+        .fetch_all(db.reader())
+        .await
+        .expect("who sent what")
+        .into_iter()
+        .collect();
+    let mut by_node: HashMap<i64, usize> = HashMap::new();
+    for id in &held {
+        *by_node.entry(sent_by[id]).or_default() += 1;
+    }
     eprintln!(
-        "TAKEOVER postgres, two nodes: {} deliveries held by the killed node all completed {after_kill:?} after kill -9 (its lease lapsed {:?} after the kill at the latest)",
+        "TAKEOVER postgres, three nodes: {} deliveries held by the killed node all completed {after_kill:?} after kill -9 (its lease lapsed {:?} after the kill at the latest); completed per node {by_node:?}",
         held.len(),
         lapse - killed
     );
@@ -436,10 +459,14 @@ async fn postgres_two_nodes_one_killed_mid_burst_loses_nothing() {
         "the last of A's claims completed {after_kill:?} after the kill"
     );
     assert_eq!(
-        b.count("SELECT COUNT(*) FROM nodes").await,
-        1,
-        "A was taken over and forgotten; B is live"
+        count(&db, "SELECT COUNT(*) FROM nodes").await,
+        2,
+        "A was taken over and forgotten; B and C are live"
     );
-    b.stop().await;
+    for child in [&mut b, &mut c] {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    db.close().await;
     env.cleanup().await;
 }
