@@ -389,16 +389,56 @@ pub async fn commit_and_dispatch(
     queued: usize,
     leased: Vec<ClaimedDelivery>,
 ) -> Result<(), StoreError> {
+    commit(tx, local, queued, leased)
+        .await?
+        .dispatch(local, wake);
+    Ok(())
+}
+
+/// Commits the transaction that enqueued `queued` deliveries (`leased` of them through
+/// [`enqueue_local_first`]) and returns them, to be handed to the dispatcher later with
+/// [`Committed::dispatch`]: a writer with more to commit first (the scheduler at a crowded
+/// boundary) keeps the sends from competing with its own commits. The leases hold meanwhile;
+/// if the room is never dispatched, they run out and the rows are claimed as usual.
+pub async fn commit(
+    tx: sqlx::Transaction<'_, sqlx::Any>,
+    local: &LocalQueue,
+    queued: usize,
+    leased: Vec<ClaimedDelivery>,
+) -> Result<Committed, StoreError> {
     let leased_count = leased.len();
     if let Err(error) = tx.commit().await {
         local.release(leased_count);
         return Err(error);
     }
-    local.push(leased);
-    if queued > leased_count {
-        wake.notify_one();
+    Ok(Committed {
+        others: queued > leased_count,
+        leased,
+    })
+}
+
+/// Deliveries committed and not yet handed to the dispatcher (see [`commit`]).
+#[derive(Default)]
+pub struct Committed {
+    leased: Vec<ClaimedDelivery>,
+    /// Some were queued without a lease: the workers must be woken for them.
+    others: bool,
+}
+
+impl Committed {
+    /// Adds `other`'s deliveries to these.
+    pub fn merge(&mut self, other: Committed) {
+        self.leased.extend(other.leased);
+        self.others |= other.others;
     }
-    Ok(())
+
+    /// Hands the leased deliveries to this node's dispatcher and wakes the workers for the rest.
+    pub fn dispatch(self, local: &LocalQueue, wake: &wake::Wake) {
+        local.push(self.leased);
+        if self.others {
+            wake.notify_one();
+        }
+    }
 }
 
 /// Cancels what is still waiting to be sent to a contact (it blocked the bot or left), inside

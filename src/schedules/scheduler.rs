@@ -39,8 +39,10 @@ use crate::teams::Recipient;
 /// Schedules claimed per transaction.
 pub const BATCH: i64 = 500;
 
-/// Runs recorded per `INSERT … RETURNING`: a whole batch in one statement (5 values a row).
-const RUNS_PER_STATEMENT: usize = BATCH as usize;
+/// Runs recorded per `INSERT … RETURNING` (5 values a row): SQLite binds numbered
+/// parameters in time quadratic in their number per statement (`store::ROWS_PER_STATEMENT`),
+/// which made a whole batch in one statement the scheduler's largest single cost.
+const RUNS_PER_STATEMENT: usize = ROWS_PER_STATEMENT;
 
 /// How long the scheduler sleeps at most before it looks at the earliest due time again:
 /// another node may have created an earlier schedule, which only that node's API wakes for.
@@ -51,6 +53,10 @@ const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(state: SchedulesState, shutdown: CancellationToken) {
+    // The deliveries of a crowded boundary's batches, held back until the last batch is
+    // committed: on SQLite the sends' own writes would otherwise queue up behind and between
+    // the claims, and every later batch of the boundary would fire later for it.
+    let mut undispatched = outbox::Committed::default();
     loop {
         // Registered before anything is read, so a change made meanwhile is not missed.
         let woken = state.wake.notified();
@@ -58,14 +64,19 @@ pub async fn run(state: SchedulesState, shutdown: CancellationToken) {
         woken.as_mut().enable();
         let now = state.clock.now_ms();
         let fired = async {
-            let schedules = fire_due(&state, now).await?;
+            let (schedules, committed) = fire_due(&state, now).await?;
+            undispatched.merge(committed);
             let mornings =
                 crate::teams::morning::fire_due(&state.app, &state.digest_wake, now).await?;
             Ok::<bool, StoreError>(
                 schedules as i64 >= BATCH || mornings as i64 >= crate::teams::morning::BATCH,
             )
         };
-        match fired.await {
+        let fired = fired.await;
+        if !matches!(fired, Ok(true)) {
+            std::mem::take(&mut undispatched).dispatch(&state.local_queue, &state.outbox_wake);
+        }
+        match fired {
             Ok(true) => continue,
             Ok(false) => {}
             Err(error) => {
@@ -123,14 +134,17 @@ struct Claimed {
 }
 
 /// Fires the schedules due at `now` (at most [`BATCH`] of them) in one transaction; returns how
-/// many were claimed.
+/// many were claimed, and the deliveries queued, for the caller to dispatch.
 ///
 /// A crowded boundary is many schedules with the same few expressions due at the same instant,
 /// so the work that does not depend on the row is done once per batch: each expression is
 /// parsed once, each (expression, due time) stepped through the calendar once, each audience
 /// resolved once; and the writes are multi-row statements, a few per batch rather than one per
 /// schedule (each statement is a round trip to the database).
-pub async fn fire_due(state: &SchedulesState, now: i64) -> Result<usize, StoreError> {
+pub async fn fire_due(
+    state: &SchedulesState,
+    now: i64,
+) -> Result<(usize, outbox::Committed), StoreError> {
     let mut tx = state.db.writer().begin().await?;
     let sql = format!(
         "SELECT id, cron, time_zone, message, audience, channels, catch_up_limit_ms, next_due_at, \
@@ -143,7 +157,7 @@ pub async fn fire_due(state: &SchedulesState, now: i64) -> Result<usize, StoreEr
         .fetch_all(&mut *tx)
         .await?;
     if rows.is_empty() {
-        return Ok(0);
+        return Ok((0, outbox::Committed::default()));
     }
     let mut claimed = Vec::with_capacity(rows.len());
     // Expression and zone → the parsed spec (or why it no longer parses).
@@ -343,12 +357,12 @@ pub async fn fire_due(state: &SchedulesState, now: i64) -> Result<usize, StoreEr
         state.local_queue.release(leased.len());
         return Err(error);
     }
-    outbox::commit_and_dispatch(tx, &state.local_queue, &state.outbox_wake, queued, leased).await?;
+    let committed = outbox::commit(tx, &state.local_queue, queued, leased).await?;
     if !held.is_empty() {
         // The digest worker sleeps until the earliest item it knows of; these may be earlier.
         state.digest_wake.notify_one();
     }
-    Ok(claimed.len())
+    Ok((claimed.len(), committed))
 }
 
 /// Who hears an audience right now (muted and blocked contacts excepted), each contact once.
