@@ -77,6 +77,34 @@ impl AccountsState {
             reset_limits,
         }
     }
+
+    /// Queues `mail` (`{"subject", "text"}`) to `to` in `tx`, commits, and wakes the sender: a
+    /// mail commits with what it tells of (a sign-up request, a reset key), or not at all.
+    pub(super) async fn mail_and_commit(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        to: &str,
+        mail: &serde_json::Value,
+        kind: &str,
+    ) -> Result<(), AuthError> {
+        outbox::enqueue(
+            &mut tx,
+            &self.ids,
+            &[NewDelivery {
+                channel: "email".into(),
+                destination: to.to_string(),
+                payload: mail.to_string(),
+                event_id: None,
+                contact_id: None,
+                webhook_id: None,
+                event_type: Some(kind.into()),
+            }],
+        )
+        .await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
 }
 
 pub fn router(state: AccountsState) -> Routes {
@@ -526,24 +554,10 @@ async fn mail_already_registered(state: &AccountsState, email: &str) -> Result<(
             name = account.name
         ),
     });
-    let mut tx = state.db.writer().begin().await?;
-    outbox::enqueue(
-        &mut tx,
-        &state.ids,
-        &[NewDelivery {
-            channel: "email".into(),
-            destination: account.email.clone(),
-            payload: mail.to_string(),
-            event_id: None,
-            contact_id: None,
-            webhook_id: None,
-            event_type: Some("signup".into()),
-        }],
-    )
-    .await?;
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
-    Ok(())
+    let tx = state.db.writer().begin().await?;
+    state
+        .mail_and_commit(tx, &account.email, &mail, "signup")
+        .await
 }
 
 /// Stores the sign-up request and queues its verification mail.
@@ -594,23 +608,7 @@ async fn request_signup(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    outbox::enqueue(
-        &mut tx,
-        &state.ids,
-        &[NewDelivery {
-            channel: "email".into(),
-            destination: email.to_string(),
-            payload: mail.to_string(),
-            event_id: None,
-            contact_id: None,
-            webhook_id: None,
-            event_type: Some("signup".into()),
-        }],
-    )
-    .await?;
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
-    Ok(())
+    state.mail_and_commit(tx, email, &mail, "signup").await
 }
 
 /// Creates the account a sign-up asked for: the link in the verification mail.

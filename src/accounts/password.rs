@@ -18,7 +18,6 @@ use super::{
 };
 use crate::ids::now_ms;
 use crate::limits::ClientKey;
-use crate::outbox::{self, NewDelivery};
 use crate::store::{Db, StoreError};
 
 /// How long a password-reset link stays valid.
@@ -88,23 +87,9 @@ async fn mail_reset_link(state: &AccountsState, account: &Account) -> Result<(),
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    outbox::enqueue(
-        &mut tx,
-        &state.ids,
-        &[NewDelivery {
-            channel: "email".into(),
-            destination: account.email.clone(),
-            payload: mail.to_string(),
-            event_id: None,
-            contact_id: None,
-            webhook_id: None,
-            event_type: Some("password_reset".into()),
-        }],
-    )
-    .await?;
-    tx.commit().await?;
-    state.outbox_wake.notify_one();
-    Ok(())
+    state
+        .mail_and_commit(tx, &account.email, &mail, "password_reset")
+        .await
 }
 
 /// Whether a reset key is live (unused and not expired), so that a page can ask for the new
