@@ -152,11 +152,7 @@ async fn friends_are_made_and_messages_sent_from_the_chat_page_without_javascrip
         .post("/chat/friends", &[("name", "ben"), ("action", "request")])
         .await;
     assert_eq!(asked.status, 200, "{}", asked.body);
-    assert!(
-        asked.body.contains("Friend request sent to ben"),
-        "{}",
-        asked.body
-    );
+    asked.assert_shows("Friend request sent to ben");
     let heard = next_frame(&mut ben_ws).await;
     assert_eq!(heard["type"], json!("mutual_users"));
     assert_eq!(heard["payload"]["type"], json!("request"));
@@ -165,15 +161,15 @@ async fn friends_are_made_and_messages_sent_from_the_chat_page_without_javascrip
         .post("/chat/friends", &[("name", "ben"), ("action", "request")])
         .await;
     assert_eq!(again.status, 422);
-    assert!(again.body.contains("Nothing to do"));
+    again.assert_shows("Nothing to do");
 
     let page = ben.get("/chat").await;
-    assert!(page.body.contains("<strong>anna</strong>"), "{}", page.body);
+    page.assert_shows("<strong>anna</strong>");
     let accepted = ben
         .post("/chat/friends", &[("name", "anna"), ("action", "accept")])
         .await;
     assert_eq!(accepted.status, 200, "{}", accepted.body);
-    assert!(accepted.body.contains("You are now friends with anna"));
+    accepted.assert_shows("You are now friends with anna");
     let chat_id = anna_id ^ ben_id;
     assert!(
         accepted
@@ -208,7 +204,7 @@ async fn friends_are_made_and_messages_sent_from_the_chat_page_without_javascrip
     // Anna writes from the form: stored, then on Ben's socket like any chat frame.
     let page = anna.get(&format!("/chat/{chat_id}")).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("No messages yet"));
+    page.assert_shows("No messages yet");
     let sent = anna
         .post(
             &format!("/chat/{chat_id}/send"),
@@ -230,7 +226,7 @@ async fn friends_are_made_and_messages_sent_from_the_chat_page_without_javascrip
 
     // Ben's own chat id for the DM is the same; he sees it escaped and answers.
     let page = ben.get(&format!("/chat/{chat_id}")).await;
-    assert!(page.body.contains("hello &#60;ben&#62;"), "{}", page.body);
+    page.assert_shows("hello &#60;ben&#62;");
     let sent = ben
         .post(&format!("/chat/{chat_id}/send"), &[("content", "hi anna")])
         .await;
@@ -247,7 +243,7 @@ async fn friends_are_made_and_messages_sent_from_the_chat_page_without_javascrip
         .post(&format!("/chat/{chat_id}/send"), &[("content", "   ")])
         .await;
     assert_eq!(empty.status, 422);
-    assert!(empty.body.contains("Write a message first."));
+    empty.assert_shows("Write a message first.");
     let long = "x".repeat(4001);
     let too_long = anna
         .post(&format!("/chat/{chat_id}/send"), &[("content", &long)])
@@ -334,7 +330,7 @@ async fn chat_forms_refuse_a_missing_csrf_token_and_other_peoples_chats(env: Tes
         .await;
     assert_eq!(sent.status, 303);
     let page = anna.get(&format!("/chat/{}", room.id)).await;
-    assert!(page.body.contains("room hello"));
+    page.assert_shows("room hello");
 
     // Without the token: refused, nothing stored, no ticket, no friendship change.
     let refused = anna
@@ -357,7 +353,7 @@ async fn chat_forms_refuse_a_missing_csrf_token_and_other_peoples_chats(env: Tes
     // Anna's room and DM are hers and Ben's: Carl gets 404 for reading and for writing.
     let page = anna.get(&format!("/chat/{}", room.id)).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("<h1>plans"), "{}", page.body);
+    page.assert_shows("<h1>plans");
     carl.get("/chat").await;
     for chat_id in [room.id, dm, anna_id ^ carl_id, 12345] {
         let page = carl.get(&format!("/chat/{chat_id}")).await;
@@ -422,8 +418,8 @@ async fn group_rooms_are_made_joined_and_left_from_the_chat_page(env: TestEnv) {
         "{}",
         page.body
     );
-    assert!(page.body.contains("<option value=\"cleo\">cleo</option>"));
-    assert!(!page.body.contains("<option value=\"ben\">"));
+    page.assert_shows("<option value=\"cleo\">cleo</option>");
+    page.assert_lacks("<option value=\"ben\">");
     assert!(
         page.body
             .contains(&format!("action=\"/chat/{room}/leave\""))
@@ -436,8 +432,8 @@ async fn group_rooms_are_made_joined_and_left_from_the_chat_page(env: TestEnv) {
         ))
         .await;
     assert_eq!(dm.status, 200);
-    assert!(!dm.body.contains("/invite\""), "{}", dm.body);
-    assert!(!dm.body.contains("/leave\""), "{}", dm.body);
+    dm.assert_lacks("/invite\"");
+    dm.assert_lacks("/leave\"");
 
     // Only a friend can be invited: the refusal is next to the field, and nothing changes.
     let refused = anna
@@ -451,7 +447,7 @@ async fn group_rooms_are_made_joined_and_left_from_the_chat_page(env: TestEnv) {
         "{}",
         refused.body
     );
-    assert!(refused.body.contains("aria-invalid=\"true\""));
+    refused.assert_shows("aria-invalid=\"true\"");
     assert_eq!(room_members(&app, room).await, ["anna", "ben"]);
 
     // Cleo is invited: every member's sockets hear `joined`, as with the `invite` frame.
@@ -459,12 +455,8 @@ async fn group_rooms_are_made_joined_and_left_from_the_chat_page(env: TestEnv) {
         .post(&format!("/chat/{room}/invite"), &[("name", "cleo")])
         .await;
     assert_eq!(invited.status, 200, "{}", invited.body);
-    assert!(
-        invited.body.contains("Invited to the room: cleo"),
-        "{}",
-        invited.body
-    );
-    assert!(invited.body.contains("All your friends are in this room."));
+    invited.assert_shows("Invited to the room: cleo");
+    invited.assert_shows("All your friends are in this room.");
     assert_eq!(room_members(&app, room).await, ["anna", "ben", "cleo"]);
     let joined = next_frame(&mut ben_ws).await;
     assert_eq!(joined["type"], json!("room"), "{joined}");
@@ -480,11 +472,7 @@ async fn group_rooms_are_made_joined_and_left_from_the_chat_page(env: TestEnv) {
         .post(&format!("/chat/{room}/invite"), &[("name", "cleo")])
         .await;
     assert_eq!(again.status, 422);
-    assert!(
-        again.body.contains("Already in this room: cleo"),
-        "{}",
-        again.body
-    );
+    again.assert_shows("Already in this room: cleo");
     let page = cleo.get("/chat").await;
     assert!(
         page.body
@@ -511,12 +499,8 @@ async fn group_rooms_are_made_joined_and_left_from_the_chat_page(env: TestEnv) {
     ben.get(&format!("/chat/{room}")).await;
     let left = ben.post(&format!("/chat/{room}/leave"), &[]).await;
     assert_eq!(left.status, 200, "{}", left.body);
-    assert!(
-        left.body.contains("You left the room: Crew"),
-        "{}",
-        left.body
-    );
-    assert!(!left.body.contains(&format!("href=\"/chat/{room}\"")));
+    left.assert_shows("You left the room: Crew");
+    left.assert_lacks(&format!("href=\"/chat/{room}\""));
     let heard = next_frame(&mut ben_ws).await;
     assert_eq!(heard["payload"]["type"], json!("left"), "{heard}");
     assert_eq!(heard["payload"]["room_id"], json!(room.to_string()));

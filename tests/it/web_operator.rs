@@ -130,7 +130,7 @@ async fn the_operator_view_shows_queues_channels_failures_and_nodes(env: TestEnv
     // In Korean too.
     operator.accept_language = Some("ko".into());
     let page = operator.get("/operator").await;
-    assert!(page.body.contains("운영자 화면"), "{}", page.body);
+    page.assert_shows("운영자 화면");
     app.stop().await;
     env.cleanup().await;
 }
@@ -156,7 +156,7 @@ async fn only_the_operator_sees_the_operator_pages(env: TestEnv) {
                 "{who} {path}: {}",
                 page.body
             );
-            assert!(!page.body.contains("id=\"channels\""), "{}", page.body);
+            page.assert_lacks("id=\"channels\"");
         }
     }
     // A wrong operator cookie is no better.
@@ -257,16 +257,8 @@ async fn the_operator_edits_the_knowledge_base_and_search_finds_it(env: TestEnv)
     // Edited: the new text is found, the old is not.
     let edit = operator.get("/operator/kb/edit?id=printer-howto").await;
     assert_eq!(edit.status, 200);
-    assert!(
-        edit.body.contains("value=\"Printer on floor 3\""),
-        "{}",
-        edit.body
-    );
-    assert!(
-        edit.body.contains("value=\"office, printer\""),
-        "{}",
-        edit.body
-    );
+    edit.assert_shows("value=\"Printer on floor 3\"");
+    edit.assert_shows("value=\"office, printer\"");
     let saved = operator
         .post(
             "/operator/kb/save",
@@ -308,12 +300,8 @@ async fn the_operator_edits_the_knowledge_base_and_search_finds_it(env: TestEnv)
         )
         .await;
     assert_eq!(refused.status, 422, "{}", refused.body);
-    assert!(
-        refused.body.contains("id=\"title-error\""),
-        "{}",
-        refused.body
-    );
-    assert!(refused.body.contains("kept as typed"), "{}", refused.body);
+    refused.assert_shows("id=\"title-error\"");
+    refused.assert_shows("kept as typed");
     let refused = operator
         .post(
             "/operator/kb/save",
@@ -325,15 +313,11 @@ async fn the_operator_edits_the_knowledge_base_and_search_finds_it(env: TestEnv)
         )
         .await;
     assert_eq!(refused.status, 422, "{}", refused.body);
-    assert!(
-        refused.body.contains("id=\"url-error\""),
-        "{}",
-        refused.body
-    );
+    refused.assert_shows("id=\"url-error\"");
 
     // Synonyms: a query for one word finds the other.
     let list = operator.get("/operator/kb").await;
-    assert!(list.body.contains("printer-howto"), "{}", list.body);
+    list.assert_shows("printer-howto");
     let search = reader.get("/kb?q=marsupial").await;
     assert!(!hits(&search.body), "{}", search.body);
     let saved = operator
@@ -346,16 +330,12 @@ async fn the_operator_edits_the_knowledge_base_and_search_finds_it(env: TestEnv)
     let search = reader.get("/kb?q=marsupial").await;
     assert!(hits(&search.body), "{}", search.body);
     let list = operator.get("/operator/kb?done=synonyms").await;
-    assert!(list.body.contains("wombat, marsupial"), "{}", list.body);
+    list.assert_shows("wombat, marsupial");
     let refused = operator
         .post("/operator/kb/synonyms", &[("synonyms", "a => b => c")])
         .await;
     assert_eq!(refused.status, 422, "{}", refused.body);
-    assert!(
-        refused.body.contains("id=\"synonyms-error\""),
-        "{}",
-        refused.body
-    );
+    refused.assert_shows("id=\"synonyms-error\"");
     assert!(
         refused.body.contains("a =&#62; b =&#62; c"),
         "kept: {}",
@@ -390,8 +370,8 @@ async fn the_reference_webhook_forms_need_their_csrf_token_and_have_no_inline_st
 
     let page = operator.get("/octo/app/webhooks").await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(!page.body.contains("<style"), "{}", page.body);
-    assert!(!page.body.contains(" style="), "{}", page.body);
+    page.assert_lacks("<style");
+    page.assert_lacks(" style=");
     assert!(
         page.body
             .contains("<link rel=\"stylesheet\" href=\"/assets/reference.css\">"),
@@ -438,8 +418,8 @@ async fn the_reference_webhook_forms_need_their_csrf_token_and_have_no_inline_st
         )
         .await;
     assert_eq!(added.status, 201, "{}", added.body);
-    assert!(added.body.contains("whsec_"), "{}", added.body);
-    assert!(!added.body.contains("<style"), "{}", added.body);
+    added.assert_shows("whsec_");
+    added.assert_lacks("<style");
     assert_eq!(app.count(hooks).await, 1);
     // A refused form is shown again with its token.
     let refused = operator
@@ -449,7 +429,7 @@ async fn the_reference_webhook_forms_need_their_csrf_token_and_have_no_inline_st
         )
         .await;
     assert_eq!(refused.status, 422, "{}", refused.body);
-    assert!(refused.body.contains("name=\"csrf\""), "{}", refused.body);
+    refused.assert_shows("name=\"csrf\"");
 
     // Programs are not browsers: the bearer token or a JSON body needs no form token.
     let response = app

@@ -50,6 +50,28 @@ impl Page {
             .and_then(|v| v.to_str().ok())
     }
 
+    /// Fails, showing the page, unless its HTML holds `html` (text as the page escapes it).
+    #[track_caller]
+    pub fn assert_shows(&self, html: &str) {
+        assert!(
+            self.body.contains(html),
+            "the page (status {}) does not hold {html:?}:\n{}",
+            self.status,
+            self.body
+        );
+    }
+
+    /// Fails, showing the page, if its HTML holds `html`.
+    #[track_caller]
+    pub fn assert_lacks(&self, html: &str) {
+        assert!(
+            !self.body.contains(html),
+            "the page (status {}) holds {html:?}:\n{}",
+            self.status,
+            self.body
+        );
+    }
+
     pub fn set_cookies(&self) -> Vec<String> {
         self.headers
             .get_all(reqwest::header::SET_COOKIE)
@@ -244,11 +266,7 @@ async fn sign_up_verify_sign_in_and_out_through_the_pages(env: TestEnv) {
 
     let landing = browser.get("/").await;
     assert_eq!(landing.status, 200);
-    assert!(
-        landing.body.contains("href=\"/signup\""),
-        "{}",
-        landing.body
-    );
+    landing.assert_shows("href=\"/signup\"");
     let csrf_cookie = landing
         .set_cookies()
         .into_iter()
@@ -270,7 +288,7 @@ async fn sign_up_verify_sign_in_and_out_through_the_pages(env: TestEnv) {
         )
         .await;
     assert_eq!(mailed.status, 200, "{}", mailed.body);
-    assert!(mailed.body.contains("Check your mail"), "{}", mailed.body);
+    mailed.assert_shows("Check your mail");
     let mail = spooled_mail(env.data_dir.path(), "alice@example.com", 0).await;
     let verify = link_path(&mail, "/verify/");
     assert!(verify.starts_with("/verify/"), "{verify}");
@@ -306,16 +324,8 @@ async fn sign_up_verify_sign_in_and_out_through_the_pages(env: TestEnv) {
         )
         .await;
     assert_eq!(wrong.status, 401);
-    assert!(
-        wrong.body.contains("Wrong e-mail or password."),
-        "{}",
-        wrong.body
-    );
-    assert!(
-        wrong.body.contains("value=\"alice@example.com\""),
-        "{}",
-        wrong.body
-    );
+    wrong.assert_shows("Wrong e-mail or password.");
+    wrong.assert_shows("value=\"alice@example.com\"");
     assert!(browser.cookie("herald_session").is_none());
 
     let signed_in = browser
@@ -390,26 +400,14 @@ async fn sign_up_verify_sign_in_and_out_through_the_pages(env: TestEnv) {
 
     let dashboard = browser.get("/").await;
     assert_eq!(dashboard.status, 200);
-    assert!(
-        dashboard.body.contains("Hello, alice"),
-        "{}",
-        dashboard.body
-    );
-    assert!(
-        dashboard.body.contains("action=\"/signout\""),
-        "{}",
-        dashboard.body
-    );
+    dashboard.assert_shows("Hello, alice");
+    dashboard.assert_shows("action=\"/signout\"");
     assert_eq!(browser.get("/signin").await.location(), Some("/"));
 
     // The token of a signed-out page no longer works once signed in.
     let account = browser.get("/account").await;
     assert_eq!(account.status, 200);
-    assert!(
-        account.body.contains("alice@example.com"),
-        "{}",
-        account.body
-    );
+    account.assert_shows("alice@example.com");
 
     let out = browser.post("/signout", &[]).await;
     assert_eq!(out.status, 303);
@@ -443,11 +441,7 @@ async fn a_form_without_its_csrf_token_is_refused(env: TestEnv) {
 
     let without = browser.post_raw("/signup", &fields).await;
     assert_eq!(without.status, 403, "{}", without.body);
-    assert!(
-        without.body.contains("This form has expired"),
-        "{}",
-        without.body
-    );
+    without.assert_shows("This form has expired");
 
     let mut wrong = vec![("csrf", "0".repeat(64))];
     wrong.extend(fields.iter().map(|(k, v)| (*k, v.to_string())));
@@ -518,12 +512,8 @@ async fn form_errors_are_shown_next_to_their_field_with_what_was_typed(env: Test
         )
         .await;
     assert_eq!(page.status, 422);
-    assert!(page.body.contains("value=\"x\""), "{}", page.body);
-    assert!(
-        page.body.contains("value=\"not-an-address\""),
-        "{}",
-        page.body
-    );
+    page.assert_shows("value=\"x\"");
+    page.assert_shows("value=\"not-an-address\"");
     assert!(
         !page.body.contains("value=\"short\""),
         "passwords are never shown again"
@@ -577,18 +567,10 @@ async fn form_errors_are_shown_next_to_their_field_with_what_was_typed(env: Test
         )
         .await;
     assert_eq!(taken.status, 409, "{}", taken.body);
-    assert!(
-        taken.body.contains(
-            "<p class=\"error\" id=\"name-error\">This name is taken; choose another.</p>"
-        ),
-        "{}",
-        taken.body
+    taken.assert_shows(
+        "<p class=\"error\" id=\"name-error\">This name is taken; choose another.</p>",
     );
-    assert!(
-        taken.body.contains("value=\"carol2@example.com\""),
-        "{}",
-        taken.body
-    );
+    taken.assert_shows("value=\"carol2@example.com\"");
 
     // Hostile input is shown as text, never as markup.
     let hostile = browser
@@ -612,7 +594,7 @@ async fn form_errors_are_shown_next_to_their_field_with_what_was_typed(env: Test
         "{}",
         hostile.body
     );
-    assert!(!hostile.body.contains("<script>"), "{}", hostile.body);
+    hostile.assert_lacks("<script>");
 
     app.stop().await;
     env.cleanup().await;
@@ -656,11 +638,7 @@ async fn password_reset_is_single_use_and_ends_every_session(env: TestEnv) {
     assert_eq!(form.status, 200);
     let short = stranger.post(&reset, &[("password", "short")]).await;
     assert_eq!(short.status, 422, "a bad password keeps the link usable");
-    assert!(
-        short.body.contains("id=\"password-error\""),
-        "{}",
-        short.body
-    );
+    short.assert_shows("id=\"password-error\"");
     let done = stranger
         .post(&reset, &[("password", "battery staple")])
         .await;
@@ -756,11 +734,7 @@ async fn password_reset_is_single_use_and_ends_every_session(env: TestEnv) {
         )
         .await;
     assert_eq!(changed.status, 200, "{}", changed.body);
-    assert!(
-        changed.body.contains("Your password is changed."),
-        "{}",
-        changed.body
-    );
+    changed.assert_shows("Your password is changed.");
     let mut second = PageClient::new(&app);
     second.get("/signin").await;
     assert_eq!(
@@ -839,17 +813,13 @@ async fn another_account_never_sees_my_data(env: TestEnv) {
     drop(connection);
 
     let mine = erin.get("/").await;
-    assert!(mine.body.contains("erin/secret-app"), "{}", mine.body);
-    assert!(
-        mine.body.contains("http://127.0.0.1:9/erin-hook"),
-        "{}",
-        mine.body
-    );
-    assert!(mine.body.contains("erin-phone"), "{}", mine.body);
+    mine.assert_shows("erin/secret-app");
+    mine.assert_shows("http://127.0.0.1:9/erin-hook");
+    mine.assert_shows("erin-phone");
 
     let theirs = frank.get("/").await;
     assert_eq!(theirs.status, 200);
-    assert!(theirs.body.contains("Hello, frank"), "{}", theirs.body);
+    theirs.assert_shows("Hello, frank");
     for secret in [
         "secret-app",
         "erin-hook",
@@ -864,7 +834,7 @@ async fn another_account_never_sees_my_data(env: TestEnv) {
         );
     }
     let account = frank.get("/account").await;
-    assert!(!account.body.contains("erin"), "{}", account.body);
+    account.assert_lacks("erin");
 
     // Frank's forms act on Frank only, whatever he sends.
     frank.get("/account").await;
@@ -909,37 +879,17 @@ async fn pages_speak_the_visitors_language(env: TestEnv) {
     let mut browser = PageClient::new(&app);
     browser.accept_language = Some("ko-KR,ko;q=0.9,en;q=0.5".into());
     let korean = browser.get("/").await;
-    assert!(
-        korean.body.contains("<html lang=\"ko\">"),
-        "{}",
-        korean.body
-    );
-    assert!(
-        korean.body.contains("코드가 바뀌면 바로 알려 드립니다"),
-        "{}",
-        korean.body
-    );
+    korean.assert_shows("<html lang=\"ko\">");
+    korean.assert_shows("코드가 바뀌면 바로 알려 드립니다");
 
     let switched = browser.get("/lang/en?next=%2Fsignin").await;
     assert_eq!(switched.status, 303);
     assert_eq!(switched.location(), Some("/signin"));
     assert_eq!(browser.cookie("herald_lang"), Some("en"));
     let english = browser.get("/signin").await;
-    assert!(
-        english.body.contains("<html lang=\"en\">"),
-        "{}",
-        english.body
-    );
-    assert!(
-        english.body.contains("Sign in to herald"),
-        "{}",
-        english.body
-    );
-    assert!(
-        english.body.contains("href=\"/lang/ko?next=%2Fsignin\""),
-        "{}",
-        english.body
-    );
+    english.assert_shows("<html lang=\"en\">");
+    english.assert_shows("Sign in to herald");
+    english.assert_shows("href=\"/lang/ko?next=%2Fsignin\"");
 
     // Errors too are in the visitor's language.
     browser.get("/lang/ko?next=/signup").await;
@@ -947,16 +897,8 @@ async fn pages_speak_the_visitors_language(env: TestEnv) {
     let errors = browser
         .post("/signup", &[("name", ""), ("email", "x"), ("password", "")])
         .await;
-    assert!(
-        errors.body.contains("이 칸을 채워 주세요."),
-        "{}",
-        errors.body
-    );
-    assert!(
-        errors.body.contains("이메일 주소가 아닙니다."),
-        "{}",
-        errors.body
-    );
+    errors.assert_shows("이 칸을 채워 주세요.");
+    errors.assert_shows("이메일 주소가 아닙니다.");
 
     // Only local paths are followed back.
     let away = browser.get("/lang/en?next=//evil.example/").await;
@@ -1048,11 +990,7 @@ async fn a_messenger_is_linked_with_the_code_the_page_gives_and_unlinked(env: Te
     .await;
     let empty = heidi.get("/messengers").await;
     assert_eq!(empty.status, 200);
-    assert!(
-        empty.body.contains("No messenger is linked"),
-        "{}",
-        empty.body
-    );
+    empty.assert_shows("No messenger is linked");
 
     let with_code = heidi.post("/messengers/code", &[]).await;
     assert_eq!(with_code.status, 200, "{}", with_code.body);
@@ -1072,13 +1010,9 @@ async fn a_messenger_is_linked_with_the_code_the_page_gives_and_unlinked(env: Te
     assert!(crate::bot::texts(&answer).contains("heidi"), "{answer}");
 
     let linked = heidi.get("/messengers").await;
-    assert!(
-        linked.body.contains("<code>kakao-heidi</code>"),
-        "{}",
-        linked.body
-    );
+    linked.assert_shows("<code>kakao-heidi</code>");
     let dashboard = heidi.get("/").await;
-    assert!(dashboard.body.contains("kakao-heidi"), "{}", dashboard.body);
+    dashboard.assert_shows("kakao-heidi");
     let action_start = linked
         .body
         .find("action=\"/messengers/")
@@ -1092,19 +1026,15 @@ async fn a_messenger_is_linked_with_the_code_the_page_gives_and_unlinked(env: Te
     let mut ivan = PageClient::new(&app);
     sign_up_and_in(&env, &mut ivan, "ivan", "ivan@example.com", "correct horse").await;
     let theirs = ivan.get("/messengers").await;
-    assert!(!theirs.body.contains("kakao-heidi"), "{}", theirs.body);
+    theirs.assert_lacks("kakao-heidi");
     assert_eq!(ivan.post(action, &[]).await.status, 404);
     assert!(heidi.get("/messengers").await.body.contains("kakao-heidi"));
 
     heidi.get("/messengers").await;
     let unlinked = heidi.post(action, &[]).await;
     assert_eq!(unlinked.status, 200, "{}", unlinked.body);
-    assert!(
-        unlinked.body.contains("The messenger is unlinked"),
-        "{}",
-        unlinked.body
-    );
-    assert!(!unlinked.body.contains("kakao-heidi"), "{}", unlinked.body);
+    unlinked.assert_shows("The messenger is unlinked");
+    unlinked.assert_lacks("kakao-heidi");
     assert_eq!(
         app.count("SELECT COUNT(*) FROM contacts WHERE account_id IS NOT NULL")
             .await,
@@ -1177,11 +1107,7 @@ async fn the_dashboard_shows_my_subscriptions_and_their_notifications(env: TestE
         "{}",
         dashboard.body
     );
-    assert!(
-        dashboard.body.contains("judy-inbox@example.com"),
-        "{}",
-        dashboard.body
-    );
+    dashboard.assert_shows("judy-inbox@example.com");
     assert!(
         dashboard
             .body
@@ -1200,8 +1126,8 @@ async fn the_dashboard_shows_my_subscriptions_and_their_notifications(env: TestE
     let mut other = PageClient::new(&app);
     sign_up_and_in(&env, &mut other, "kim", "kim@example.com", "correct horse").await;
     let theirs = other.get("/").await;
-    assert!(!theirs.body.contains(&sha[..7]), "{}", theirs.body);
-    assert!(!theirs.body.contains("judy-inbox"), "{}", theirs.body);
+    theirs.assert_lacks(&sha[..7]);
+    theirs.assert_lacks("judy-inbox");
 
     app.stop().await;
     env.cleanup().await;
@@ -1229,11 +1155,7 @@ async fn the_sign_in_form_shares_the_failed_login_limit(env: TestEnv) {
         )
         .await;
     assert_eq!(limited.status, 429, "{}", limited.body);
-    assert!(
-        limited.body.contains("Too many attempts from here."),
-        "{}",
-        limited.body
-    );
+    limited.assert_shows("Too many attempts from here.");
     // The API counts the same failures: it is one limit, not two.
     let api = app
         .client

@@ -95,11 +95,7 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
 
     let empty = alice.get("/projects").await;
     assert_eq!(empty.status, 200);
-    assert!(
-        empty.body.contains("You have no projects."),
-        "{}",
-        empty.body
-    );
+    empty.assert_shows("You have no projects.");
     assert!(
         empty.body.contains("href=\"/projects\""),
         "the header links here"
@@ -110,11 +106,7 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
         .post("/projects", &[("name", "my-app"), ("repository", "  ")])
         .await;
     assert_eq!(missing.status, 422, "{}", missing.body);
-    assert!(
-        missing.body.contains("value=\"my-app\""),
-        "{}",
-        missing.body
-    );
+    missing.assert_shows("value=\"my-app\"");
     assert!(
         missing
             .body
@@ -129,11 +121,7 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
         )
         .await;
     assert_eq!(bad_name.status, 422, "{}", bad_name.body);
-    assert!(
-        bad_name.body.contains("value=\"my app!\""),
-        "{}",
-        bad_name.body
-    );
+    bad_name.assert_shows("value=\"my app!\"");
     assert!(
         bad_name
             .body
@@ -152,16 +140,8 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
         )
         .await;
     assert_eq!(nowhere.status, 422, "{}", nowhere.body);
-    assert!(
-        nowhere.body.contains("value=\"/nonexistent/herald-repo\""),
-        "{}",
-        nowhere.body
-    );
-    assert!(
-        nowhere.body.contains("id=\"repository-error\">"),
-        "{}",
-        nowhere.body
-    );
+    nowhere.assert_shows("value=\"/nonexistent/herald-repo\"");
+    nowhere.assert_shows("id=\"repository-error\">");
     assert_eq!(app.count("SELECT COUNT(*) FROM projects").await, 0);
 
     let created = alice
@@ -188,11 +168,7 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
         again.body
     );
     let list = alice.get("/projects").await;
-    assert!(
-        list.body.contains("href=\"/alice/app/webhooks\""),
-        "{}",
-        list.body
-    );
+    list.assert_shows("href=\"/alice/app/webhooks\"");
     assert!(
         list.body.contains("<code>main</code>"),
         "the default branch: {}",
@@ -201,7 +177,7 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
 
     let page = alice.get("/alice/app/webhooks").await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("No webhooks."), "{}", page.body);
+    page.assert_shows("No webhooks.");
 
     // A bad URL is refused next to the field and kept.
     let refused = alice
@@ -211,11 +187,7 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
         )
         .await;
     assert_eq!(refused.status, 422, "{}", refused.body);
-    assert!(
-        refused.body.contains("value=\"ftp://example.com/x\""),
-        "{}",
-        refused.body
-    );
+    refused.assert_shows("value=\"ftp://example.com/x\"");
     assert!(
         refused
             .body
@@ -244,8 +216,8 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
     assert_eq!(stored, secret);
     let later = alice.get("/alice/app/webhooks").await;
     assert!(!later.body.contains(secret), "shown only once");
-    assert!(later.body.contains(&receiver.url), "{}", later.body);
-    assert!(later.body.contains(">healthy</span>"), "{}", later.body);
+    later.assert_shows(&receiver.url);
+    later.assert_shows(">healthy</span>");
     wait_until("the ping", WAIT, || async { receiver.count() == 1 }).await;
 
     // A test ping.
@@ -256,11 +228,7 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
     assert_eq!(pinged.status, 303, "{}", pinged.body);
     assert_eq!(pinged.location(), Some("/alice/app/webhooks?done=ping"));
     let told = alice.get("/alice/app/webhooks?done=ping").await;
-    assert!(
-        told.body.contains("A test ping is queued."),
-        "{}",
-        told.body
-    );
+    told.assert_shows("A test ping is queued.");
     wait_until("the test ping", WAIT, || async { receiver.count() == 2 }).await;
     assert_eq!(receiver.received()[1].header("x-github-event"), "ping");
 
@@ -270,8 +238,8 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
         .await;
     assert_eq!(disabled.status, 303);
     let page = alice.get("/alice/app/webhooks").await;
-    assert!(page.body.contains(">disabled</span>"), "{}", page.body);
-    assert!(page.body.contains("/enable\""), "{}", page.body);
+    page.assert_shows(">disabled</span>");
+    page.assert_shows("/enable\"");
     assert_eq!(
         app.count("SELECT COUNT(*) FROM webhooks WHERE active = 0")
             .await,
@@ -282,12 +250,8 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
         .await;
     assert_eq!(enabled.status, 303);
     let page = alice.get("/alice/app/webhooks?done=enable").await;
-    assert!(
-        page.body.contains("The webhook is enabled again."),
-        "{}",
-        page.body
-    );
-    assert!(page.body.contains(">healthy</span>"), "{}", page.body);
+    page.assert_shows("The webhook is enabled again.");
+    page.assert_shows(">healthy</span>");
 
     let deleted = alice
         .post(&format!("/projects/alice/app/hooks/{hook}/delete"), &[])
@@ -295,7 +259,7 @@ async fn projects_and_hooks_are_managed_through_the_pages(env: TestEnv) {
     assert_eq!(deleted.status, 303);
     assert_eq!(app.count("SELECT COUNT(*) FROM webhooks").await, 0);
     let page = alice.get("/alice/app/webhooks?done=delete").await;
-    assert!(page.body.contains("No webhooks."), "{}", page.body);
+    page.assert_shows("No webhooks.");
 
     app.stop().await;
     env.cleanup().await;
@@ -358,7 +322,7 @@ async fn the_delivery_log_filters_pages_and_redelivers(env: TestEnv) {
     let first_ids = listed(&first.body);
     assert_eq!(first_ids.len(), 25, "{}", first.body);
     assert!(first_ids.windows(2).all(|w| w[0] > w[1]));
-    assert!(first.body.contains("HTTP 204"), "{}", first.body);
+    first.assert_shows("HTTP 204");
     let older = older_link(&first.body).expect("an older page");
     assert_eq!(older, format!("{log}?before={}", first_ids[24]));
     let second = alice.get(&older).await;
@@ -368,17 +332,13 @@ async fn the_delivery_log_filters_pages_and_redelivers(env: TestEnv) {
     let all: BTreeSet<i64> = first_ids.iter().chain(&second_ids).copied().collect();
     assert_eq!(all.len(), 30);
     assert_eq!(second_ids.last(), Some(&failed_id), "the ping came first");
-    assert!(second.body.contains(">push</strong>"), "{}", second.body);
+    second.assert_shows(">push</strong>");
 
     // Filters: outcome, the last answer's class, time; each keeps what was chosen.
     let failed = alice.get(&format!("{log}?outcome=failed")).await;
     assert_eq!(listed(&failed.body), vec![failed_id], "{}", failed.body);
-    assert!(failed.body.contains("HTTP 400"), "{}", failed.body);
-    assert!(
-        failed.body.contains("<option value=\"failed\" selected>"),
-        "{}",
-        failed.body
-    );
+    failed.assert_shows("HTTP 400");
+    failed.assert_shows("<option value=\"failed\" selected>");
     let client_errors = alice.get(&format!("{log}?class=4xx")).await;
     assert_eq!(listed(&client_errors.body), vec![failed_id]);
     let successes = alice
@@ -393,18 +353,14 @@ async fn the_delivery_log_filters_pages_and_redelivers(env: TestEnv) {
     assert_eq!(listed(&alice.get(&older_successes).await.body).len(), 4);
     let none = alice.get(&format!("{log}?class=none")).await;
     assert!(listed(&none.body).is_empty());
-    assert!(none.body.contains("No deliveries match."), "{}", none.body);
+    none.assert_shows("No deliveries match.");
     let long_ago = alice.get(&format!("{log}?to=2000-01-01T00:00")).await;
     assert!(listed(&long_ago.body).is_empty(), "{}", long_ago.body);
     let since_then = alice.get(&format!("{log}?from=2000-01-01T00:00")).await;
     assert_eq!(listed(&since_then.body), first_ids);
     let bad_time = alice.get(&format!("{log}?from=yesterday")).await;
     assert_eq!(bad_time.status, 422);
-    assert!(
-        bad_time.body.contains("value=\"yesterday\""),
-        "{}",
-        bad_time.body
-    );
+    bad_time.assert_shows("value=\"yesterday\"");
     assert!(
         bad_time
             .body
@@ -482,8 +438,8 @@ async fn the_delivery_log_filters_pages_and_redelivers(env: TestEnv) {
         )
         .await;
     assert_eq!(bad.status, 422, "{}", bad.body);
-    assert!(bad.body.contains("value=\"last week\""), "{}", bad.body);
-    assert!(bad.body.contains("id=\"since-error\""), "{}", bad.body);
+    bad.assert_shows("value=\"last week\"");
+    bad.assert_shows("id=\"since-error\"");
     let recovered = alice
         .post(
             &format!("/projects/alice/app/hooks/{hook}/recover"),
@@ -492,11 +448,7 @@ async fn the_delivery_log_filters_pages_and_redelivers(env: TestEnv) {
         .await;
     assert_eq!(recovered.status, 303);
     let told = alice.get(recovered.location().expect("log")).await;
-    assert!(
-        told.body.contains("Failed deliveries queued again: 0"),
-        "{}",
-        told.body
-    );
+    told.assert_shows("Failed deliveries queued again: 0");
 
     app.stop().await;
     env.cleanup().await;
@@ -525,8 +477,8 @@ async fn another_account_gets_404_and_forms_need_their_token(env: TestEnv) {
     let mut bob = PageClient::new(&app);
     sign_up_and_in(&env, &mut bob, "bob", "bob@example.com", "correct horse").await;
     let mine = bob.get("/projects").await;
-    assert!(!mine.body.contains("alice"), "{}", mine.body);
-    assert!(!mine.body.contains(&repo.url()), "{}", mine.body);
+    mine.assert_lacks("alice");
+    mine.assert_lacks(&repo.url());
     for path in [
         "/alice/app/webhooks".to_string(),
         format!("/alice/app/webhooks/{hook}"),

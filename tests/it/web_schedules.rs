@@ -123,7 +123,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
 
     let empty = judy.get("/schedules").await;
     assert_eq!(empty.status, 200, "{}", empty.body);
-    assert!(empty.body.contains("No schedules yet."), "{}", empty.body);
+    empty.assert_shows("No schedules yet.");
     assert!(
         empty
             .body
@@ -169,11 +169,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
         "{}",
         previewed.body
     );
-    assert!(
-        previewed.body.contains("2026-06-01 09:00 Mon (+09:00)"),
-        "{}",
-        previewed.body
-    );
+    previewed.assert_shows("2026-06-01 09:00 Mon (+09:00)");
     assert!(
         previewed.body.contains(">Stand-up at ten</textarea>"),
         "what was typed is kept: {}",
@@ -201,23 +197,9 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
         )
         .await;
     assert_eq!(wrong.status, 422, "{}", wrong.body);
-    assert!(
-        wrong.body.contains(
-            "<p class=\"error\" id=\"cron-error\">Not a cron expression: 5 fields (minute hour day month weekday), or 6 with seconds first.</p>"
-        ),
-        "{}",
-        wrong.body
-    );
-    assert!(
-        wrong.body.contains("value=\"61 9 * * *\""),
-        "{}",
-        wrong.body
-    );
-    assert!(
-        wrong.body.contains(">Stand-up at ten</textarea>"),
-        "{}",
-        wrong.body
-    );
+    wrong.assert_shows("<p class=\"error\" id=\"cron-error\">Not a cron expression: 5 fields (minute hour day month weekday), or 6 with seconds first.</p>");
+    wrong.assert_shows("value=\"61 9 * * *\"");
+    wrong.assert_shows(">Stand-up at ten</textarea>");
     let wrong_zone = judy
         .post(
             "/schedules",
@@ -229,12 +211,8 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
         )
         .await;
     assert_eq!(wrong_zone.status, 422, "{}", wrong_zone.body);
-    assert!(
-        wrong_zone.body.contains("id=\"time_zone-error\""),
-        "{}",
-        wrong_zone.body
-    );
-    assert!(!wrong_zone.body.contains("id=\"preview\""));
+    wrong_zone.assert_shows("id=\"time_zone-error\"");
+    wrong_zone.assert_lacks("id=\"preview\"");
 
     // Messengers as the audience: at least one, and only mine.
     let none_checked = judy
@@ -250,11 +228,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
         )
         .await;
     assert_eq!(none_checked.status, 422, "{}", none_checked.body);
-    assert!(
-        none_checked.body.contains("<p class=\"error\" id=\"audience-error\">Choose a team you administer, or check at least one of your messengers.</p>"),
-        "{}",
-        none_checked.body
-    );
+    none_checked.assert_shows("<p class=\"error\" id=\"audience-error\">Choose a team you administer, or check at least one of your messengers.</p>");
     let kims_contact = judy
         .post(
             "/schedules",
@@ -294,11 +268,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
         )
         .await;
     assert_eq!(made.status, 200, "{}", made.body);
-    assert!(
-        made.body.contains("The schedule is created."),
-        "{}",
-        made.body
-    );
+    made.assert_shows("The schedule is created.");
     let stored = herald::schedules::list_schedules(&db, Some(judy_id))
         .await
         .expect("schedules");
@@ -330,11 +300,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
         "{}",
         made.body
     );
-    assert!(
-        made.body.contains("<dd>Team Platform</dd>"),
-        "{}",
-        made.body
-    );
+    made.assert_shows("<dd>Team Platform</dd>");
 
     // A second one, to my own messenger.
     let mine = judy
@@ -367,8 +333,8 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
 
     // A member who is not the team's admin sees neither and changes nothing.
     let kims = kim.get("/schedules").await;
-    assert!(kims.body.contains("No schedules yet."), "{}", kims.body);
-    assert!(!kims.body.contains("Stand-up at ten"), "{}", kims.body);
+    kims.assert_shows("No schedules yet.");
+    kims.assert_lacks("Stand-up at ten");
     assert!(
         !kims.body.contains(&format!("value=\"team:{team}\"")),
         "a team kim does not administer is not offered: {}",
@@ -381,11 +347,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
     ] {
         let refused = kim.post(&path, &[]).await;
         assert_eq!(refused.status, 404, "{path}: {}", refused.body);
-        assert!(
-            refused.body.contains("No such schedule among yours."),
-            "{}",
-            refused.body
-        );
+        refused.assert_shows("No such schedule among yours.");
     }
     let to_team = kim
         .post(
@@ -400,11 +362,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
         )
         .await;
     assert_eq!(to_team.status, 422, "{}", to_team.body);
-    assert!(
-        to_team.body.contains("id=\"audience-error\""),
-        "{}",
-        to_team.body
-    );
+    to_team.assert_shows("id=\"audience-error\"");
     assert!(
         herald::schedules::list_schedules(&db, Some(kim_id))
             .await
@@ -420,11 +378,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
     // Disabled: no next time; enabled again: due from now.
     let disabled = judy.post(&format!("/schedules/{id}/disable"), &[]).await;
     assert_eq!(disabled.status, 200, "{}", disabled.body);
-    assert!(
-        disabled.body.contains("The schedule is disabled."),
-        "{}",
-        disabled.body
-    );
+    disabled.assert_shows("The schedule is disabled.");
     let off = herald::schedules::find_schedule(&db, id)
         .await
         .expect("read")
@@ -513,11 +467,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
     // Deleted.
     let deleted = judy.post(&format!("/schedules/{id}/delete"), &[]).await;
     assert_eq!(deleted.status, 200, "{}", deleted.body);
-    assert!(
-        deleted.body.contains("The schedule is deleted."),
-        "{}",
-        deleted.body
-    );
+    deleted.assert_shows("The schedule is deleted.");
     assert!(
         herald::schedules::find_schedule(&db, id)
             .await
@@ -528,11 +478,7 @@ async fn schedules_are_previewed_made_and_managed_from_their_page(env: TestEnv) 
     // Korean.
     judy.accept_language = Some("ko".into());
     let korean = judy.get("/schedules").await;
-    assert!(
-        korean.body.contains("<h1>내 예약 메시지</h1>"),
-        "{}",
-        korean.body
-    );
+    korean.assert_shows("<h1>내 예약 메시지</h1>");
 
     app.stop().await;
     env.cleanup().await;
@@ -556,7 +502,7 @@ async fn member_days_are_listed_and_changed_by_team_admins_only(env: TestEnv) {
     let days_path = format!("/teams/{team}/days");
 
     let page = judy.get("/teams").await;
-    assert!(page.body.contains("No upcoming days."), "{}", page.body);
+    page.assert_shows("No upcoming days.");
 
     // Mistakes are shown next to their field, with what was typed.
     let bad_date = judy
@@ -572,23 +518,11 @@ async fn member_days_are_listed_and_changed_by_team_admins_only(env: TestEnv) {
         )
         .await;
     assert_eq!(bad_date.status, 422, "{}", bad_date.body);
-    assert!(
-        bad_date.body.contains(&format!(
-            "<p class=\"error\" id=\"day-from-{team}-error\">Use a date written YYYY-MM-DD.</p>"
-        )),
-        "{}",
-        bad_date.body
-    );
-    assert!(
-        bad_date.body.contains("value=\"2026-6-3\""),
-        "{}",
-        bad_date.body
-    );
-    assert!(
-        bad_date.body.contains("value=\"Jeju\""),
-        "{}",
-        bad_date.body
-    );
+    bad_date.assert_shows(&format!(
+        "<p class=\"error\" id=\"day-from-{team}-error\">Use a date written YYYY-MM-DD.</p>"
+    ));
+    bad_date.assert_shows("value=\"2026-6-3\"");
+    bad_date.assert_shows("value=\"Jeju\"");
     let backwards = judy
         .post(
             &days_path,
@@ -601,13 +535,9 @@ async fn member_days_are_listed_and_changed_by_team_admins_only(env: TestEnv) {
         )
         .await;
     assert_eq!(backwards.status, 422, "{}", backwards.body);
-    assert!(
-        backwards.body.contains(&format!(
+    backwards.assert_shows(&format!(
             "<p class=\"error\" id=\"day-to-{team}-error\">On or after the first day, and at most 366 days later.</p>"
-        )),
-        "{}",
-        backwards.body
-    );
+        ));
     let stranger_member = judy
         .post(
             &days_path,
@@ -643,7 +573,7 @@ async fn member_days_are_listed_and_changed_by_team_admins_only(env: TestEnv) {
         )
         .await;
     assert_eq!(added.status, 200, "{}", added.body);
-    assert!(added.body.contains("The day is added."), "{}", added.body);
+    added.assert_shows("The day is added.");
     let birthday = judy
         .post(
             &days_path,
@@ -692,24 +622,16 @@ async fn member_days_are_listed_and_changed_by_team_admins_only(env: TestEnv) {
     );
     let jeju = days[1].id;
     let listed = judy.get("/teams").await;
-    assert!(
-        listed.body.contains("<strong>kim</strong> · Day off · <time datetime=\"2026-06-03\">2026-06-03</time> – <time datetime=\"2026-06-05\">2026-06-05</time> <span class=\"small\">— Jeju</span>"),
-        "{}",
-        listed.body
+    listed.assert_shows("<strong>kim</strong> · Day off · <time datetime=\"2026-06-03\">2026-06-03</time> – <time datetime=\"2026-06-05\">2026-06-05</time> <span class=\"small\">— Jeju</span>");
+    listed.assert_shows(
+        "<strong>kim</strong> · Birthday · <time datetime=\"2026-06-10\">2026-06-10</time>\n",
     );
-    assert!(
-        listed.body.contains(
-            "<strong>kim</strong> · Birthday · <time datetime=\"2026-06-10\">2026-06-10</time>\n"
-        ),
-        "{}",
-        listed.body
-    );
-    assert!(!listed.body.contains("Past"), "{}", listed.body);
+    listed.assert_lacks("Past");
 
     // A member sees the days but may not change them; a stranger does not find the team.
     let seen = kim.get("/teams").await;
-    assert!(seen.body.contains("— Jeju"), "{}", seen.body);
-    assert!(!seen.body.contains("/days"), "{}", seen.body);
+    seen.assert_shows("— Jeju");
+    seen.assert_lacks("/days");
     let refused = kim
         .post(
             &days_path,
@@ -743,12 +665,8 @@ async fn member_days_are_listed_and_changed_by_team_admins_only(env: TestEnv) {
 
     let removed = judy.post(&format!("{days_path}/{jeju}/remove"), &[]).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
-    assert!(
-        removed.body.contains("The day is removed."),
-        "{}",
-        removed.body
-    );
-    assert!(!removed.body.contains("Jeju"), "{}", removed.body);
+    removed.assert_shows("The day is removed.");
+    removed.assert_lacks("Jeju");
     assert_eq!(
         herald::teams::morning::list_days(&db, team)
             .await
@@ -964,20 +882,16 @@ async fn a_schedule_is_edited_from_its_page(env: TestEnv) {
         page.body
             .contains(&format!("action=\"/schedules/{id}/edit\""))
     );
-    assert!(page.body.contains("value=\"0 9 * * 1-5\""), "{}", page.body);
-    assert!(page.body.contains(">Stand-up at ten</textarea>"));
-    assert!(page.body.contains("value=\"30m\""), "{}", page.body);
+    page.assert_shows("value=\"0 9 * * 1-5\"");
+    page.assert_shows(">Stand-up at ten</textarea>");
+    page.assert_shows("value=\"30m\"");
     assert!(
         page.body
             .contains(&format!("<option value=\"team:{team}\" selected>")),
         "{}",
         page.body
     );
-    assert!(
-        page.body.contains("value=\"email\" checked"),
-        "{}",
-        page.body
-    );
+    page.assert_shows("value=\"email\" checked");
     assert!(
         page.body
             .contains("id=\"enabled\" name=\"enabled\" type=\"checkbox\" value=\"on\" checked")
@@ -1023,7 +937,7 @@ async fn a_schedule_is_edited_from_its_page(env: TestEnv) {
     assert_eq!(previewed.status, 200, "{}", previewed.body);
     let expected = api_preview(&app, "30 10 * * *", "UTC", now).await;
     assert_eq!(times_after(&previewed.body, "id=\"preview\""), expected);
-    assert!(previewed.body.contains(">Retro</textarea>"));
+    previewed.assert_shows(">Retro</textarea>");
     assert_eq!(find().await.cron, "0 9 * * 1-5");
 
     // Saved: every setting the API's PATCH takes, and the next time counted anew.
@@ -1046,11 +960,7 @@ async fn a_schedule_is_edited_from_its_page(env: TestEnv) {
         )
         .await;
     assert_eq!(saved.status, 200, "{}", saved.body);
-    assert!(
-        saved.body.contains("The schedule is saved."),
-        "{}",
-        saved.body
-    );
+    saved.assert_shows("The schedule is saved.");
     let after = find().await;
     assert_eq!(after.cron, "30 10 * * *");
     assert_eq!(after.time_zone, "UTC");
@@ -1159,23 +1069,15 @@ async fn the_operator_announces_to_a_repositorys_subscribers_from_the_page(env: 
     let mut operator = crate::web_operator::operator_browser(&app).await;
     let page = operator.get("/schedules").await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(
-        page.body.contains(
-            "<option value=\"repository\">Subscribers of a repository (operator only)</option>"
-        ),
-        "{}",
-        page.body
+    page.assert_shows(
+        "<option value=\"repository\">Subscribers of a repository (operator only)</option>",
     );
-    assert!(
-        page.body.contains("id=\"repository\" name=\"repository\""),
-        "{}",
-        page.body
-    );
+    page.assert_shows("id=\"repository\" name=\"repository\"");
     // An account is offered no repository, and one posted anyway is refused.
     let mut judy = PageClient::new(&app);
     sign_up_and_in(&env, &mut judy, "judy", "judy@example.com", "correct horse").await;
     let page = judy.get("/schedules").await;
-    assert!(!page.body.contains("value=\"repository\""), "{}", page.body);
+    page.assert_lacks("value=\"repository\"");
     let refused = judy
         .post(
             "/schedules",
@@ -1190,11 +1092,7 @@ async fn the_operator_announces_to_a_repositorys_subscribers_from_the_page(env: 
         )
         .await;
     assert_eq!(refused.status, 422, "{}", refused.body);
-    assert!(
-        refused.body.contains("id=\"audience-error\""),
-        "{}",
-        refused.body
-    );
+    refused.assert_shows("id=\"audience-error\"");
 
     // A repository nobody watches is refused next to its field, with what was typed.
     let form = |url: String| {
@@ -1216,11 +1114,7 @@ async fn the_operator_announces_to_a_repositorys_subscribers_from_the_page(env: 
         .collect();
     let wrong = operator.post("/schedules", &pairs).await;
     assert_eq!(wrong.status, 422, "{}", wrong.body);
-    assert!(
-        wrong.body.contains("<p class=\"error\" id=\"repository-error\">Give the URL of a repository someone is subscribed to.</p>"),
-        "{}",
-        wrong.body
-    );
+    wrong.assert_shows("<p class=\"error\" id=\"repository-error\">Give the URL of a repository someone is subscribed to.</p>");
     assert!(
         wrong
             .body
@@ -1241,11 +1135,7 @@ async fn the_operator_announces_to_a_repositorys_subscribers_from_the_page(env: 
         .collect();
     let made = operator.post("/schedules", &pairs).await;
     assert_eq!(made.status, 200, "{}", made.body);
-    assert!(
-        made.body.contains("The schedule is created."),
-        "{}",
-        made.body
-    );
+    made.assert_shows("The schedule is created.");
     let stored = herald::schedules::list_schedules(&db, None)
         .await
         .expect("schedules");
@@ -1267,11 +1157,7 @@ async fn the_operator_announces_to_a_repositorys_subscribers_from_the_page(env: 
     assert_eq!(judy.get(&format!("/schedules/{id}/edit")).await.status, 404);
     let page = operator.get(&format!("/schedules/{id}/edit")).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(
-        page.body.contains("<option value=\"kept\" selected>"),
-        "{}",
-        page.body
-    );
+    page.assert_shows("<option value=\"kept\" selected>");
     let saved = operator
         .post(
             &format!("/schedules/{id}/edit"),

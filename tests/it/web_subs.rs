@@ -104,19 +104,11 @@ async fn a_subscription_is_added_from_the_offered_branches_and_tuned(env: TestEn
         )
         .await;
     assert_eq!(missing.status, 422, "{}", missing.body);
-    assert!(
-        missing.body.contains(
-            "<p class=\"error\" id=\"branch-error\">The repository has no such branch.</p>"
-        ),
-        "{}",
-        missing.body
+    missing.assert_shows(
+        "<p class=\"error\" id=\"branch-error\">The repository has no such branch.</p>",
     );
-    assert!(missing.body.contains("value=\"nope\""), "{}", missing.body);
-    assert!(
-        missing.body.contains(">src/**</textarea>"),
-        "{}",
-        missing.body
-    );
+    missing.assert_shows("value=\"nope\"");
+    missing.assert_shows(">src/**</textarea>");
     assert!(
         herald::contacts::list_subscriptions(&app.state.db, Some(contact_id))
             .await
@@ -137,7 +129,7 @@ async fn a_subscription_is_added_from_the_offered_branches_and_tuned(env: TestEn
         )
         .await;
     assert_eq!(added.status, 200, "{}", added.body);
-    assert!(added.body.contains("Subscribed."), "{}", added.body);
+    added.assert_shows("Subscribed.");
     let subscription = only_subscription(&app, contact_id).await;
     assert_eq!(subscription.branch, "main");
     assert_eq!(subscription.paths, vec!["src/**", "docs/**"]);
@@ -150,14 +142,10 @@ async fn a_subscription_is_added_from_the_offered_branches_and_tuned(env: TestEn
     app.wait_for_head("main", &sha).await;
     app.wait_for_outbox_drained().await;
     let listed = judy.get("/subscriptions").await;
-    assert!(
-        listed.body.contains(&format!(
-            "<code>{}</code> main <span class=\"small\">",
-            &sha[..7]
-        )),
-        "{}",
-        listed.body
-    );
+    listed.assert_shows(&format!(
+        "<code>{}</code> main <span class=\"small\">",
+        &sha[..7]
+    ));
     assert!(
         listed
             .body
@@ -178,15 +166,11 @@ async fn a_subscription_is_added_from_the_offered_branches_and_tuned(env: TestEn
         )
         .await;
     assert_eq!(bad.status, 422, "{}", bad.body);
-    assert!(
-        bad.body.contains(&format!(
-            "<p class=\"error\" id=\"digest-{id}-error\">Use instant, hourly or daily@HH:MM.</p>"
-        )),
-        "{}",
-        bad.body
-    );
-    assert!(bad.body.contains("value=\"weekly\""), "{}", bad.body);
-    assert!(bad.body.contains(">lib/**</textarea>"), "{}", bad.body);
+    bad.assert_shows(&format!(
+        "<p class=\"error\" id=\"digest-{id}-error\">Use instant, hourly or daily@HH:MM.</p>"
+    ));
+    bad.assert_shows("value=\"weekly\"");
+    bad.assert_shows(">lib/**</textarea>");
     assert_eq!(
         only_subscription(&app, contact_id).await.paths,
         vec!["src/**", "docs/**"]
@@ -204,7 +188,7 @@ async fn a_subscription_is_added_from_the_offered_branches_and_tuned(env: TestEn
         )
         .await;
     assert_eq!(saved.status, 200, "{}", saved.body);
-    assert!(saved.body.contains("Saved."), "{}", saved.body);
+    saved.assert_shows("Saved.");
     let subscription = only_subscription(&app, contact_id).await;
     assert_eq!(subscription.paths, vec!["lib/**"]);
     assert_eq!(subscription.exclude_authors, vec!["ci@example.com"]);
@@ -213,11 +197,7 @@ async fn a_subscription_is_added_from_the_offered_branches_and_tuned(env: TestEn
 
     let muted = judy.post(&format!("/subscriptions/{id}/mute"), &[]).await;
     assert_eq!(muted.status, 200, "{}", muted.body);
-    assert!(
-        muted.body.contains("The subscription is muted."),
-        "{}",
-        muted.body
-    );
+    muted.assert_shows("The subscription is muted.");
     assert!(only_subscription(&app, contact_id).await.muted);
     let unmuted = judy.post(&format!("/subscriptions/{id}/unmute"), &[]).await;
     assert_eq!(unmuted.status, 200, "{}", unmuted.body);
@@ -240,18 +220,10 @@ async fn a_subscription_is_added_from_the_offered_branches_and_tuned(env: TestEn
         )
         .await;
     assert_eq!(bad_zone.status, 422, "{}", bad_zone.body);
-    assert!(
-        bad_zone.body.contains(&format!(
+    bad_zone.assert_shows(&format!(
             "<p class=\"error\" id=\"tz-{contact_id}-error\">Unknown time zone; use an IANA name such as Asia/Seoul.</p>"
-        )),
-        "{}",
-        bad_zone.body
-    );
-    assert!(
-        bad_zone.body.contains("value=\"Mars/Olympus\""),
-        "{}",
-        bad_zone.body
-    );
+        ));
+    bad_zone.assert_shows("value=\"Mars/Olympus\"");
     let contact = herald::contacts::find_contact(&app.state.db, contact_id)
         .await
         .expect("read")
@@ -288,11 +260,7 @@ async fn a_subscription_is_added_from_the_offered_branches_and_tuned(env: TestEn
     judy.get("/subscriptions").await;
     let removed = judy.post(&format!("/subscriptions/{id}/delete"), &[]).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
-    assert!(
-        removed.body.contains("The subscription is removed."),
-        "{}",
-        removed.body
-    );
+    removed.assert_shows("The subscription is removed.");
     assert!(
         herald::contacts::list_subscriptions(&app.state.db, Some(contact_id))
             .await
@@ -334,8 +302,8 @@ async fn another_accounts_subscriptions_are_not_found(env: TestEnv) {
 
     let page = kim.get("/subscriptions").await;
     assert_eq!(page.status, 200);
-    assert!(!page.body.contains(&repo.url()), "{}", page.body);
-    assert!(!page.body.contains("judy-inbox"), "{}", page.body);
+    page.assert_lacks(&repo.url());
+    page.assert_lacks("judy-inbox");
 
     for path in [
         format!("/subscriptions/{id}/mute"),
@@ -351,11 +319,7 @@ async fn another_accounts_subscriptions_are_not_found(env: TestEnv) {
             )
             .await;
         assert_eq!(refused.status, 404, "{path}: {}", refused.body);
-        assert!(
-            refused.body.contains("No such subscription among yours."),
-            "{}",
-            refused.body
-        );
+        refused.assert_shows("No such subscription among yours.");
     }
     // Subscribing someone else's contact is refused at the contact field.
     kim.get("/subscriptions/new").await;
@@ -370,11 +334,7 @@ async fn another_accounts_subscriptions_are_not_found(env: TestEnv) {
         )
         .await;
     assert_eq!(theirs.status, 422, "{}", theirs.body);
-    assert!(
-        theirs.body.contains("Choose one of your messengers."),
-        "{}",
-        theirs.body
-    );
+    theirs.assert_shows("Choose one of your messengers.");
     let subscription = only_subscription(&app, judys_contact).await;
     assert_eq!(subscription.id, id);
     assert!(!subscription.muted);
@@ -412,7 +372,7 @@ async fn the_knowledge_base_is_searched_from_a_page(env: TestEnv) {
         "{}",
         form.body
     );
-    assert!(!form.body.contains("Results"), "{}", form.body);
+    form.assert_lacks("Results");
 
     // The sample knowledge base: `연차` is a synonym of `휴가`.
     let found = judy.get(&format!("/kb?q={}", encoded("연차 신청"))).await;
@@ -429,27 +389,19 @@ async fn the_knowledge_base_is_searched_from_a_page(env: TestEnv) {
         "{}",
         found.body
     );
-    assert!(found.body.contains("value=\"연차 신청\""), "{}", found.body);
+    found.assert_shows("value=\"연차 신청\"");
 
     let nothing = judy.get("/kb?q=zzqxwv").await;
     assert_eq!(nothing.status, 200, "{}", nothing.body);
-    assert!(
-        nothing.body.contains("Nothing matches; try other words."),
-        "{}",
-        nothing.body
-    );
+    nothing.assert_shows("Nothing matches; try other words.");
 
     let long = "a".repeat(1001);
     let too_long = judy.get(&format!("/kb?q={long}")).await;
     assert_eq!(too_long.status, 422, "{}", too_long.body);
-    assert!(
-        too_long.body.contains(
-            "<p class=\"error\" id=\"q-error\">The search text is too long (at most 1000 bytes).</p>"
-        ),
-        "{}",
-        too_long.body
+    too_long.assert_shows(
+        "<p class=\"error\" id=\"q-error\">The search text is too long (at most 1000 bytes).</p>",
     );
-    assert!(too_long.body.contains(&format!("value=\"{long}\"")));
+    too_long.assert_shows(&format!("value=\"{long}\""));
 
     app.stop().await;
     env.cleanup().await;
@@ -493,8 +445,8 @@ async fn teams_are_created_and_managed_by_their_admins(env: TestEnv) {
         "{}",
         bad.body
     );
-    assert!(bad.body.contains("value=\"Platform\""), "{}", bad.body);
-    assert!(bad.body.contains("value=\"9am\""), "{}", bad.body);
+    bad.assert_shows("value=\"Platform\"");
+    bad.assert_shows("value=\"9am\"");
     assert!(
         herald::teams::list_teams(db, Some(judy_id))
             .await
@@ -536,29 +488,17 @@ async fn teams_are_created_and_managed_by_their_admins(env: TestEnv) {
 
     let nobody = judy.post(&add_path, &[("account", "nobody")]).await;
     assert_eq!(nobody.status, 422, "{}", nobody.body);
-    assert!(
-        nobody.body.contains(&format!(
-            "<p class=\"error\" id=\"member-{}-error\">No herald account has this name.</p>",
-            team.id
-        )),
-        "{}",
-        nobody.body
-    );
-    assert!(nobody.body.contains("value=\"nobody\""), "{}", nobody.body);
+    nobody.assert_shows(&format!(
+        "<p class=\"error\" id=\"member-{}-error\">No herald account has this name.</p>",
+        team.id
+    ));
+    nobody.assert_shows("value=\"nobody\"");
     let added = judy.post(&add_path, &[("account", "kim")]).await;
     assert_eq!(added.status, 200, "{}", added.body);
-    assert!(
-        added.body.contains("The member is added."),
-        "{}",
-        added.body
-    );
+    added.assert_shows("The member is added.");
     let again = judy.post(&add_path, &[("account", "kim")]).await;
     assert_eq!(again.status, 422, "{}", again.body);
-    assert!(
-        again.body.contains("This account is already a member."),
-        "{}",
-        again.body
-    );
+    again.assert_shows("This account is already a member.");
     let members = herald::teams::list_members(db, team.id)
         .await
         .expect("members");
@@ -574,9 +514,9 @@ async fn teams_are_created_and_managed_by_their_admins(env: TestEnv) {
 
     // A member sees the team but may not manage it.
     let seen = kim.get("/teams").await;
-    assert!(seen.body.contains("<h2 id=\"team-"), "{}", seen.body);
-    assert!(seen.body.contains(">Platform</h2>"), "{}", seen.body);
-    assert!(!seen.body.contains("/members/"), "{}", seen.body);
+    seen.assert_shows("<h2 id=\"team-");
+    seen.assert_shows(">Platform</h2>");
+    seen.assert_lacks("/members/");
     let refused = kim
         .post(
             &format!("/teams/{}/members/{judy_member}/remove", team.id),
@@ -594,14 +534,10 @@ async fn teams_are_created_and_managed_by_their_admins(env: TestEnv) {
 
     // A stranger neither sees nor finds it.
     let strangers = lee.get("/teams").await;
-    assert!(!strangers.body.contains("Platform"), "{}", strangers.body);
+    strangers.assert_lacks("Platform");
     let hidden = lee.post(&add_path, &[("account", "lee")]).await;
     assert_eq!(hidden.status, 404, "{}", hidden.body);
-    assert!(
-        hidden.body.contains("No such team among yours."),
-        "{}",
-        hidden.body
-    );
+    hidden.assert_shows("No such team among yours.");
     assert_eq!(
         herald::teams::list_members(db, team.id)
             .await
@@ -617,13 +553,9 @@ async fn teams_are_created_and_managed_by_their_admins(env: TestEnv) {
         )
         .await;
     assert_eq!(removed.status, 200, "{}", removed.body);
-    assert!(
-        removed.body.contains("The member is removed."),
-        "{}",
-        removed.body
-    );
+    removed.assert_shows("The member is removed.");
     let gone = kim.get("/teams").await;
-    assert!(!gone.body.contains("Platform"), "{}", gone.body);
+    gone.assert_lacks("Platform");
 
     app.stop().await;
     env.cleanup().await;
